@@ -1,0 +1,99 @@
+"""``DeviceProfile``: the schema of a device-profile YAML file (``device_profiles/*.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Power", "Runner", "TARGET_KINDS"]
+
+TARGET_KINDS = ("llvm", "cuda", "rocm", "vulkan", "opencl", "metal")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Measure(_Strict):
+    """How latency is timed with TVM's time evaluator (per ``repeat``: ``number`` calls)."""
+
+    warmup: int = Field(default=10, ge=0, description="Untimed calls before timing.")
+    number: int = Field(default=20, ge=1, description="Calls averaged into one repeat.")
+    repeat: int = Field(default=15, ge=3, description="Repeats; median, p90 and CoV are over these.")
+    min_repeat_ms: int = Field(default=20, ge=0, description="Grow 'number' until a repeat takes this long.")
+    threads: int = Field(default=1, ge=1, description="TVM runtime threads while timing.")
+
+
+class Numerics(_Strict):
+    """Tolerances of the compiled-vs-PyTorch check made before any row is written."""
+
+    samples: int = Field(default=16, ge=1, description="Held-out inputs compared one by one.")
+    atol: float = Field(default=1e-4, gt=0, description="Largest allowed |tvm - torch| on the outputs.")
+    min_top1_agreement: float = Field(default=1.0, ge=0, le=1)
+
+
+class Power(_Strict):
+    """Power figures for the energy model, used when no meter can be read."""
+
+    idle_w: float = Field(ge=0, description="Watts with the device idle.")
+    active_w: float = Field(gt=0, description="Watts while running inference.")
+    source: str = Field(min_length=1, description="Where the figures come from (datasheet, measurement).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Power:
+        if self.active_w < self.idle_w:
+            raise ValueError(f"active_w ({self.active_w}) must be >= idle_w ({self.idle_w})")
+        return self
+
+
+class Runner(_Strict):
+    """Where compiled candidates run. Only ``local`` is available in this version."""
+
+    kind: Literal["local"] = "local"
+
+
+class Limits(_Strict):
+    """Device limits; each becomes a hard constraint of every search on this profile."""
+
+    memory_bytes: int | None = Field(default=None, gt=0, description="Bound on peak_mem_bytes.")
+    size_bytes: int | None = Field(default=None, gt=0, description="Bound on size_bytes.")
+
+
+class DeviceProfile(_Strict):
+    """A device: its TVM target, how to measure on it, its power figures and limits."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    target: dict[str, Any] = Field(
+        description="TVM target as a JSON dict (kind, mtriple, mcpu, mattr, num-cores, ...), "
+        "or {host: true} to detect this machine's CPU."
+    )
+    compiler: str | None = Field(default=None, description="Cross compiler for export_library.")
+    runner: Runner = Runner()
+    measure: Measure = Measure()
+    numerics: Numerics = Numerics()
+    meter: Literal["auto", "none", "rapl", "nvml"] = Field(
+        default="auto", description="Energy meter; 'auto' uses the first readable one, else the model."
+    )
+    power: Power
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _check_target(self) -> DeviceProfile:
+        t = self.target
+        if t.get("host") is True:
+            extra = set(t) - {"host", "num-cores", "mattr"}
+            if extra:
+                raise ValueError(f"with host: true only num-cores and mattr may be set, got {sorted(extra)}")
+            return self
+        if "host" in t and t["host"] is not True and not isinstance(t["host"], dict):
+            raise ValueError("target.host must be true (detect this CPU) or a target dict")
+        kind = t.get("kind")
+        if kind not in TARGET_KINDS:
+            raise ValueError(f"target.kind must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
+        return self
+
+    @property
+    def is_host(self) -> bool:
+        return self.target.get("host") is True

@@ -1,0 +1,199 @@
+"""Load YAML files into schema models; every problem becomes one ``UserError`` naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import (
+    METRICS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAIN_KEYS,
+    TRAINED_METRICS,
+    CategoricalParam,
+    SearchSpace,
+)
+from autotune.errors import UserError
+from autotune.registry import closest
+
+__all__ = ["load_profile", "load_space", "load_yaml_model", "read_yaml"]
+
+M = TypeVar("M", bound=BaseModel)
+
+# Pydantic inserts union-member tags into error locations; they are not keys the user wrote.
+_UNION_TAGS = {"categorical", "int", "float", "bool", "str", "list[...]", "dict[...]"}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``.
+
+    Raises:
+        UserError: the file is missing, unreadable, not YAML, or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("file not found", file=str(path))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise UserError(f"malformed YAML: {where}{problem}", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read file: {err}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("the file must hold a YAML mapping at the top level", file=str(path))
+    return data
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(x) for x in loc if str(x) not in _UNION_TAGS and not str(x).startswith(("function-", "literal["))]
+    return ".".join(parts)
+
+
+def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the sub-model at ``loc`` (best effort, for 'did you mean')."""
+    cls: Any = schema
+    for part in loc[:-1]:
+        fields = getattr(cls, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if cls is None:
+            return []
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _best_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    # Inside a union pydantic reports one error per member; the deepest location is the one that
+    # matched the user's intent (e.g. the 'int' member when type: int was written).
+    return max(errors, key=lambda e: (e["type"] != "union_tag_invalid", len(e["loc"])))
+
+
+def load_yaml_model(path: str | Path, schema: type[M]) -> M:
+    """Validate the YAML file at ``path`` against ``schema``.
+
+    Raises:
+        UserError: naming the file, the key path and the problem (with the closest key).
+    """
+    data = read_yaml(path)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        e = _best_error(err.errors())
+        key = _loc(e["loc"]) or None
+        hint = None
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS))
+            near = closest(str(e["loc"][-1]), allowed) if allowed else None
+            problem = "unknown key"
+            if near:
+                hint = f"did you mean {near!r}?"
+            elif allowed:
+                hint = f"valid keys: {', '.join(allowed)}"
+        elif e["type"] == "missing":
+            problem = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            problem = msg if isinstance(got, dict | list) or got is None else f"{msg} (got {got!r})"
+        raise UserError(problem, file=str(path), key=key, hint=hint) from None
+
+
+def load_profile(path: str | Path) -> DeviceProfile:
+    """Load and validate a device profile YAML file."""
+    return load_yaml_model(path, DeviceProfile)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Load a search-space YAML file and check what the schema alone cannot.
+
+    Model-family parameters and plug-ins are checked by ``autotune.check_space``.
+    """
+    space = load_yaml_model(path, SearchSpace)
+    check_space_semantics(space, file=str(path))
+    return space
+
+
+def _section_params(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    return {"arch": dict(space.arch), "train": dict(space.train or {})}
+
+
+def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> None:
+    """Cross-field checks: objectives, constraints, conditions, train keys and choices."""
+    measured = set(METRICS) - (set() if space.trains else TRAINED_METRICS)
+    for section in ("objectives", "constraints"):
+        for name in getattr(space, section):
+            if name not in METRICS:
+                near = closest(name, list(METRICS))
+                raise UserError(
+                    f"{name!r} is not a measured metric; measured: {', '.join(METRICS)}",
+                    file=file,
+                    key=f"{section}.{name}",
+                    hint=f"did you mean {near!r}?" if near else None,
+                )
+            if name not in measured:
+                raise UserError(
+                    f"{name!r} is not measured in a space without a train section",
+                    file=file,
+                    key=f"{section}.{name}",
+                    hint="add a train section, or drop this entry for a latency-only study",
+                )
+    if space.compress:
+        raise UserError(
+            "compression passes are not available in this version of autotune",
+            file=file,
+            key="compress",
+            hint="remove the compress section",
+        )
+    sections = _section_params(space)
+    for key in sections["train"]:
+        if key not in TRAIN_KEYS:
+            near = closest(key, list(TRAIN_KEYS))
+            raise UserError(
+                "unknown training parameter",
+                file=file,
+                key=f"train.{key}",
+                hint=f"did you mean {near!r}?" if near else f"valid: {', '.join(TRAIN_KEYS)}",
+            )
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        spec = sections["train"].get(key)
+        values = spec.choices if isinstance(spec, CategoricalParam) else [spec] if spec is not None else []
+        for v in values:
+            if v not in allowed:
+                near = closest(str(v), list(allowed))
+                raise UserError(
+                    f"{v!r} is not a known {key}; known: {', '.join(allowed)}",
+                    file=file,
+                    key=f"train.{key}",
+                    hint=f"did you mean {near!r}?" if near else None,
+                )
+    for section, params in sections.items():
+        for name, spec in params.items():
+            if not hasattr(spec, "type"):
+                continue
+            if spec.per_stage and "stages" not in params:
+                raise UserError(
+                    "per_stage needs an int parameter 'stages' in the same section",
+                    file=file,
+                    key=f"{section}.{name}.per_stage",
+                )
+            for ref in spec.when or {}:
+                sec, _, pname = ref.rpartition(".")
+                sec = sec or section
+                pool = sections.get(sec, {})
+                if pname not in pool or pname == name:
+                    near = closest(pname, [p for p in pool if p != name])
+                    raise UserError(
+                        f"condition names an unknown parameter {ref!r}",
+                        file=file,
+                        key=f"{section}.{name}.when.{ref}",
+                        hint=f"did you mean {near!r}?" if near else None,
+                    )

@@ -1,0 +1,136 @@
+"""Data sets: a registry of loaders and the plug-in loader for ``'pkg.module:load'``.
+
+A loader takes the split settings and returns a ``DataSplits`` of numpy arrays. Everything here
+works offline: digits ships inside scikit-learn; synthetic data is generated.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from autotune.errors import UserError
+from autotune.registry import Registry
+
+__all__ = ["DATASETS", "DataSplits", "load_data"]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train / validation / held-out test arrays. ``x`` is float32 (N, *input_shape)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    labelled: bool = True  # False for synthetic inputs (latency-only studies)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+Loader = Callable[..., DataSplits]
+DATASETS: Registry[Loader] = Registry("data set")
+
+
+def _split(x: np.ndarray, y: np.ndarray, val: float, test: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Stratified train/val/test split, fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    strat = y if len(np.unique(y)) > 1 else None
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test, random_state=seed, stratify=strat)
+    strat = y_rest if strat is not None else None
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x_rest, y_rest, test_size=val / (1 - test), random_state=seed, stratify=strat
+    )
+    return x_tr, y_tr, x_val, y_val, x_test, y_test
+
+
+@DATASETS.register("digits")
+def digits(*, val: float, test: float, seed: int, **_: Any) -> DataSplits:
+    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
+    parts = _split(x, d.target.astype(np.int64), val, test, seed)
+    return DataSplits(*parts, num_classes=10)
+
+
+@DATASETS.register("synthetic")
+def synthetic(
+    *, val: float, test: float, seed: int, input_shape: list[int] | None = None, num_classes: int | None = None, **_: Any
+) -> DataSplits:
+    """Random normal inputs of ``input_shape`` for latency-only studies (no training)."""
+    if not input_shape:
+        raise UserError("synthetic data needs task.input_shape", key="task.input_shape")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((64, *input_shape), dtype=np.float32)
+    y = rng.integers(0, num_classes or 10, 64)
+    return DataSplits(x[:32], y[:32], x[32:48], y[32:48], x[48:], y[48:], num_classes or 10, labelled=False)
+
+
+def _as_arrays(part: Any, name: str, ref: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(part, tuple | list) and len(part) == 2:
+        x, y = part
+        if isinstance(x, np.ndarray) or hasattr(x, "numpy"):
+            return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+    try:
+        import torch.utils.data as tud
+
+        if isinstance(part, tud.Dataset):
+            xs, ys = zip(*[part[i] for i in range(len(part))], strict=True)  # type: ignore[arg-type]
+            return np.stack([np.asarray(x, dtype=np.float32) for x in xs]), np.asarray(ys, dtype=np.int64)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{name} split could not be read: {err}", key="task.data", hint=ref) from None
+    raise UserError(
+        f"load() must return (train, val, test), each a torch Dataset or a numpy (X, y) pair; "
+        f"the {name} split is {type(part).__name__}",
+        key="task.data",
+    )
+
+
+def _plugin(ref: str, *, seed: int, **_: Any) -> DataSplits:
+    fn = import_object(ref, key="task.data")
+    parts = fn(seed)
+    if not isinstance(parts, tuple | list) or len(parts) != 3:
+        raise UserError("load(seed) must return a (train, val, test) tuple", key="task.data", hint=ref)
+    arrays = [_as_arrays(p, n, ref) for p, n in zip(parts, ("train", "val", "test"), strict=True)]
+    num_classes = int(max(int(a[1].max()) for a in arrays) + 1)
+    return DataSplits(*(v for pair in arrays for v in pair), num_classes=num_classes)
+
+
+def import_object(ref: str, *, key: str) -> Any:
+    """Import ``'pkg.module:name'`` from the working directory or the environment."""
+    import sys
+    from pathlib import Path
+
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise UserError(f"plug-in reference {ref!r} must look like 'pkg.module:function'", key=key)
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise UserError(f"cannot import plug-in module {mod_name!r}: {err}", key=key) from None
+    obj = getattr(mod, attr, None)
+    if not callable(obj):
+        raise UserError(f"module {mod_name!r} has no function {attr!r}", key=key)
+    return obj
+
+
+def load_data(task_data: str, **kwargs: Any) -> DataSplits:
+    """Load a registered data set or a plug-in (``'pkg.module:load'``)."""
+    if ":" in task_data:
+        return _plugin(task_data, **kwargs)
+    return DATASETS.get(task_data, key="task.data")(**kwargs)

@@ -1,0 +1,215 @@
+"""One candidate end to end: sampled parameters → leaderboard row.
+
+Stages run in a fixed order, each a function from one record to the next: build → train → export
+→ compile → verify numerics → measure. A ``CandidateFailed`` from any stage becomes a ``failed``
+row with its stage and reason; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import METRICS, TRAIN_KEYS, SearchSpace
+from autotune.data import DataSplits, load_data
+from autotune.errors import CandidateFailed
+from autotune.leaderboard import SCHEMA_VERSION
+from autotune.models import ModelFamily, build_model, resolve_family
+from autotune.quiet import QuietLock
+from autotune.records import TrialConfig
+from autotune.space import split_params
+
+__all__ = ["Task", "evaluate", "make_trial_config", "prepare_task", "violations"]
+
+log = logging.getLogger(__name__)
+
+#: Called after each training epoch with (epoch, val_accuracy, val_loss).
+EpochHook = Callable[[int, float, float], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every trial of a run shares: the space, the profile, the data and the model family."""
+
+    space: SearchSpace
+    profile: DeviceProfile
+    data: DataSplits
+    family: ModelFamily
+
+
+def prepare_task(space: SearchSpace, profile: DeviceProfile) -> Task:
+    """Load the data set and resolve the model family (once per worker)."""
+    t = space.task
+    data = load_data(
+        t.data,
+        val=t.split.val,
+        test=t.split.test,
+        seed=t.split.seed,
+        input_shape=t.input_shape,
+        num_classes=t.num_classes,
+    )
+    return Task(space=space, profile=profile, data=data, family=resolve_family(t.model))
+
+
+def make_trial_config(params: Mapping[str, Any], space: SearchSpace, *, trial_id: str, seed: int) -> TrialConfig:
+    """Fill defaults around the sampled ``params`` (keys ``'arch.x'`` / ``'train.y'``)."""
+    constants = {
+        f"{section}.{name}": spec
+        for section, specs in (("arch", space.arch), ("train", space.train or {}))
+        for name, spec in specs.items()
+        if not hasattr(spec, "type")
+    }
+    params = {**constants, **params}
+    train = None
+    if space.trains:
+        train = {**TRAIN_KEYS, **split_params(dict(params), "train")}
+    arch = split_params(dict(params), "arch")
+    arch["dropout"] = float(train["dropout"]) if train else 0.0
+    return TrialConfig(trial_id=trial_id, params=dict(params), arch=arch, train=train, seed=seed)
+
+
+def violations(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfile) -> list[str]:
+    """The hard constraints (space and device limits) that a measured row breaks."""
+    bounds = {name: (c.min, c.max) for name, c in space.constraints.items()}
+    if profile.limits.memory_bytes:
+        lo, hi = bounds.get("peak_mem_bytes", (None, None))
+        bounds["peak_mem_bytes"] = (lo, min(x for x in (hi, profile.limits.memory_bytes) if x is not None))
+    if profile.limits.size_bytes:
+        lo, hi = bounds.get("size_bytes", (None, None))
+        bounds["size_bytes"] = (lo, min(x for x in (hi, profile.limits.size_bytes) if x is not None))
+    out = []
+    for name, (lo, hi) in bounds.items():
+        v = row.get(METRICS.get(name, name))
+        if v is None:
+            continue
+        if hi is not None and v > hi:
+            out.append(f"{name}={v:.6g}>{hi:g}")
+        if lo is not None and v < lo:
+            out.append(f"{name}={v:.6g}<{lo:g}")
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def evaluate(
+    config: TrialConfig,
+    task: Task,
+    *,
+    run: str = "",
+    work_dir: str | Path,
+    lock: QuietLock | None = None,
+    on_epoch: EpochHook | None = None,
+) -> dict[str, Any]:
+    """Build, train, compile, verify and measure one candidate; return its leaderboard row.
+
+    Args:
+        work_dir: where the candidate's files go (``model.so``, ``weights.pt``).
+        lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
+        on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
+    """
+    import torch
+    import torch_pruning as tp
+
+    from autotune.compiler import compile_artifact
+    from autotune.export import export_program
+    from autotune.measure.local import measure_local
+    from autotune.numerics import check_numerics
+    from autotune.train import train
+
+    lock = lock or QuietLock(None)
+    space, profile, data = task.space, task.profile, task.data
+    row: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "trial_id": config.trial_id,
+        "status": "failed",
+        "device": profile.name,
+        "seed": config.seed,
+        "started_at": _now(),
+        **config.params,
+    }
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    stage = "build"
+    try:
+        torch.manual_seed(config.seed)
+        try:
+            model = build_model(task.family, config.arch, data.input_shape, data.num_classes)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise CandidateFailed("build", f"{type(err).__name__}: {err}") from err
+        if not isinstance(model, torch.nn.Module):
+            raise CandidateFailed("build", f"the model builder returned {type(model).__name__}, not a torch.nn.Module")
+        with torch.no_grad():
+            macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
+        row.update(params=int(n_params), macs=int(macs))
+        stage = "train"
+        if config.train is not None:
+            trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch)
+            row.update(
+                accuracy=trained.accuracy,
+                val_accuracy=trained.val_accuracy,
+                epochs=trained.epochs,
+                train_s=trained.train_s,
+            )
+            model = trained.model
+        else:
+            row.update(epochs=0, train_s=0.0)
+        torch.save(model.state_dict(), work / "weights.pt")
+        stage = "export"
+        with lock.shared():
+            program, exported, export_s = export_program(model, data.input_shape)
+            row["export_s"] = export_s
+            stage = "compile"
+            artifact = compile_artifact(program, profile=profile, out_dir=work, input_shape=data.input_shape)
+        row.update(
+            import_s=artifact.import_s,
+            compile_s=artifact.compile_s,
+            size_bytes=artifact.weights_bytes,
+            artifact_bytes=artifact.artifact_bytes,
+            peak_mem_bytes=artifact.peak_mem_bytes,
+            peak_mem_source=artifact.peak_mem_source,
+            target=artifact.target,
+        )
+        stage = "verify"
+        with lock.shared():
+            numerics = check_numerics(artifact, exported, data.x_test, profile=profile)
+        row.update(max_abs_diff=numerics.max_abs_diff, top1_agreement=numerics.top1_agreement, verify_s=numerics.verify_s)
+        stage = "measure"
+        m = measure_local(artifact, profile, data.x_test[:1], lock=lock)
+        row.update(
+            latency_ms=m.latency_ms,
+            latency_p90_ms=m.latency_p90_ms,
+            latency_cov=m.latency_cov,
+            latency_ci_low_ms=m.latency_ci_low_ms,
+            latency_ci_high_ms=m.latency_ci_high_ms,
+            energy_mj=m.energy_mj,
+            energy_source=m.energy_source,
+            measure_s=m.measure_s,
+            threads=m.threads,
+            load_avg=m.load_avg,
+        )
+        broken = violations(row, space, profile)
+        row["violations"] = ";".join(broken)
+        row["status"] = "infeasible" if broken else "ok"
+    except CandidateFailed as err:
+        row["error"] = str(err)
+        log.info("trial %s failed in %s: %s", config.trial_id, err.stage, err.reason)
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        row["error"] = f"{stage}: out of memory: {err}"
+    for k in ("accuracy", "val_accuracy"):
+        v = row.get(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            row[k] = None
+    row["finished_at"] = _now()
+    return row
+
+

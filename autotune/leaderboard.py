@@ -1,0 +1,210 @@
+"""The leaderboard: one row per trial, in ``<run>/leaderboard.csv``.
+
+The durable record is ``<run>/trials.jsonl`` (one JSON object per finished trial, appended and
+fsynced); the CSV is rebuilt from it after every trial and replaced atomically, so a reader never
+sees a half-written file and ``pareto_rank`` is always consistent. The column order below is the
+public schema (see README, "Leaderboard columns"); ``schema_version`` changes when it does.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Leaderboard",
+    "pareto_ranks",
+    "read_leaderboard",
+]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "infeasible", "pruned", "failed")
+
+#: Fixed columns, in order; sampled parameters follow as ``arch.*`` and ``train.*`` (sorted).
+COLUMNS: tuple[str, ...] = (
+    "schema_version",
+    "run",
+    "trial_id",
+    "status",
+    "error",
+    "device",
+    "accuracy",
+    "val_accuracy",
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_cov",
+    "latency_ci_low_ms",
+    "latency_ci_high_ms",
+    "energy_mj",
+    "energy_source",
+    "size_bytes",
+    "artifact_bytes",
+    "peak_mem_bytes",
+    "peak_mem_source",
+    "params",
+    "macs",
+    "max_abs_diff",
+    "top1_agreement",
+    "pareto_rank",
+    "violations",
+    "epochs",
+    "train_s",
+    "export_s",
+    "import_s",
+    "compile_s",
+    "verify_s",
+    "measure_s",
+    "threads",
+    "load_avg",
+    "target",
+    "seed",
+    "started_at",
+    "finished_at",
+)
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-dominated sorting (all objectives minimised): rank 1 is the Pareto front."""
+    n = len(points)
+    ranks = [0] * n
+    remaining = set(range(n))
+    rank = 1
+    while remaining:
+        front = {i for i in remaining if not any(_dominates(points[j], points[i]) for j in remaining if j != i)}
+        for i in front:
+            ranks[i] = rank
+        remaining -= front
+        rank += 1
+    return ranks
+
+
+def _objective_vector(row: Mapping[str, Any], objectives: Mapping[str, str], columns: Mapping[str, str]) -> list[float] | None:
+    vec = []
+    for name, direction in objectives.items():
+        v = row.get(columns.get(name, name))
+        if v is None or v == "" or not math.isfinite(float(v)):
+            return None
+        vec.append(-float(v) if direction == "max" else float(v))
+    return vec
+
+
+def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns: Mapping[str, str]) -> None:
+    """Set ``pareto_rank`` on the ``ok`` rows (in place); other rows get none."""
+    idx, pts = [], []
+    for i, r in enumerate(rows):
+        r["pareto_rank"] = None
+        vec = _objective_vector(r, objectives, columns) if r.get("status") == "ok" else None
+        if vec is not None:
+            idx.append(i)
+            pts.append(vec)
+    for i, rank in zip(idx, pareto_ranks(pts), strict=True):
+        rows[i]["pareto_rank"] = rank
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(round(v, 9)) if abs(v) < 1e15 else repr(v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    return v
+
+
+class Leaderboard:
+    """Writes a run's trials: append to ``trials.jsonl``, rebuild ``leaderboard.csv`` atomically.
+
+    Safe under concurrent writers (threads or processes): every update holds an ``flock``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, objectives: Mapping[str, str], metric_columns: Mapping[str, str]):
+        self.run_dir = Path(run_dir)
+        self.objectives = dict(objectives)
+        self.metric_columns = dict(metric_columns)
+        self.store = self.run_dir / "trials.jsonl"
+        self.csv_path = self.run_dir / "leaderboard.csv"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / ".leaderboard.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The stored rows, one per trial id (the last record of a trial wins), in trial order."""
+        if not self.store.exists():
+            return []
+        by_id: dict[str, dict[str, Any]] = {}
+        for line in self.store.read_text().splitlines():
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a crash mid-append; the trial is re-run on resume
+                by_id[str(row["trial_id"])] = row
+        return sorted(by_id.values(), key=lambda r: (r.get("started_at") or "", str(r["trial_id"])))
+
+    def add(self, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Record one finished trial and rewrite the CSV; return all rows (ranked)."""
+        with self._locked():
+            with open(self.store, "a") as f:
+                f.write(json.dumps(dict(row), default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return self._write_csv()
+
+    def rewrite(self) -> list[dict[str, Any]]:
+        with self._locked():
+            return self._write_csv()
+
+    def _write_csv(self) -> list[dict[str, Any]]:
+        rows = self.rows()
+        rank_rows(rows, self.objectives, self.metric_columns)
+        extra = sorted({k for r in rows for k in r if k not in COLUMNS})
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow([*COLUMNS, *extra])
+        for r in rows:
+            w.writerow([_fmt(r.get(c)) for c in (*COLUMNS, *extra)])
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, self.csv_path)
+        return rows
+
+
+def read_leaderboard(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read ``<run_dir>/leaderboard.csv`` (or a CSV path) into dicts with numbers parsed."""
+    p = Path(run_dir)
+    p = p / "leaderboard.csv" if p.is_dir() else p
+    with open(p, newline="") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(v: str) -> Any:
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v, v)

@@ -1,0 +1,53 @@
+"""Runner and energy-meter protocols, their registries, and latency statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from autotune.registry import Registry
+
+__all__ = ["ENERGY_METERS", "RUNNERS", "EnergyMeter", "summarize_latency"]
+
+
+class EnergyMeter(Protocol):
+    """Reads a cumulative energy counter. ``read_j`` is called before and after a timing window."""
+
+    name: str
+
+    def read_j(self) -> float:
+        """Joules since an arbitrary origin (wrap-around handled by the meter)."""
+        ...
+
+
+#: Runners take (artifact, profile, input, lock) and return a Measurement or raise CandidateFailed.
+RUNNERS: Registry[Callable[..., Any]] = Registry("runner")
+#: Meter factories return an EnergyMeter, or None when the meter cannot be read on this machine.
+ENERGY_METERS: Registry[Callable[[], EnergyMeter | None]] = Registry("energy meter")
+
+
+
+def summarize_latency(seconds: list[float] | np.ndarray) -> dict[str, float]:
+    """Median, p90, coefficient of variation and a ~95 % confidence interval of the median (ms).
+
+    The interval is distribution-free: order statistics at ``n/2 ± 0.98·sqrt(n)`` of the sorted
+    repeats (the normal approximation of the binomial), clipped to the sample.
+    """
+    ms = np.sort(np.asarray(seconds, dtype=np.float64) * 1e3)
+    n = len(ms)
+    if n == 0:
+        raise ValueError("no timing repeats")
+    half = 0.98 * math.sqrt(n)
+    lo = int(max(0, math.floor(n / 2 - half)))
+    hi = int(min(n - 1, math.ceil(n / 2 + half) - 1))
+    mean = float(ms.mean())
+    return {
+        "latency_ms": float(np.median(ms)),
+        "latency_p90_ms": float(np.percentile(ms, 90)),
+        "latency_cov": float(ms.std(ddof=1) / mean) if n > 1 and mean > 0 else 0.0,
+        "latency_ci_low_ms": float(ms[lo]),
+        "latency_ci_high_ms": float(ms[hi]),
+    }

@@ -1,0 +1,91 @@
+"""The ``local`` runner: time a compiled artifact on this machine with TVM's time evaluator."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from autotune.config.device_profile import DeviceProfile
+from autotune.errors import CandidateFailed
+from autotune.measure.base import RUNNERS, summarize_latency
+from autotune.measure.energy import open_meter
+from autotune.quiet import QuietLock
+from autotune.records import CompiledArtifact, Measurement
+
+__all__ = ["measure_local", "set_threads"]
+
+
+def set_threads(n: int) -> int:
+    """Size TVM's runtime thread pool to ``n`` threads; return what TVM reports."""
+    import tvm
+
+    tvm.get_global_func("runtime.config_threadpool")(1, n)
+    return int(tvm.runtime.num_threads())
+
+
+@RUNNERS.register("local")
+def measure_local(
+    artifact: CompiledArtifact, profile: DeviceProfile, x: np.ndarray, *, lock: QuietLock | None = None
+) -> Measurement:
+    """Time ``main`` on one input while holding the quiet lock exclusively.
+
+    Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
+    repeat lasts ``min_repeat_ms``). Energy is read from a meter over the same window when one can
+    be read, else modelled as ``active_w × latency`` (``energy_source='model'``).
+
+    Raises:
+        CandidateFailed: the module cannot be loaded or run.
+    """
+    import tvm
+    from tvm import relax
+
+    cfg = profile.measure
+    lock = lock or QuietLock(None)
+    waited0 = lock.waited_s
+    try:
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(tvm.runtime.load_module(artifact.path), dev)
+        xt = tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev)
+        vm.set_input("main", xt)
+    except Exception as err:  # TVMError: the artifact does not load on this device
+        raise CandidateFailed("measure", f"cannot load the compiled model: {err}".splitlines()[0]) from err
+    meter = open_meter(profile.meter)
+    with lock.exclusive():
+        t0 = time.perf_counter()
+        threads = set_threads(cfg.threads)
+        try:
+            for _ in range(cfg.warmup):
+                vm.invoke_stateful("main")
+            timer = vm.time_evaluator(
+                "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
+            )
+            e0 = meter.read_j() if meter else 0.0
+            w0 = time.perf_counter()
+            res = timer("main")
+            window_s = time.perf_counter() - w0
+            e1 = meter.read_j() if meter else 0.0
+        except Exception as err:  # TVMError while running: a broken candidate
+            raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
+        load = os.getloadavg()[0]
+        measure_s = time.perf_counter() - t0
+    stats = summarize_latency(list(res.results))
+    # calls in the window: repeats x number; number is chosen by TVM to fill min_repeat_ms
+    per_call_s = float(np.mean(res.results))
+    calls = max(1, round(window_s / per_call_s)) if per_call_s > 0 else 1
+    if meter is not None:
+        energy_mj, source = (e1 - e0) / calls * 1e3, meter.name
+    else:
+        energy_mj, source = profile.power.active_w * stats["latency_ms"], "model"  # W x ms = mJ
+    return Measurement(
+        **stats,
+        repeats=len(res.results),
+        number=cfg.number,
+        threads=threads,
+        energy_mj=energy_mj,
+        energy_source=source,
+        load_avg=load,
+        measure_s=measure_s,
+        lock_wait_s=lock.waited_s - waited0,
+    )

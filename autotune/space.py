@@ -1,0 +1,67 @@
+"""Define-by-run sampling: ``(SearchSpace, optuna.Trial) -> flat parameter dict``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autotune.config.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["sample_params", "split_params"]
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
+    if isinstance(spec, CategoricalParam):
+        return trial.suggest_categorical(name, list(spec.choices))
+    if isinstance(spec, IntParam):
+        return trial.suggest_int(name, spec.low, spec.high, step=spec.step, log=spec.log)
+    if isinstance(spec, FloatParam):
+        return trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
+    return spec  # a constant
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    return value in wanted if isinstance(wanted, list) else value == wanted
+
+
+def sample_params(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
+    """Sample every active parameter; keys are ``'<section>.<name>'`` (``arch.kernel_0``).
+
+    A parameter whose ``when`` condition does not hold is left out (inactive); constants are
+    included so the record is complete. Per-stage parameters yield one key per stage.
+    """
+    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
+    out: dict[str, Any] = {}
+    state: dict[str, str] = {}  # key -> "busy" | "done"
+
+    def resolve(section: str, name: str) -> None:
+        key = f"{section}.{name}"
+        if state.get(key) == "done":
+            return
+        state[key] = "done"
+        spec = sections[section][name]
+        for ref, wanted in (getattr(spec, "when", None) or {}).items():
+            sec, _, pname = ref.rpartition(".")
+            sec = sec or section
+            resolve(sec, pname)
+            if not _matches(out.get(f"{sec}.{pname}"), wanted):
+                return
+        if getattr(spec, "per_stage", False):
+            resolve(section, "stages")
+            for i in range(int(out[f"{section}.stages"])):
+                out[f"{key}_{i}"] = _suggest(trial, f"{key}_{i}", spec)
+        else:
+            out[key] = _suggest(trial, key, spec)
+
+    for section, params in sections.items():
+        for name in params:
+            resolve(section, name)
+    return out
+
+
+def split_params(params: dict[str, Any], section: str) -> dict[str, Any]:
+    """The parameters of one section with the prefix removed."""
+    prefix = f"{section}."
+    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
