@@ -36,6 +36,7 @@ COLUMNS: tuple[str, ...] = (
     "schema_version",
     "run",
     "trial_id",
+    "study_trial",
     "status",
     "error",
     "device",

@@ -53,7 +53,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(x) for x in loc if str(x) not in _UNION_TAGS and not str(x).startswith(("function-", "literal["))]
+    parts = [str(x) for x in loc if str(x) not in _UNION_TAGS and "[" not in str(x)]
     return ".".join(parts)
 
 
@@ -77,6 +77,32 @@ def _best_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return max(errors, key=lambda e: (e["type"] != "union_tag_invalid", len(e["loc"])))
 
 
+_PARAM_TYPES = ("categorical", "int", "float")
+
+
+def _precheck_params(data: dict[str, Any], file: str) -> None:
+    """Name the key of a parameter whose ``type`` is missing or unknown (pydantic's union errors
+    would only say which scalar types the value is not)."""
+    for section in ("arch", "train"):
+        params = data.get(section)
+        if not isinstance(params, dict):
+            continue
+        for name, spec in params.items():
+            if not isinstance(spec, dict):
+                continue
+            kind = spec.get("type")
+            if kind not in _PARAM_TYPES:
+                near = closest(str(kind), list(_PARAM_TYPES)) if kind is not None else None
+                raise UserError(
+                    "a parameter needs 'type' (categorical, int or float)"
+                    if kind is None
+                    else f"unknown parameter type {kind!r}; known: {', '.join(_PARAM_TYPES)}",
+                    file=file,
+                    key=f"{section}.{name}.type",
+                    hint=f"did you mean {near!r}?" if near else "a fixed value is written without a mapping",
+                )
+
+
 def load_yaml_model(path: str | Path, schema: type[M]) -> M:
     """Validate the YAML file at ``path`` against ``schema``.
 
@@ -84,6 +110,8 @@ def load_yaml_model(path: str | Path, schema: type[M]) -> M:
         UserError: naming the file, the key path and the problem (with the closest key).
     """
     data = read_yaml(path)
+    if schema is SearchSpace:
+        _precheck_params(data, str(path))
     try:
         return schema.model_validate(data)
     except ValidationError as err:
@@ -91,7 +119,7 @@ def load_yaml_model(path: str | Path, schema: type[M]) -> M:
         key = _loc(e["loc"]) or None
         hint = None
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS))
+            allowed = _allowed_keys(schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS and "[" not in str(x)))
             near = closest(str(e["loc"][-1]), allowed) if allowed else None
             problem = "unknown key"
             if near:

@@ -35,6 +35,7 @@ class ModelFamily:
     params: dict[str, Any]
     builder: str
     per_stage: tuple[str, ...] = ()
+    choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     extra_ok: bool = field(default=False)  # plug-ins accept any parameter names
 
     def load_builder(self) -> Callable[..., nn.Module]:
@@ -59,6 +60,11 @@ MODEL_FAMILIES.register("mobilenet")(
             "stem_channels": 16,
         },
         per_stage=("depth", "kernel", "expand", "se"),
+        choices={
+            "act": ("relu", "relu6", "hardswish", "silu"),
+            "kernel": (1, 3, 5, 7),
+            "stages": (1, 2, 3, 4, 5, 6, 7),
+        },
         builder="autotune.models.mobilenet:build",
     )
 )
@@ -68,6 +74,7 @@ MODEL_FAMILIES.register("mlp")(
         description="Multi-layer perceptron for tabular (or flattened) inputs",
         params={"layers": 2, "width": 128, "act": "relu", "batchnorm": False},
         per_stage=(),
+        choices={"act": ("relu", "relu6", "hardswish", "silu")},
         builder="autotune.models.mlp:build",
     )
 )

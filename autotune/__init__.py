@@ -1,0 +1,28 @@
+"""autotune: hardware-aware auto-tuning and neural architecture search.
+
+The front door is small and cheap to import: torch, TVM and Ray are imported only when a search or
+an evaluation runs.
+"""
+
+from __future__ import annotations
+
+from autotune.api import check, evaluate, list_profiles, list_spaces, load_profile, load_space, search
+from autotune.errors import CandidateFailed, UserError
+from autotune.leaderboard import COLUMNS, read_leaderboard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COLUMNS",
+    "CandidateFailed",
+    "UserError",
+    "__version__",
+    "check",
+    "evaluate",
+    "list_profiles",
+    "list_spaces",
+    "load_profile",
+    "load_space",
+    "read_leaderboard",
+    "search",
+]

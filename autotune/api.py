@@ -1,0 +1,326 @@
+"""The public Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autotune.config import load as _load
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from autotune.errors import UserError
+from autotune.models import resolve_family
+from autotune.registry import closest
+
+__all__ = [
+    "PACKAGE_ROOT",
+    "check",
+    "evaluate",
+    "list_profiles",
+    "list_spaces",
+    "load_profile",
+    "load_space",
+    "resolve_profile_path",
+    "resolve_space_path",
+    "run_name_dir",
+    "search",
+]
+
+#: Where shipped spaces and profiles live (the repository / source checkout).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPACE = "digits_cnn"
+DEFAULT_PROFILE = "host"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _shipped(kind: str) -> Path:
+    return PACKAGE_ROOT / kind
+
+
+def _resolve(path_or_name: str | Path, kind: str) -> Path:
+    p = Path(path_or_name)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(path_or_name):
+        return p
+    return _shipped(kind) / f"{path_or_name}.yaml"  # a shipped name such as 'host'
+
+
+def resolve_space_path(space: str | Path | None) -> Path:
+    """A path, or the name of a shipped space (``digits_cnn``); None is the default."""
+    return _resolve(space or DEFAULT_SPACE, "search_spaces")
+
+
+def resolve_profile_path(device: str | Path | None) -> Path:
+    """A path, or the name of a shipped profile (``host``); None is the default."""
+    return _resolve(device or DEFAULT_PROFILE, "device_profiles")
+
+
+def _check_value(fam_choices: tuple[Any, ...], spec: Any, file: str, key: str) -> None:
+    values: list[Any]
+    if isinstance(spec, CategoricalParam):
+        values = list(spec.choices)
+    elif isinstance(spec, IntParam | FloatParam):
+        values = [spec.low, spec.high] if isinstance(spec, IntParam) else []
+        if isinstance(spec, IntParam) and any(isinstance(c, int) for c in fam_choices):
+            values = list(range(spec.low, spec.high + 1, spec.step))
+    else:
+        values = [spec]
+    for v in values:
+        if v not in fam_choices:
+            near = closest(str(v), [str(c) for c in fam_choices])
+            raise UserError(
+                f"{v!r} is not allowed; allowed: {', '.join(map(str, fam_choices))}",
+                file=file,
+                key=key,
+                hint=f"did you mean {near!r}?" if near else None,
+            )
+
+
+def check_space(space: SearchSpace, *, file: str) -> None:
+    """Check what needs the registries: task names, the family's parameters and their values."""
+    from autotune.data import DATASETS
+
+    t = space.task
+    if ":" in t.data:
+        _check_plugin_ref(t.data, file=file, key="task.data")
+    else:
+        DATASETS.get(t.data, file=file, key="task.data")
+    if t.data == "synthetic" and not t.input_shape:
+        raise UserError("synthetic data needs an input shape", file=file, key="task.input_shape", hint="e.g. [3, 224, 224]")
+    if t.data == "synthetic" and space.trains:
+        raise UserError("synthetic data has no labels to train on", file=file, key="train", hint="remove the train section")
+    if ":" in t.model:
+        _check_plugin_ref(t.model, file=file, key="task.model")
+        return
+    try:
+        fam = resolve_family(t.model)
+    except UserError as err:
+        err.file = file
+        raise UserError(err.problem, file=file, key=err.key, hint=err.hint) from None
+    for name, spec in space.arch.items():
+        if name not in fam.params:
+            near = closest(name, list(fam.params))
+            raise UserError(
+                f"unknown parameter of model family {fam.name!r}",
+                file=file,
+                key=f"arch.{name}",
+                hint=f"did you mean {near!r}?" if near else f"valid: {', '.join(fam.params)}",
+            )
+        if getattr(spec, "per_stage", False) and name not in fam.per_stage:
+            raise UserError(
+                f"{name!r} cannot vary per stage; per-stage parameters: {', '.join(fam.per_stage) or 'none'}",
+                file=file,
+                key=f"arch.{name}.per_stage",
+            )
+        if name in fam.choices:
+            _check_value(fam.choices[name], spec, file, f"arch.{name}")
+
+
+def _check_plugin_ref(ref: str, *, file: str, key: str) -> None:
+    mod, _, fn = ref.partition(":")
+    if not mod or not fn or not fn.isidentifier():
+        raise UserError(f"plug-in reference {ref!r} must look like 'pkg.module:function'", file=file, key=key)
+    import sys
+
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        found = importlib.util.find_spec(mod)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UserError(
+            f"plug-in module {mod!r} cannot be found",
+            file=file,
+            key=key,
+            hint="run from the directory that holds it, or install it into this environment",
+        )
+
+
+def load_space(path: str | Path | None = None) -> SearchSpace:
+    """Load and fully validate a search space (a path or a shipped name)."""
+    p = resolve_space_path(path)
+    space = _load.load_space(p)
+    check_space(space, file=str(p))
+    return space
+
+
+def load_profile(path: str | Path | None = None) -> DeviceProfile:
+    """Load and validate a device profile (a path or a shipped name)."""
+    return _load.load_profile(resolve_profile_path(path))
+
+
+def check(space: str | Path | None = None, device: str | Path | None = None) -> tuple[SearchSpace, DeviceProfile]:
+    """Validate a space and a profile without doing any work. Raises ``UserError``."""
+    return load_space(space), load_profile(device)
+
+
+def _describe(kind: str) -> list[tuple[str, str, str]]:
+    out = []
+    for p in sorted(_shipped(kind).glob("*.yaml")):
+        try:
+            data = _load.read_yaml(p)
+            desc = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+        except UserError as err:
+            desc = f"(invalid: {err.problem})"
+        out.append((p.stem, str(p.relative_to(PACKAGE_ROOT)), desc))
+    return out
+
+
+def list_spaces() -> list[tuple[str, str, str]]:
+    """Shipped search spaces as (name, path, description)."""
+    return _describe("search_spaces")
+
+
+def list_profiles() -> list[tuple[str, str, str]]:
+    """Shipped device profiles as (name, path, description)."""
+    return _describe("device_profiles")
+
+
+def run_name_dir(results_dir: str | Path, name: str) -> Path:
+    """The run directory for ``name``; refuses names that could escape ``results_dir``."""
+    if not _RUN_NAME.match(name) or name in (".", "..") or ".." in name:
+        raise UserError(
+            f"run name {name!r} is not allowed",
+            key="--name",
+            hint="use letters, digits, '.', '_' and '-' (no '/', no '..'), starting with a letter or digit",
+        )
+    root = Path(results_dir).resolve()
+    run_dir = (root / name).resolve()
+    if run_dir.parent != root:
+        raise UserError(f"run name {name!r} escapes the results directory", key="--name")
+    return run_dir
+
+
+def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str) -> None:
+    """Checks that need torch / TVM: the target compiles, plug-ins load and build."""
+    import torch
+
+    from autotune.compiler import resolve_target
+    from autotune.evaluate import make_trial_config, prepare_task
+    from autotune.models import build_model
+
+    import platform
+
+    target = resolve_target(profile, file=profile_file)
+    triple = str(profile.target.get("mtriple", ""))
+    here = platform.machine().replace("arm64", "aarch64")
+    if profile.runner.kind == "local" and triple and not triple.startswith(here):
+        raise UserError(
+            f"the target ({triple}) cannot run on this {here} machine with the local runner",
+            file=profile_file,
+            key="runner.kind",
+            hint="run the search on the device itself; remote measurement over TVM RPC is not available yet",
+        )
+    if profile.runner.kind == "local" and str(target.kind.name) != "llvm":
+        raise UserError(
+            f"the local runner measures CPU (llvm) targets only, got {target.kind.name!r}",
+            file=profile_file,
+            key="target.kind",
+        )
+    task = prepare_task(space, profile)
+    if ":" in space.task.model:
+        cfg = make_trial_config({}, space, trial_id="preflight", seed=0)
+        try:
+            model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes)
+        except Exception as err:  # the user's builder: any error is theirs to fix
+            raise UserError(f"the model plug-in failed: {type(err).__name__}: {err}", key="task.model") from None
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(
+                f"the model plug-in returned {type(model).__name__}, not a torch.nn.Module", key="task.model"
+            )
+
+
+def search(
+    space: str | Path | None = None,
+    device: str | Path | None = None,
+    *,
+    name: str | None = None,
+    results_dir: str | Path = "results",
+    trials: int = 20,
+    time_budget_s: float | None = None,
+    concurrency: int | None = None,
+    seed: int = 0,
+    address: str | None = None,
+    resume: bool = False,
+    on_progress: Any = None,
+) -> list[dict[str, Any]]:
+    """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
+
+    With ``resume=True`` the run's own copies of the space and profile are used.
+
+    Raises:
+        UserError: a bad space or profile, a run that already exists (without ``resume``), an
+            unreachable cluster.
+    """
+    import shutil
+    import time
+
+    from autotune.search import SearchSettings, run_search
+
+    if trials < 1:
+        raise UserError(f"must be >= 1, got {trials}", key="--trials")
+    name = name or time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir = run_name_dir(results_dir, name)
+    saved_space, saved_profile = run_dir / "space.yaml", run_dir / "profile.yaml"
+    if resume:
+        if not saved_space.exists():
+            raise UserError(f"no run to resume at {run_dir}", key="--resume")
+        space_path, profile_path = saved_space, saved_profile
+    else:
+        if (run_dir / "leaderboard.csv").exists() or saved_space.exists():
+            raise UserError(
+                f"run {name!r} already exists in {run_dir.parent}",
+                key="--name",
+                hint=f"continue it with --resume {run_dir}, or choose another --name",
+            )
+        space_path, profile_path = resolve_space_path(space), resolve_profile_path(device)
+    sp = load_space(space_path)
+    prof = _load.load_profile(profile_path)
+    _preflight(sp, prof, profile_file=str(profile_path))
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(space_path, saved_space)
+        shutil.copyfile(profile_path, saved_profile)
+    settings = SearchSettings(
+        name=name,
+        results_dir=run_dir.parent,
+        trials=trials,
+        time_budget_s=time_budget_s,
+        concurrency=concurrency,
+        seed=seed,
+        address=address,
+        resume=resume,
+    )
+    return run_search(sp, prof, settings, on_progress=on_progress)
+
+
+def evaluate(
+    params: Mapping[str, Any],
+    profile: str | Path | DeviceProfile | None = None,
+    *,
+    space: str | Path | SearchSpace | None = None,
+    work_dir: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate one candidate in this process and return its leaderboard row.
+
+    Args:
+        params: sampled values keyed ``'arch.<name>'`` / ``'train.<name>'``; the space's
+            constants and autotune's defaults fill the rest.
+    """
+    from autotune.evaluate import evaluate as _evaluate
+    from autotune.evaluate import make_trial_config, prepare_task
+
+    sp = space if isinstance(space, SearchSpace) else load_space(space)
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    task = prepare_task(sp, prof)
+    cfg = make_trial_config(params, sp, trial_id="evaluate", seed=seed)
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="autotune-") as tmp:
+            return _evaluate(cfg, task, work_dir=tmp)
+    return _evaluate(cfg, task, work_dir=work_dir)

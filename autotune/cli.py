@@ -1,0 +1,266 @@
+"""``autotune`` command line: parse, call the Python API, render. The error boundary.
+
+Exit codes: 0 ok, 1 user error, 2 usage, 3 internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import autotune
+from autotune.errors import UserError
+
+__all__ = ["main"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``'90'``, ``'90s'``, ``'30m'``, ``'8h'``, ``'1d'`` → seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 8h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="autotune", description="Hardware-aware NAS: search models for a device.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--version", action="version", version=f"autotune {autotune.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("search", help="run (or resume) a search", description="Run an Optuna search under Ray Tune.")
+    s.add_argument("--space", default=None, help="search-space YAML or shipped name (default: digits_cnn)")
+    s.add_argument("--device", default=None, help="device-profile YAML or shipped name (default: host)")
+    s.add_argument("--trials", type=int, default=12, help="number of trials (default: 12)")
+    s.add_argument("--time-budget", type=parse_duration, default=None, help="stop after this long, e.g. 30m, 8h")
+    s.add_argument("--name", default=None, help="run name: results go to RESULTS_DIR/NAME")
+    s.add_argument("--results-dir", default="results", help="where runs are written (default: results)")
+    s.add_argument("--address", default=None, help="join a Ray cluster: 'auto' or ray://host:port")
+    s.add_argument("--concurrency", type=int, default=None, help="trials at once (default: free CPUs)")
+    s.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
+    s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+
+    c = sub.add_parser("check", help="validate a search space and a device profile; no work")
+    c.add_argument("space", nargs="?", default=None)
+    c.add_argument("device", nargs="?", default=None)
+
+    lb = sub.add_parser("leaderboard", help="show a run's leaderboard")
+    lb.add_argument("run_dir")
+    lb.add_argument("--top", type=int, default=10)
+    lb.add_argument("--pareto", action="store_true", help="only the Pareto front (pareto_rank 1)")
+    lb.add_argument("--sort", default=None, help="column to sort by (default: pareto_rank, then latency_ms)")
+    lb.add_argument("--json", action="store_true", help="print rows as JSON on stdout")
+
+    sub.add_parser("spaces", help="list shipped search spaces")
+    sub.add_parser("profiles", help="list shipped device profiles")
+    sc = sub.add_parser("schema", help="print the JSON Schema of a YAML kind")
+    sc.add_argument("kind", choices=["space", "profile"])
+    return p
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # pipes and CI logs: do not squeeze tables
+    return console
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[_fmt(r.get(c)) for c in columns])
+    return t
+
+
+SHOW = ("trial_id", "status", "pareto_rank", "accuracy", "val_accuracy", "latency_ms", "latency_cov", "energy_mj", "size_bytes", "macs")
+
+
+def _sorted(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
+    big = float("inf")
+    if sort:
+        if rows and sort not in rows[0]:
+            raise UserError(f"no column {sort!r} in the leaderboard", key="--sort")
+        desc = sort in ("accuracy", "val_accuracy", "macs")
+        have = [r for r in rows if r.get(sort) is not None]
+        return sorted(have, key=lambda r: r[sort], reverse=desc) + [r for r in rows if r.get(sort) is None]
+    return sorted(rows, key=lambda r: (r.get("pareto_rank") or big, r.get("latency_ms") or big))
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    path = Path(args.run_dir)
+    csv_path = path / "leaderboard.csv" if path.is_dir() else path
+    if not csv_path.exists():
+        raise UserError("no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run")
+    rows = autotune.read_leaderboard(csv_path)
+    if args.pareto:
+        rows = [r for r in rows if r.get("pareto_rank") == 1]
+    rows = _sorted(rows, args.sort)[: args.top]
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    cols = [c for c in SHOW if any(r.get(c) is not None for r in rows)] or list(SHOW)
+    params = sorted({k for r in rows for k in r if k.startswith(("arch.", "train."))})
+    _console(stderr=False).print(_table(rows, cols + params[:6], f"{csv_path} ({len(rows)} rows)"))
+    return 0
+
+
+def _progress_renderable(p: Any) -> Any:
+    from rich.table import Table
+
+    t = Table.grid(padding=(0, 2))
+    elapsed = f"{p.elapsed_s:,.0f}s"
+    left = "" if p.remaining_s is None else f"  remaining {p.remaining_s:,.0f}s"
+    t.add_row(
+        f"[bold]trials[/] {p.done}/{p.total} done",
+        f"running {len(p.running)}",
+        f"failed {p.failed}",
+        f"pruned {p.pruned}",
+        f"infeasible {p.infeasible}",
+        f"elapsed {elapsed}{left}",
+    )
+    if p.best:
+        best = "  ".join(f"{k}={_fmt(p.best.get(k))}" for k in ("trial_id", "accuracy", "val_accuracy", "latency_ms", "macs") if p.best.get(k) is not None)
+        t.add_row(f"[bold]best[/] {best}")
+    for tid, what in list(p.running.items())[:8]:
+        t.add_row(f"  {tid}: {what}")
+    return t
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    console = _console()
+    results_dir, name, resume = args.results_dir, args.name, False
+    if args.resume:
+        run_dir = Path(args.resume).resolve()
+        results_dir, name, resume = str(run_dir.parent), run_dir.name, True
+    if not resume:
+        autotune.check(args.space, args.device)  # fail fast, before Ray and TVM start
+    live = Live(console=console, refresh_per_second=2, transient=False)
+
+    def on_progress(p: Any) -> None:
+        live.update(_progress_renderable(p))
+
+    with live:
+        try:
+            rows = autotune.search(
+                args.space,
+                args.device,
+                name=name,
+                results_dir=results_dir,
+                trials=args.trials,
+                time_budget_s=args.time_budget,
+                concurrency=args.concurrency,
+                seed=args.seed,
+                address=args.address,
+                resume=resume,
+                on_progress=on_progress,
+            )
+        except KeyboardInterrupt:
+            live.stop()
+            run = Path(results_dir) / (name or "")
+            console.print(f"interrupted; finished trials are in {run}/leaderboard.csv")
+            console.print(f"resume with: autotune search --resume {run}")
+            return 130
+    run_dir = Path(results_dir).resolve() / (name or "")
+    if name is None:  # a generated name: find the newest run
+        candidates = sorted(Path(results_dir).glob("run-*/leaderboard.csv"), key=lambda q: q.stat().st_mtime)
+        run_dir = candidates[-1].parent if candidates else Path(results_dir)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    top = _sorted(ok, None)[:5]
+    cols = [c for c in SHOW if any(r.get(c) is not None for r in top)]
+    out = _console(stderr=False)
+    if top:
+        out.print(_table(top, cols, "top trials (Pareto rank, then latency)"))
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
+    out.print(f"{len(rows)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    out.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    space, profile = autotune.check(args.space, args.device)
+    print(f"ok: space {space.name or args.space} ({len(space.arch)} arch, {len(space.train or {})} train parameters, "
+          f"objectives {', '.join(f'{k}:{v}' for k, v in space.objectives.items())}); device {profile.name}")
+    return 0
+
+
+def cmd_list(kind: str) -> int:
+    items = autotune.list_spaces() if kind == "spaces" else autotune.list_profiles()
+    width = max((len(n) for n, _, _ in items), default=0)
+    for name, path, desc in items:
+        print(f"{name:<{width}}  {desc}  ({path})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from autotune.config import DeviceProfile, SearchSpace
+
+    model = SearchSpace if args.kind == "space" else DeviceProfile
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        if args.command in ("search",):
+            from autotune.log import setup_logging
+
+            setup_logging(_console(), debug=args.debug)
+        if args.command == "search":
+            return cmd_search(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "leaderboard":
+            return cmd_leaderboard(args)
+        if args.command in ("spaces", "profiles"):
+            return cmd_list(args.command)
+        if args.command == "schema":
+            return cmd_schema(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err.render()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        if args.debug:
+            raise
+        import traceback
+
+        print("internal error (please report it):", file=sys.stderr)
+        traceback.print_exc()
+        return 3
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

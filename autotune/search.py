@@ -1,0 +1,450 @@
+"""The search: Ray Tune runs trials, Optuna (through ``OptunaSearch``) samples them.
+
+Each trial calls ``evaluate``; per-epoch validation results go to Ray Tune so ASHA can stop poor
+trials early. The driver-side ``_RunCallback`` writes every finished, pruned or failed trial to
+the leaderboard as it ends and feeds the progress display. The Optuna study lives in
+``<run>/study.db``; Ray Tune's experiment state in ``<run>/tune``, so ``resume=True`` continues
+both.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import METRICS, SearchSpace
+from autotune.errors import UserError
+from autotune.leaderboard import SCHEMA_VERSION, Leaderboard
+from autotune.space import sample_params
+
+__all__ = ["Progress", "SearchSettings", "run_search"]
+
+log = logging.getLogger(__name__)
+
+STUDY_NAME = "autotune"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a search runs (the part of a run that is not the space or the profile)."""
+
+    name: str
+    results_dir: Path
+    trials: int = 20
+    time_budget_s: float | None = None
+    concurrency: int | None = None
+    cpus_per_trial: float = 1.0
+    seed: int = 0
+    address: str | None = None
+    resume: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self.results_dir / self.name
+
+
+@dataclass
+class Progress:
+    """What the progress display shows; updated by the driver as trials start and end."""
+
+    total: int
+    time_budget_s: float | None
+    started: float = field(default_factory=time.time)
+    running: dict[str, str] = field(default_factory=dict)  # trial id -> what it is doing
+    done: int = 0
+    failed: int = 0
+    pruned: int = 0
+    infeasible: int = 0
+    best: dict[str, Any] | None = None
+    objectives: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.time() - self.started
+
+    @property
+    def remaining_s(self) -> float | None:
+        return None if self.time_budget_s is None else max(0.0, self.time_budget_s - self.elapsed_s)
+
+
+ProgressHook = Callable[[Progress], None]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+
+
+# --------------------------------------------------------------------------- the trial (worker side)
+
+
+def _define_by_run(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    number = getattr(getattr(trial, "ot_trial", trial), "number", None)  # Tune wraps the Optuna trial
+    return {**sample_params(space, trial), "study_trial": number}
+
+
+def _objective_values(row: Mapping[str, Any], objectives: Mapping[str, str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name in objectives:
+        v = row.get(METRICS[name])
+        out[f"obj/{name}"] = float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+    return out
+
+
+def _trainable(config: dict[str, Any], *, space: SearchSpace, profile: DeviceProfile, run: str, run_dir: str) -> None:
+    """Ray Tune function trainable: evaluate one candidate, reporting each epoch."""
+    import torch
+    from ray import tune
+
+    from autotune.evaluate import evaluate, make_trial_config, prepare_task
+    from autotune.quiet import QuietLock
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    cpus = max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1)))
+    torch.set_num_threads(cpus)
+    task = prepare_task(space, profile)
+    params = {k: v for k, v in config.items() if k.startswith(("arch.", "train."))}
+    seed = int(config.get("seed", 0)) + int(config.get("study_trial") or 0)
+    cfg = make_trial_config(params, space, trial_id=trial_id, seed=seed)
+
+    def on_epoch(epoch: int, val_acc: float, val_loss: float) -> None:
+        tune.report({"epoch": epoch, "val_accuracy": val_acc, "score": val_loss})
+
+    row = evaluate(
+        cfg,
+        task,
+        run=run,
+        work_dir=Path(run_dir) / "trials" / trial_id,
+        lock=QuietLock(run_dir),
+        on_epoch=on_epoch,
+    )
+    row["study_trial"] = config.get("study_trial")
+    final = {
+        "final": True,
+        "row_json": json.dumps(row, default=str),
+        "status": row["status"],
+        "violation_amounts": json.dumps(_violation_amounts(row, space, profile)),
+        **_objective_values(row, space.objectives),
+    }
+    epochs = row.get("epochs") or 0
+    tune.report({"epoch": epochs, "score": math.inf, **final} if not space.trains else {"epoch": epochs, **final})
+
+
+def _violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfile) -> dict[str, float]:
+    """Optuna constraint values (<= 0 is feasible), one per constraint, relative to its bound."""
+    out = {}
+    for name, c in space.constraints.items():
+        v = row.get(METRICS[name])
+        if not isinstance(v, int | float):
+            out[name] = 1.0
+            continue
+        amount = -1.0
+        if c.max is not None:
+            amount = max(amount, (v - c.max) / max(abs(c.max), 1e-12))
+        if c.min is not None:
+            amount = max(amount, (c.min - v) / max(abs(c.min), 1e-12))
+        out[name] = float(amount)
+    return out
+
+
+# --------------------------------------------------------------------------- searcher and callback
+
+
+def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    from optuna.trial import TrialState
+
+    class RobustOptunaSearch(OptunaSearch):
+        """OptunaSearch that tells Optuna the truth about every trial.
+
+        Stock OptunaSearch tells early-stopped trials COMPLETE with partial metrics and leaves
+        trials with NaN results RUNNING. Here: no final row → PRUNED; a failed row or a
+        non-finite objective → FAIL; constraint values are stored for the sampler first.
+        """
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            result = result or {}
+            if result.get("final") and not error:
+                ot_trial.set_user_attr("status", result.get("status"))
+                for name, amount in json.loads(result.get("violation_amounts") or "{}").items():
+                    ot_trial.set_constraint(name, amount)
+                vals = [result.get(m) for m in self.metric]
+                if result.get("status") in ("ok", "infeasible") and all(
+                    isinstance(v, int | float) and math.isfinite(v) for v in vals
+                ):
+                    self._ot_study.tell(ot_trial, vals)
+                else:
+                    self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            else:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL if error else TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = list(space.objectives)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    return RobustOptunaSearch(
+        functools.partial(_define_by_run, space=space),
+        metric=[f"obj/{n}" for n in names],
+        mode=[space.objectives[n] for n in names],
+        sampler=sampler,
+        storage=storage,
+        study_name=STUDY_NAME,
+    )
+
+
+def _tail(path: str | None) -> str:
+    if not path or not Path(path).exists():
+        return "the trial's process died (killed, or out of memory)"
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+class _RunCallbackBase:
+    """Driver side: writes rows to the leaderboard as trials end and updates the progress."""
+
+    def __init__(self, *, board: Leaderboard, run: str, space: SearchSpace, profile: DeviceProfile, progress: Progress):
+        self.board, self.run, self.space, self.profile = board, run, space, profile
+        self.progress = progress
+        self.started: dict[str, str] = {}
+        self.on_progress: ProgressHook | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the run config
+        state = self.__dict__.copy()
+        state["on_progress"] = None
+        return state
+
+    def _emit(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.progress)
+
+    def _params(self, trial: Any) -> dict[str, Any]:
+        return {k: v for k, v in trial.config.items() if k.startswith(("arch.", "train."))}
+
+    def _record(self, row: dict[str, Any]) -> None:
+        rows = self.board.add(row)
+        p = self.progress
+        p.done += 1
+        status = row.get("status")
+        p.failed += status == "failed"
+        p.pruned += status == "pruned"
+        p.infeasible += status == "infeasible"
+        front = [r for r in rows if r.get("pareto_rank") == 1]
+        if front:
+            first = next(iter(self.space.objectives))
+            key = METRICS[first]
+            rev = self.space.objectives[first] == "max"
+            p.best = sorted(front, key=lambda r: r.get(key) or 0, reverse=rev)[0]
+        p.running.pop(str(row["trial_id"]), None)
+        self._emit()
+
+    def trial_start(self, trial: Any) -> None:
+        self.started.setdefault(trial.trial_id, _now())
+        self.progress.running[trial.trial_id] = "starting"
+        self._emit()
+
+    def trial_result(self, trial: Any, result: dict[str, Any]) -> None:
+        if "epoch" in result and not result.get("final"):
+            self.progress.running[trial.trial_id] = f"epoch {result['epoch']}"
+            self._emit()
+        elif result.get("final"):
+            self.progress.running[trial.trial_id] = "finishing"
+
+    def trial_complete(self, trial: Any) -> None:
+        last = trial.last_result or {}
+        if last.get("final") and last.get("row_json"):
+            row = json.loads(last["row_json"])
+        else:
+            row = self._base_row(trial, "pruned", "stopped early by ASHA on validation loss")
+            row.update(val_accuracy=last.get("val_accuracy"), epochs=last.get("epoch"))
+        self._record(row)
+
+    def trial_error(self, trial: Any) -> None:
+        self._record(self._base_row(trial, "failed", _tail(trial.error_file)))
+
+    def _base_row(self, trial: Any, status: str, error: str) -> dict[str, Any]:
+        now = _now()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run": self.run,
+            "trial_id": trial.trial_id,
+            "status": status,
+            "error": error,
+            "device": self.profile.name,
+            "seed": int(trial.config.get("seed") or 0) + int(trial.config.get("study_trial") or 0),
+            "study_trial": trial.config.get("study_trial"),
+            "started_at": self.started.get(trial.trial_id, now),
+            "finished_at": now,
+            **self._params(trial),
+        }
+
+
+def _make_callback(**kwargs: Any) -> Any:
+    from ray.tune import Callback
+
+    class _RunCallback(_RunCallbackBase, Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.trial_start(trial)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.trial_result(trial, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.trial_complete(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.trial_error(trial)
+
+    return _RunCallback(**kwargs)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    kwargs: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+        "runtime_env": {"env_vars": env},
+    }
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address!r}: {err}".splitlines()[0],
+                key="--address",
+                hint="start it with 'ray start --head' and set RAY_AUTH_MODE=token on every node and here",
+            ) from None
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def _sweep_zombies(run_dir: Path) -> int:
+    """Tell FAIL to study trials left RUNNING (budget end, crash); return how many."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:
+        return 0
+    stale = study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+    for t in stale:
+        study.tell(t.number, state=TrialState.FAIL)
+    return len(stale)
+
+
+def run_search(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    settings: SearchSettings,
+    *,
+    on_progress: ProgressHook | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a search and return the leaderboard rows.
+
+    Raises:
+        UserError: the run exists and ``resume`` is off, or the Ray cluster cannot be reached.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    run_dir = settings.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    board = Leaderboard(run_dir, objectives=space.objectives, metric_columns=METRICS)
+    previous = board.rows()
+    progress = Progress(total=settings.trials, time_budget_s=settings.time_budget_s, objectives=dict(space.objectives))
+    progress.done = len(previous)
+    callback = _make_callback(board=board, run=settings.name, space=space, profile=profile, progress=progress)
+    callback.on_progress = on_progress
+
+    _init_ray(settings.address, None)
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, space=space, profile=profile, run=settings.name, run_dir=str(run_dir)),
+        {"cpu": settings.cpus_per_trial},
+    )
+    tune_path = run_dir / "tune"
+    if settings.resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(
+            str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
+        tuner._local_tuner.get_run_config().callbacks = [callback]  # callbacks are not restorable
+    else:
+        if space.trains:
+            # max_t is one past the last epoch: ASHA stops a trial that reaches max_t, and a
+            # trial that finished training must still compile and measure.
+            max_epochs = max(_max_epochs(space), 1)
+            scheduler: Any = ASHAScheduler(
+                metric="score",
+                mode="min",
+                time_attr="epoch",
+                max_t=max_epochs + 1,
+                grace_period=max(2, max_epochs // 4),
+                reduction_factor=2,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"seed": settings.seed},
+            tune_config=tune.TuneConfig(
+                search_alg=_make_searcher(space, run_dir, settings.seed),
+                scheduler=scheduler,
+                num_samples=settings.trials,
+                max_concurrent_trials=concurrency,
+                reuse_actors=True,
+                time_budget_s=settings.time_budget_s,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(run_dir),
+                verbose=0,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+    log.info("search %s: up to %d trials, %d at a time", settings.name, settings.trials, concurrency)
+    try:
+        tuner.fit()
+    finally:
+        swept = _sweep_zombies(run_dir)
+        if swept:
+            log.info("marked %d unfinished study trials as FAIL", swept)
+    return board.rewrite()
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    spec = (space.train or {}).get("epochs", 10)
+    if hasattr(spec, "high"):
+        return int(spec.high)
+    if hasattr(spec, "choices"):
+        return int(max(spec.choices))
+    return int(spec)

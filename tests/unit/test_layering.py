@@ -1,0 +1,49 @@
+"""Import directions: heavy libraries stay in the modules that own them; the CLI stays thin."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "autotune"
+
+#: module (relative path) -> heavy top-level packages it may import
+ALLOWED = {
+    "tvm": {"compiler.py", "numerics.py", "measure/local.py"},
+    "ray": {"search.py"},
+    "optuna": {"search.py", "space.py"},
+    "rich": {"cli.py", "log.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_heavy_imports_only_where_allowed(path):
+    rel = str(path.relative_to(PKG))
+    for lib in _imports(path) & set(ALLOWED):
+        assert rel in ALLOWED[lib], f"{rel} imports {lib}"
+
+
+def test_nothing_imports_cli():
+    for path in PKG.rglob("*.py"):
+        if path.name != "cli.py":
+            assert "autotune.cli" not in path.read_text(), path
+
+
+def test_cli_start_does_not_import_torch_tvm_or_ray():
+    code = "import sys, autotune.cli; print(sorted(m for m in ('torch','tvm','ray','optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

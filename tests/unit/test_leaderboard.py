@@ -1,0 +1,109 @@
+"""Leaderboard: Pareto ranks, atomic CSV, concurrent writers, reading back."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+import threading
+
+import pytest
+
+from autotune.config.search_space import METRICS
+from autotune.leaderboard import COLUMNS, Leaderboard, pareto_ranks, read_leaderboard
+
+OBJ = {"accuracy": "max", "latency_ms": "min"}
+
+
+def test_pareto_ranks_minimisation():
+    pts = [(1, 5), (2, 2), (5, 1), (3, 3), (4, 4), (2, 2)]
+    assert pareto_ranks(pts) == [1, 1, 1, 2, 3, 1]
+
+
+def _row(i, acc, lat, status="ok"):
+    return {"trial_id": f"t{i:03d}", "status": status, "val_accuracy": acc, "accuracy": acc, "latency_ms": lat,
+            "started_at": f"2026-01-01T00:00:{i:02d}", "arch.width": i}
+
+
+def test_ranks_respect_objective_directions(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add(_row(1, 0.9, 1.0))
+    board.add(_row(2, 0.95, 2.0))
+    board.add(_row(3, 0.85, 1.5))  # dominated by t1
+    board.add(_row(4, None, None, status="failed"))
+    rows = {r["trial_id"]: r for r in read_leaderboard(tmp_path)}
+    assert rows["t001"]["pareto_rank"] == 1 and rows["t002"]["pareto_rank"] == 1
+    assert rows["t003"]["pareto_rank"] == 2
+    assert rows["t004"]["pareto_rank"] is None and rows["t004"]["status"] == "failed"
+    # every front member is undominated among ok rows
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    for r in ok:
+        dominated = any(o["val_accuracy"] >= r["val_accuracy"] and o["latency_ms"] <= r["latency_ms"]
+                        and (o["val_accuracy"], o["latency_ms"]) != (r["val_accuracy"], r["latency_ms"]) for o in ok)
+        assert dominated == (r["pareto_rank"] > 1)
+
+
+def test_columns_fixed_then_params(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add(_row(1, 0.9, 1.0))
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert tuple(header[: len(COLUMNS)]) == COLUMNS
+    assert header[len(COLUMNS) :] == ["arch.width"]
+
+
+def test_same_trial_recorded_twice_keeps_one_row(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add(_row(1, 0.5, 1.0))
+    board.add(_row(1, 0.9, 1.0))
+    rows = read_leaderboard(tmp_path)
+    assert len(rows) == 1 and rows[0]["accuracy"] == 0.9
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add(_row(1, 0.9, 1.0))
+    with open(tmp_path / "trials.jsonl", "a") as f:
+        f.write('{"trial_id": "t002", "sta')  # a crash mid-append
+    assert [r["trial_id"] for r in board.rewrite()] == ["t001"]
+
+
+def _writer(path, start, n):
+    board = Leaderboard(path, objectives=OBJ, metric_columns=METRICS)
+    for i in range(start, start + n):
+        board.add(_row(i, 0.5 + i / 200, 1.0 + (i % 7)))
+
+
+def test_concurrent_writers_keep_csv_valid(tmp_path):
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def reader():
+        while not stop.is_set():
+            p = tmp_path / "leaderboard.csv"
+            if p.exists():
+                with open(p, newline="") as f:
+                    rows = list(csv.reader(f))
+                if rows and any(len(r) != len(rows[0]) for r in rows):
+                    problems.append("ragged CSV")
+
+    t = threading.Thread(target=reader)
+    t.start()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(tmp_path, k * 10, 10)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    stop.set()
+    t.join()
+    assert not problems
+    rows = read_leaderboard(tmp_path)
+    assert sorted(r["trial_id"] for r in rows) == [f"t{i:03d}" for i in range(40)]
+    assert all(r["pareto_rank"] >= 1 for r in rows)
+
+
+@pytest.mark.parametrize("value", [float("nan"), None])
+def test_missing_values_are_empty_cells(tmp_path, value):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add({**_row(1, 0.9, 1.0), "energy_mj": value})
+    assert read_leaderboard(tmp_path)[0]["energy_mj"] is None

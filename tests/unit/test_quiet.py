@@ -1,0 +1,43 @@
+"""The quiet-measurement lock: timing excludes work; work does not exclude work."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+from autotune.quiet import QuietLock
+
+
+def _hold_shared(path, seconds, ready):
+    lock = QuietLock(path)
+    with lock.shared():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_exclusive_waits_for_shared_and_reports_the_wait(tmp_path):
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_shared, args=(tmp_path, 0.5, ready))
+    p.start()
+    ready.wait(5)
+    lock = QuietLock(tmp_path)
+    with lock.exclusive():
+        held = True
+    p.join()
+    assert held
+    assert lock.waited_s >= 0.3  # it had to wait for the shared holder
+
+
+def test_shared_holders_do_not_block_each_other(tmp_path):
+    a, b = QuietLock(tmp_path), QuietLock(tmp_path)
+    with a.shared(), b.shared():
+        pass
+    assert a.waited_s < 0.2 and b.waited_s < 0.2
+
+
+def test_no_directory_is_a_no_op():
+    lock = QuietLock(None)
+    with lock.exclusive(), lock.shared():
+        pass
+    assert lock.waited_s == 0.0
