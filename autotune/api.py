@@ -201,7 +201,7 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
     import torch
 
     from autotune.compiler import resolve_target
-    from autotune.evaluate import make_trial_config, prepare_task
+    from autotune.trial import make_trial_config, prepare_task
     from autotune.models import build_model
 
     import platform
@@ -260,7 +260,7 @@ def search(
     import shutil
     import time
 
-    from autotune.search import SearchSettings, run_search
+    from autotune.tuner import SearchSettings, run_search
 
     if trials < 1:
         raise UserError(f"must be >= 1, got {trials}", key="--trials")
@@ -313,8 +313,8 @@ def evaluate(
         params: sampled values keyed ``'arch.<name>'`` / ``'train.<name>'``; the space's
             constants and autotune's defaults fill the rest.
     """
-    from autotune.evaluate import evaluate as _evaluate
-    from autotune.evaluate import make_trial_config, prepare_task
+    from autotune.trial import evaluate as _evaluate
+    from autotune.trial import make_trial_config, prepare_task
 
     sp = space if isinstance(space, SearchSpace) else load_space(space)
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)

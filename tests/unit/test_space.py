@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 import autotune
-from autotune.evaluate import make_trial_config
+from autotune.trial import make_trial_config
 from autotune.space import sample_params, split_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -104,7 +104,7 @@ def _trainable(config: dict[str, Any], *, space: SearchSpace, profile: DevicePro
     import torch
     from ray import tune
 
-    from autotune.evaluate import evaluate, make_trial_config, prepare_task
+    from autotune.trial import evaluate, make_trial_config, prepare_task
     from autotune.quiet import QuietLock
 
     ctx = tune.get_context()
@@ -320,6 +320,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     env = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    # plug-in modules ('my_task:load') are imported from the driver's working directory
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
     kwargs: dict[str, Any] = {
         "log_to_driver": False,
         "logging_level": logging.ERROR,

@@ -1,0 +1,123 @@
+"""One candidate end to end with a real TVM compile: numerics, measurement, failure rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import autotune
+from autotune.compiler import compile_artifact
+from autotune.config.device_profile import DeviceProfile
+from autotune.export import export_program
+from autotune.models import MODEL_FAMILIES, build_model
+from autotune.numerics import check_numerics, load_vm, run_compiled
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+TINY = {"arch.stages": 2, "arch.width_mult": 0.5, "arch.kernel_0": 3, "arch.kernel_1": 5, "arch.se": True,
+        "arch.act": "hardswish", "train.optimizer": "adam", "train.lr": 0.005}
+
+
+@pytest.fixture
+def space(repo):
+    return autotune.load_space(repo / "tests/fixtures/tiny_cnn.yaml")
+
+
+@pytest.fixture
+def profile(repo):
+    return autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
+
+
+def test_compiled_model_matches_pytorch(tmp_path, profile):
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 3, "se": True, "act": "hardswish"}, (1, 8, 8), 10)
+    for m in model.modules():  # non-trivial BatchNorm statistics, so a wrong fold would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    program, exported, _ = export_program(model, (1, 8, 8))
+    art = compile_artifact(program, profile=profile, out_dir=tmp_path, input_shape=(1, 8, 8))
+    assert os.path.getsize(art.path) == art.artifact_bytes > 0
+    assert art.peak_mem_bytes > art.weights_bytes > 0
+    vm = load_vm(art)
+    xs = np.random.default_rng(0).standard_normal((8, 1, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        for x in xs:
+            np.testing.assert_allclose(run_compiled(vm, x), model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)
+    report = check_numerics(art, exported, xs[:, 0], profile=profile)
+    assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
+
+
+def test_evaluate_candidate_row(tmp_path, space, profile):
+    row = autotune.evaluate(TINY, profile, space=space, work_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    assert row["accuracy"] > 0.5 and row["val_accuracy"] > 0.5  # chance is 0.1
+    assert row["latency_ms"] > 0 and row["latency_p90_ms"] >= row["latency_ms"]
+    assert row["latency_ci_low_ms"] <= row["latency_ms"] <= row["latency_ci_high_ms"]
+    assert row["max_abs_diff"] < 1e-4 and row["top1_agreement"] == 1.0
+    assert row["energy_source"] in ("model", "rapl", "nvml") and row["energy_mj"] > 0
+    if row["energy_source"] == "model":
+        assert row["energy_mj"] == pytest.approx(profile.power.active_w * row["latency_ms"])
+    assert row["params"] > 0 and row["macs"] > row["params"]
+    assert row["size_bytes"] <= 4 * row["params"] and row["size_bytes"] > 0  # fp32 weights, BN folded away
+    assert row["epochs"] == 6 and row["train_s"] > 0 and row["compile_s"] > 0
+    assert (tmp_path / "model.so").exists() and (tmp_path / "weights.pt").exists()
+
+
+def test_numerics_mismatch_fails_the_trial(tmp_path, space):
+    strict = DeviceProfile.model_validate(
+        {"name": "strict", "target": {"host": True}, "numerics": {"atol": 1e-15},
+         "measure": {"repeat": 3, "number": 1, "min_repeat_ms": 0},
+         "power": {"idle_w": 1, "active_w": 2, "source": "test"}}
+    )
+    row = autotune.evaluate({**TINY, "train.epochs": 1}, strict, space=space, work_dir=tmp_path)
+    if row["status"] == "ok":  # bit-exact outputs are possible in principle; then nothing to check
+        assert row["max_abs_diff"] <= 1e-15
+    else:
+        assert row["status"] == "failed"
+        assert row["error"].startswith("verify: compiled output differs from PyTorch: max_abs_diff=")
+        assert row.get("latency_ms") is None  # no row claims a latency for an unverified model
+
+
+def test_diverging_training_is_a_failed_row(tmp_path, space, profile):
+    row = autotune.evaluate({**TINY, "train.optimizer": "sgd", "train.lr": 1e12}, profile, space=space, work_dir=tmp_path)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("train: loss is")
+
+
+def test_latency_only_space(tmp_path, write_yaml, profile):
+    space = autotune.load_space(write_yaml(
+        """
+        task: {data: synthetic, model: mobilenet, input_shape: [3, 32, 32], num_classes: 100}
+        arch: {stages: 2, width_mult: 0.5}
+        objectives: {macs: max, latency_ms: min}
+        """))
+    row = autotune.evaluate({}, profile, space=space, work_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    assert row["train_s"] == 0 and row.get("accuracy") is None
+    assert row["latency_ms"] > 0 and row["macs"] > 0
+
+
+def test_plugin_task(tmp_path, repo, profile, monkeypatch):
+    monkeypatch.chdir(repo / "examples/plugin_task")
+    space = autotune.load_space("space.yaml")
+    row = autotune.evaluate({"arch.width": 16, "arch.depth": 2, "train.optimizer": "adam", "train.lr": 0.01},
+                            profile, space=space, work_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    assert row["accuracy"] > 0.5  # three classes: chance is 0.33
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="needs gcc-aarch64-linux-gnu")
+def test_cross_compiles_for_raspberry_pi(tmp_path):
+    rpi4 = autotune.load_profile("rpi4")
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 2}, (1, 8, 8), 10).eval()
+    program, _, _ = export_program(model, (1, 8, 8))
+    art = compile_artifact(program, profile=rpi4, out_dir=tmp_path, input_shape=(1, 8, 8))
+    header = open(art.path, "rb").read(20)
+    assert header[:4] == b"\x7fELF"
+    assert int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64

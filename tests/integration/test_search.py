@@ -1,0 +1,64 @@
+"""A real search: the CLI, Ray Tune, Optuna and TVM together, on digits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+import autotune
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "autotune.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=900)
+
+
+def _dominates(a, b):
+    return (a["val_accuracy"] >= b["val_accuracy"] and a["latency_ms"] <= b["latency_ms"]
+            and (a["val_accuracy"], a["latency_ms"]) != (b["val_accuracy"], b["latency_ms"]))
+
+
+def test_three_trial_search_end_to_end(tmp_path, repo):
+    res = tmp_path / "results"
+    args = ["search", "--space", str(repo / "tests/fixtures/tiny_cnn.yaml"),
+            "--device", str(repo / "tests/fixtures/host_fast.yaml"),
+            "--trials", "3", "--name", "it", "--results-dir", str(res), "--concurrency", "2", "--seed", "1"]
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = res / "it"
+    assert f"leaderboard: {run / 'leaderboard.csv'}" in r.stdout
+    rows = autotune.read_leaderboard(run)
+    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
+    assert {r["status"] for r in rows} <= {"ok", "pruned", "infeasible", "failed"}
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok, rows
+    for row in ok:
+        assert row["accuracy"] > 0.5 and row["val_accuracy"] > 0.5  # trained: chance is 0.1
+        assert row["latency_ms"] > 0 and row["max_abs_diff"] < 1e-4
+        assert row["run"] == "it" and row["device"] == "host_fast"
+        assert row["arch.stages"] in (1, 2) and row["train.optimizer"] in ("adam", "nadam")
+    # Pareto ranks agree with the objectives (val accuracy max, latency min)
+    for row in ok:
+        assert (row["pareto_rank"] == 1) == (not any(_dominates(o, row) for o in ok))
+    for row in rows:
+        if row["status"] != "ok":
+            assert row["pareto_rank"] is None
+    # the Optuna study holds the same trials, none left RUNNING
+    study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{run / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 3 and "RUNNING" not in states
+    assert states.count("COMPLETE") == len([r for r in rows if r["status"] in ("ok", "infeasible")])
+
+    # the same name again is refused; --resume continues without losing or duplicating trials
+    again = _cli(*args, cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr and "--resume" in again.stderr
+    resumed = _cli("search", "--resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = autotune.read_leaderboard(run)
+    assert [(r["trial_id"], r["status"], r["latency_ms"]) for r in after] == [
+        (r["trial_id"], r["status"], r["latency_ms"]) for r in rows]
