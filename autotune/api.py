@@ -89,9 +89,13 @@ def check_space(space: SearchSpace, *, file: str) -> None:
     else:
         DATASETS.get(t.data, file=file, key="task.data")
     if t.data == "synthetic" and not t.input_shape:
-        raise UserError("synthetic data needs an input shape", file=file, key="task.input_shape", hint="e.g. [3, 224, 224]")
+        raise UserError(
+            "synthetic data needs an input shape", file=file, key="task.input_shape", hint="e.g. [3, 224, 224]"
+        )
     if t.data == "synthetic" and space.trains:
-        raise UserError("synthetic data has no labels to train on", file=file, key="train", hint="remove the train section")
+        raise UserError(
+            "synthetic data has no labels to train on", file=file, key="train", hint="remove the train section"
+        )
     if ":" in t.model:
         _check_plugin_ref(t.model, file=file, key="task.model")
         return
@@ -198,13 +202,13 @@ def run_name_dir(results_dir: str | Path, name: str) -> Path:
 
 def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str) -> None:
     """Checks that need torch / TVM: the target compiles, plug-ins load and build."""
+    import platform
+
     import torch
 
     from autotune.compiler import resolve_target
-    from autotune.trial import make_trial_config, prepare_task
     from autotune.models import build_model
-
-    import platform
+    from autotune.trial import make_trial_config, prepare_task
 
     target = resolve_target(profile, file=profile_file)
     triple = str(profile.target.get("mtriple", ""))

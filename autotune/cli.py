@@ -93,7 +93,18 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> An
     return t
 
 
-SHOW = ("trial_id", "status", "pareto_rank", "accuracy", "val_accuracy", "latency_ms", "latency_cov", "energy_mj", "size_bytes", "macs")
+SHOW = (
+    "trial_id",
+    "status",
+    "pareto_rank",
+    "accuracy",
+    "val_accuracy",
+    "latency_ms",
+    "latency_cov",
+    "energy_mj",
+    "size_bytes",
+    "macs",
+)
 
 
 def _sorted(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
@@ -111,7 +122,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     path = Path(args.run_dir)
     csv_path = path / "leaderboard.csv" if path.is_dir() else path
     if not csv_path.exists():
-        raise UserError("no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run")
+        raise UserError(
+            "no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run"
+        )
     rows = autotune.read_leaderboard(csv_path)
     if args.pareto:
         rows = [r for r in rows if r.get("pareto_rank") == 1]
@@ -140,7 +153,11 @@ def _progress_renderable(p: Any) -> Any:
         f"elapsed {elapsed}{left}",
     )
     if p.best:
-        best = "  ".join(f"{k}={_fmt(p.best.get(k))}" for k in ("trial_id", "accuracy", "val_accuracy", "latency_ms", "macs") if p.best.get(k) is not None)
+        best = "  ".join(
+            f"{k}={_fmt(p.best.get(k))}"
+            for k in ("trial_id", "accuracy", "val_accuracy", "latency_ms", "macs")
+            if p.best.get(k) is not None
+        )
         t.add_row(f"[bold]best[/] {best}")
     for tid, what in list(p.running.items())[:8]:
         t.add_row(f"  {tid}: {what}")
@@ -201,8 +218,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     space, profile = autotune.check(args.space, args.device)
-    print(f"ok: space {space.name or args.space} ({len(space.arch)} arch, {len(space.train or {})} train parameters, "
-          f"objectives {', '.join(f'{k}:{v}' for k, v in space.objectives.items())}); device {profile.name}")
+    print(
+        f"ok: space {space.name or args.space} ({len(space.arch)} arch, {len(space.train or {})} train parameters, "
+        f"objectives {', '.join(f'{k}:{v}' for k, v in space.objectives.items())}); device {profile.name}"
+    )
     return 0
 
 

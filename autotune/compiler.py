@@ -45,7 +45,9 @@ def resolve_target(profile: DeviceProfile, *, file: str | None = None) -> tvm.ta
     try:
         return tvm.target.Target(t)
     except Exception as err:  # TVM raises ValueError / TVMError / InternalError for bad targets
-        raise UserError(f"TVM rejects the target {json.dumps(t)}: {err}".splitlines()[0], file=file, key="target") from None
+        raise UserError(
+            f"TVM rejects the target {json.dumps(t)}: {err}".splitlines()[0], file=file, key="target"
+        ) from None
 
 
 def _planned_bytes(mod: tvm.IRModule) -> int:

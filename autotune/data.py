@@ -67,7 +67,13 @@ def digits(*, val: float, test: float, seed: int, **_: Any) -> DataSplits:
 
 @DATASETS.register("synthetic")
 def synthetic(
-    *, val: float, test: float, seed: int, input_shape: list[int] | None = None, num_classes: int | None = None, **_: Any
+    *,
+    val: float,
+    test: float,
+    seed: int,
+    input_shape: list[int] | None = None,
+    num_classes: int | None = None,
+    **_: Any,
 ) -> DataSplits:
     """Random normal inputs of ``input_shape`` for latency-only studies (no training)."""
     if not input_shape:

@@ -94,7 +94,9 @@ def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
     return ranks
 
 
-def _objective_vector(row: Mapping[str, Any], objectives: Mapping[str, str], columns: Mapping[str, str]) -> list[float] | None:
+def _objective_vector(
+    row: Mapping[str, Any], objectives: Mapping[str, str], columns: Mapping[str, str]
+) -> list[float] | None:
     vec = []
     for name, direction in objectives.items():
         v = row.get(columns.get(name, name))
@@ -133,7 +135,9 @@ class Leaderboard:
     Safe under concurrent writers (threads or processes): every update holds an ``flock``.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, objectives: Mapping[str, str], metric_columns: Mapping[str, str]):
+    def __init__(
+        self, run_dir: str | os.PathLike[str], *, objectives: Mapping[str, str], metric_columns: Mapping[str, str]
+    ):
         self.run_dir = Path(run_dir)
         self.objectives = dict(objectives)
         self.metric_columns = dict(metric_columns)

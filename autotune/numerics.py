@@ -60,9 +60,13 @@ def check_numerics(
             agree += int(np.argmax(got) == np.argmax(ref))
     max_diff = max(diffs) if diffs else 0.0
     top1 = agree / max(1, len(xs))
-    report = NumericsReport(max_abs_diff=max_diff, top1_agreement=top1, samples=len(xs), verify_s=time.perf_counter() - t0)
+    report = NumericsReport(
+        max_abs_diff=max_diff, top1_agreement=top1, samples=len(xs), verify_s=time.perf_counter() - t0
+    )
     if not np.isfinite(max_diff) or max_diff > tol.atol:
-        raise CandidateFailed("verify", f"compiled output differs from PyTorch: max_abs_diff={max_diff:.3g} > atol={tol.atol:g}")
+        raise CandidateFailed(
+            "verify", f"compiled output differs from PyTorch: max_abs_diff={max_diff:.3g} > atol={tol.atol:g}"
+        )
     if top1 < tol.min_top1_agreement:
         raise CandidateFailed("verify", f"top-1 agreement {top1:.3f} < {tol.min_top1_agreement:g}")
     return report

@@ -31,7 +31,9 @@ def make_optimizer(params: Any, s: dict[str, Any]) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd)
     if name in ("momentum", "nesterov"):
-        return torch.optim.SGD(params, lr=lr, momentum=float(s["momentum"]), nesterov=name == "nesterov", weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(s["momentum"]), nesterov=name == "nesterov", weight_decay=wd
+        )
     if name == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=wd, eps=eps)
     if name == "adadelta":
@@ -40,8 +42,12 @@ def make_optimizer(params: Any, s: dict[str, Any]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=wd)
     if name == "rmsprop":
         return torch.optim.RMSprop(
-            params, lr=lr, alpha=float(s["alpha"]), momentum=float(s["momentum"]) if "momentum" in s else 0.0,
-            eps=eps, weight_decay=wd,
+            params,
+            lr=lr,
+            alpha=float(s["alpha"]),
+            momentum=float(s["momentum"]) if "momentum" in s else 0.0,
+            eps=eps,
+            weight_decay=wd,
         )
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=wd)
@@ -108,7 +114,7 @@ def train(
     patience = int(settings["patience"])
     xt, yt = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(settings["label_smoothing"]))
-    best_acc, best_state, best_epoch, since_best = -1.0, None, 0, 0
+    best_acc, best_state, since_best = -1.0, None, 0
     epoch = 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -136,7 +142,7 @@ def train(
         if not math.isfinite(val_loss):
             raise CandidateFailed("train", f"validation loss is {val_loss} at epoch {epoch}")
         if val_acc > best_acc:
-            best_acc, best_epoch, since_best = val_acc, epoch, 0
+            best_acc, since_best = val_acc, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1

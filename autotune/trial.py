@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +96,7 @@ def violations(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfil
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def evaluate(
@@ -182,7 +181,9 @@ def evaluate(
         stage = "verify"
         with lock.shared():
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile)
-        row.update(max_abs_diff=numerics.max_abs_diff, top1_agreement=numerics.top1_agreement, verify_s=numerics.verify_s)
+        row.update(
+            max_abs_diff=numerics.max_abs_diff, top1_agreement=numerics.top1_agreement, verify_s=numerics.verify_s
+        )
         stage = "measure"
         m = measure_local(artifact, profile, data.x_test[:1], lock=lock)
         row.update(
@@ -211,5 +212,3 @@ def evaluate(
             row[k] = None
     row["finished_at"] = _now()
     return row
-
-

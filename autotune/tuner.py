@@ -104,8 +104,8 @@ def _trainable(config: dict[str, Any], *, space: SearchSpace, profile: DevicePro
     import torch
     from ray import tune
 
-    from autotune.trial import evaluate, make_trial_config, prepare_task
     from autotune.quiet import QuietLock
+    from autotune.trial import evaluate, make_trial_config, prepare_task
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
@@ -161,8 +161,8 @@ def _violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: Devi
 
 def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
     from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
 
     class RobustOptunaSearch(OptunaSearch):
         """OptunaSearch that tells Optuna the truth about every trial.

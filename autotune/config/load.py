@@ -119,7 +119,9 @@ def load_yaml_model(path: str | Path, schema: type[M]) -> M:
         key = _loc(e["loc"]) or None
         hint = None
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS and "[" not in str(x)))
+            allowed = _allowed_keys(
+                schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS and "[" not in str(x))
+            )
             near = closest(str(e["loc"][-1]), allowed) if allowed else None
             problem = "unknown key"
             if near:

@@ -29,7 +29,6 @@ RUNNERS: Registry[Callable[..., Any]] = Registry("runner")
 ENERGY_METERS: Registry[Callable[[], EnergyMeter | None]] = Registry("energy meter")
 
 
-
 def summarize_latency(seconds: list[float] | np.ndarray) -> dict[str, float]:
     """Median, p90, coefficient of variation and a ~95 % confidence interval of the median (ms).
 

@@ -48,4 +48,6 @@ def build(params: dict, input_shape: tuple, num_classes: int) -> nn.Module:
     """``params`` holds the space's ``arch`` values plus ``dropout`` from ``train``."""
     if input_shape != (2,):
         raise ValueError(f"SpiralNet expects 2-D points, got {input_shape}")
-    return SpiralNet(int(params.get("width", 32)), int(params.get("depth", 2)), num_classes, float(params.get("dropout", 0.0)))
+    return SpiralNet(
+        int(params.get("width", 32)), int(params.get("depth", 2)), num_classes, float(params.get("dropout", 0.0))
+    )

@@ -18,8 +18,16 @@ from autotune.numerics import check_numerics, load_vm, run_compiled
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 
-TINY = {"arch.stages": 2, "arch.width_mult": 0.5, "arch.kernel_0": 3, "arch.kernel_1": 5, "arch.se": True,
-        "arch.act": "hardswish", "train.optimizer": "adam", "train.lr": 0.005}
+TINY = {
+    "arch.stages": 2,
+    "arch.width_mult": 0.5,
+    "arch.kernel_0": 3,
+    "arch.kernel_1": 5,
+    "arch.se": True,
+    "arch.act": "hardswish",
+    "train.optimizer": "adam",
+    "train.lr": 0.005,
+}
 
 
 @pytest.fixture
@@ -71,9 +79,13 @@ def test_evaluate_candidate_row(tmp_path, space, profile):
 
 def test_numerics_mismatch_fails_the_trial(tmp_path, space):
     strict = DeviceProfile.model_validate(
-        {"name": "strict", "target": {"host": True}, "numerics": {"atol": 1e-15},
-         "measure": {"repeat": 3, "number": 1, "min_repeat_ms": 0},
-         "power": {"idle_w": 1, "active_w": 2, "source": "test"}}
+        {
+            "name": "strict",
+            "target": {"host": True},
+            "numerics": {"atol": 1e-15},
+            "measure": {"repeat": 3, "number": 1, "min_repeat_ms": 0},
+            "power": {"idle_w": 1, "active_w": 2, "source": "test"},
+        }
     )
     row = autotune.evaluate({**TINY, "train.epochs": 1}, strict, space=space, work_dir=tmp_path)
     if row["status"] == "ok":  # bit-exact outputs are possible in principle; then nothing to check
@@ -85,18 +97,23 @@ def test_numerics_mismatch_fails_the_trial(tmp_path, space):
 
 
 def test_diverging_training_is_a_failed_row(tmp_path, space, profile):
-    row = autotune.evaluate({**TINY, "train.optimizer": "sgd", "train.lr": 1e12}, profile, space=space, work_dir=tmp_path)
+    row = autotune.evaluate(
+        {**TINY, "train.optimizer": "sgd", "train.lr": 1e12}, profile, space=space, work_dir=tmp_path
+    )
     assert row["status"] == "failed"
     assert row["error"].startswith("train: loss is")
 
 
 def test_latency_only_space(tmp_path, write_yaml, profile):
-    space = autotune.load_space(write_yaml(
-        """
+    space = autotune.load_space(
+        write_yaml(
+            """
         task: {data: synthetic, model: mobilenet, input_shape: [3, 32, 32], num_classes: 100}
         arch: {stages: 2, width_mult: 0.5}
         objectives: {macs: max, latency_ms: min}
-        """))
+        """
+        )
+    )
     row = autotune.evaluate({}, profile, space=space, work_dir=tmp_path)
     assert row["status"] == "ok", row.get("error")
     assert row["train_s"] == 0 and row.get("accuracy") is None
@@ -106,8 +123,12 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
 def test_plugin_task(tmp_path, repo, profile, monkeypatch):
     monkeypatch.chdir(repo / "examples/plugin_task")
     space = autotune.load_space("space.yaml")
-    row = autotune.evaluate({"arch.width": 16, "arch.depth": 2, "train.optimizer": "adam", "train.lr": 0.01},
-                            profile, space=space, work_dir=tmp_path)
+    row = autotune.evaluate(
+        {"arch.width": 16, "arch.depth": 2, "train.optimizer": "adam", "train.lr": 0.01},
+        profile,
+        space=space,
+        work_dir=tmp_path,
+    )
     assert row["status"] == "ok", row.get("error")
     assert row["accuracy"] > 0.5  # three classes: chance is 0.33
 

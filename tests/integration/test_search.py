@@ -14,20 +14,38 @@ pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "autotune.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "autotune.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
 
 
 def _dominates(a, b):
-    return (a["val_accuracy"] >= b["val_accuracy"] and a["latency_ms"] <= b["latency_ms"]
-            and (a["val_accuracy"], a["latency_ms"]) != (b["val_accuracy"], b["latency_ms"]))
+    return (
+        a["val_accuracy"] >= b["val_accuracy"]
+        and a["latency_ms"] <= b["latency_ms"]
+        and (a["val_accuracy"], a["latency_ms"]) != (b["val_accuracy"], b["latency_ms"])
+    )
 
 
 def test_three_trial_search_end_to_end(tmp_path, repo):
     res = tmp_path / "results"
-    args = ["search", "--space", str(repo / "tests/fixtures/tiny_cnn.yaml"),
-            "--device", str(repo / "tests/fixtures/host_fast.yaml"),
-            "--trials", "3", "--name", "it", "--results-dir", str(res), "--concurrency", "2", "--seed", "1"]
+    args = [
+        "search",
+        "--space",
+        str(repo / "tests/fixtures/tiny_cnn.yaml"),
+        "--device",
+        str(repo / "tests/fixtures/host_fast.yaml"),
+        "--trials",
+        "3",
+        "--name",
+        "it",
+        "--results-dir",
+        str(res),
+        "--concurrency",
+        "2",
+        "--seed",
+        "1",
+    ]
     r = _cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     run = res / "it"
@@ -61,4 +79,5 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = autotune.read_leaderboard(run)
     assert [(r["trial_id"], r["status"], r["latency_ms"]) for r in after] == [
-        (r["trial_id"], r["status"], r["latency_ms"]) for r in rows]
+        (r["trial_id"], r["status"], r["latency_ms"]) for r in rows
+    ]

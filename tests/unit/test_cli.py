@@ -34,8 +34,11 @@ def test_check_bad_file_is_one_line_exit_1(write_yaml):
 
 
 def test_search_validates_before_work(write_yaml, tmp_path):
-    bad = write_yaml("task: {data: digits, model: mobilenet}\narch: {depth: {type: int, low: 3, high: 1}}\n"
-                     "objectives: {latency_ms: min}\n", "empty.yaml")
+    bad = write_yaml(
+        "task: {data: digits, model: mobilenet}\narch: {depth: {type: int, low: 3, high: 1}}\n"
+        "objectives: {latency_ms: min}\n",
+        "empty.yaml",
+    )
     r = _run("search", "--space", str(bad), "--results-dir", str(tmp_path / "res"))
     assert r.returncode == 1 and "empty range" in r.stderr and "arch.depth" in r.stderr
     assert not (tmp_path / "res").exists()

@@ -55,7 +55,11 @@ BAD_SPACES = [
     (GOOD_SPACE.replace("arch:", "arhc:"), "arhc", "unknown key"),
     (GOOD_SPACE.replace("low: 1, high: 3", "low: 5, high: 3"), "arch.stages", "empty range"),
     (GOOD_SPACE.replace("low: 1, high: 3", "low: one, high: 3"), "arch.stages.low", "integer"),
-    (GOOD_SPACE.replace("when: {optimizer: sgd}", "when: {optimiser: sgd}"), "train.momentum.when.optimiser", "unknown parameter"),
+    (
+        GOOD_SPACE.replace("when: {optimizer: sgd}", "when: {optimiser: sgd}"),
+        "train.momentum.when.optimiser",
+        "unknown parameter",
+    ),
     (GOOD_SPACE.replace("latency_ms: min}", "latency: min}"), "objectives.latency", "not a measured metric"),
     (GOOD_SPACE.replace("constraints: {latency_ms", "constraints: {latncy_ms"), "constraints.latncy_ms", "latency_ms"),
     (GOOD_SPACE.replace("choices: [sgd, adam]", "choices: [sgd, adamw]"), "train.optimizer", "adamw"),

@@ -20,8 +20,15 @@ def test_pareto_ranks_minimisation():
 
 
 def _row(i, acc, lat, status="ok"):
-    return {"trial_id": f"t{i:03d}", "status": status, "val_accuracy": acc, "accuracy": acc, "latency_ms": lat,
-            "started_at": f"2026-01-01T00:00:{i:02d}", "arch.width": i}
+    return {
+        "trial_id": f"t{i:03d}",
+        "status": status,
+        "val_accuracy": acc,
+        "accuracy": acc,
+        "latency_ms": lat,
+        "started_at": f"2026-01-01T00:00:{i:02d}",
+        "arch.width": i,
+    }
 
 
 def test_ranks_respect_objective_directions(tmp_path):
@@ -37,8 +44,12 @@ def test_ranks_respect_objective_directions(tmp_path):
     # every front member is undominated among ok rows
     ok = [r for r in rows.values() if r["status"] == "ok"]
     for r in ok:
-        dominated = any(o["val_accuracy"] >= r["val_accuracy"] and o["latency_ms"] <= r["latency_ms"]
-                        and (o["val_accuracy"], o["latency_ms"]) != (r["val_accuracy"], r["latency_ms"]) for o in ok)
+        dominated = any(
+            o["val_accuracy"] >= r["val_accuracy"]
+            and o["latency_ms"] <= r["latency_ms"]
+            and (o["val_accuracy"], o["latency_ms"]) != (r["val_accuracy"], r["latency_ms"])
+            for o in ok
+        )
         assert dominated == (r["pareto_rank"] > 1)
 
 

@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 import autotune
-from autotune.trial import make_trial_config
 from autotune.space import sample_params, split_params
+from autotune.trial import make_trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

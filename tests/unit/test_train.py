@@ -56,8 +56,13 @@ def test_every_schedule(name):
 
 def test_training_learns_digits(digits):
     epochs = []
-    trained = train(_mlp(digits), digits, {**TRAIN_KEYS, "epochs": 5, "lr": 0.01}, seed=0,
-                    on_epoch=lambda e, a, loss: epochs.append((e, a)))
+    trained = train(
+        _mlp(digits),
+        digits,
+        {**TRAIN_KEYS, "epochs": 5, "lr": 0.01},
+        seed=0,
+        on_epoch=lambda e, a, loss: epochs.append((e, a)),
+    )
     assert [e for e, _ in epochs] == [1, 2, 3, 4, 5]
     assert trained.val_accuracy == max(a for _, a in epochs)
     assert trained.accuracy > 0.85  # held-out test set, chance is 0.1
