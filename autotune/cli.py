@@ -9,6 +9,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not resume:
         autotune.check(args.space, args.device)  # fail fast, before Ray and TVM start
     live = Live(console=console, refresh_per_second=2, transient=False)
+    t0 = time.monotonic()
 
     def on_progress(p: Any) -> None:
         live.update(_progress_renderable(p))
@@ -213,6 +215,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
     out.print(f"{len(rows)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     out.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
+    budget_left = args.time_budget is None or time.monotonic() - t0 < args.time_budget
+    if not resume and len(rows) < args.trials and budget_left:  # Ctrl-C: Ray Tune stops and returns
+        out.print(f"stopped before all trials finished; resume with: autotune search --resume {run_dir}")
+        return 130
     return 0
 
 
