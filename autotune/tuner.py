@@ -177,6 +177,10 @@ def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
                 return
             ot_trial = self._ot_trials[trial_id]
             result = result or {}
+            done = self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state.is_finished()
+            if done:  # closed by an earlier run's sweep; nothing to tell
+                self._completed_trials.add(trial_id)
+                return
             if result.get("final") and not error:
                 ot_trial.set_user_attr("status", result.get("status"))
                 for name, amount in json.loads(result.get("violation_amounts") or "{}").items():
@@ -220,11 +224,13 @@ class _RunCallbackBase:
         self.board, self.run, self.space, self.profile = board, run, space, profile
         self.progress = progress
         self.started: dict[str, str] = {}
+        self.live: dict[str, Any] = {}  # trial id -> Tune trial, while it runs
         self.on_progress: ProgressHook | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the run config
         state = self.__dict__.copy()
         state["on_progress"] = None
+        state["live"] = {}
         return state
 
     def _emit(self) -> None:
@@ -249,10 +255,22 @@ class _RunCallbackBase:
             rev = self.space.objectives[first] == "max"
             p.best = sorted(front, key=lambda r: r.get(key) or 0, reverse=rev)[0]
         p.running.pop(str(row["trial_id"]), None)
+        self.live.pop(str(row["trial_id"]), None)
         self._emit()
+
+    def record_unfinished(self, reason: str) -> int:
+        """Write a ``pruned`` row for every trial still running when the search stopped."""
+        left = list(self.live.values())
+        for trial in left:
+            row = self._base_row(trial, "pruned", reason)
+            last = trial.last_result or {}
+            row.update(val_accuracy=last.get("val_accuracy"), epochs=last.get("epoch"))
+            self._record(row)
+        return len(left)
 
     def trial_start(self, trial: Any) -> None:
         self.started.setdefault(trial.trial_id, _now())
+        self.live[trial.trial_id] = trial
         self.progress.running[trial.trial_id] = "starting"
         self._emit()
 
@@ -340,8 +358,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
-def _sweep_zombies(run_dir: Path) -> int:
-    """Tell FAIL to study trials left RUNNING (budget end, crash); return how many."""
+def _sweep_zombies(run_dir: Path, *, pruned: bool = False) -> int:
+    """Close study trials left RUNNING (budget end: PRUNED; crash or interrupt: FAIL)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -352,7 +370,7 @@ def _sweep_zombies(run_dir: Path) -> int:
         return 0
     stale = study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
     for t in stale:
-        study.tell(t.number, state=TrialState.FAIL)
+        study.tell(t.number, state=TrialState.PRUNED if pruned else TrialState.FAIL)
     return len(stale)
 
 
@@ -434,12 +452,20 @@ def run_search(
             ),
         )
     log.info("search %s: up to %d trials, %d at a time", settings.name, settings.trials, concurrency)
+    t0 = time.monotonic()
     try:
         tuner.fit()
     finally:
-        swept = _sweep_zombies(run_dir)
-        if swept:
-            log.info("marked %d unfinished study trials as FAIL", swept)
+        budget_hit = settings.time_budget_s is not None and time.monotonic() - t0 >= settings.time_budget_s
+        finished = len(board.rows()) >= settings.trials
+        # An interrupted run leaves its in-flight trials for --resume to re-run. A run that ended
+        # (all trials, or the time budget) closes whatever is still open.
+        if budget_hit:
+            n = callback.record_unfinished("stopped: the time budget ran out")
+            if n:
+                log.info("time budget reached: %d running trials stopped", n)
+        if budget_hit or finished:
+            _sweep_zombies(run_dir, pruned=budget_hit)
     return board.rewrite()
 
 
