@@ -60,6 +60,7 @@ COLUMNS: tuple[str, ...] = (
     "pareto_rank",
     "violations",
     "epochs",
+    "build_s",
     "train_s",
     "export_s",
     "import_s",

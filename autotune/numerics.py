@@ -12,7 +12,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed
 from autotune.records import CompiledArtifact, NumericsReport
 
-__all__ = ["check_numerics", "load_vm"]
+__all__ = ["check_numerics", "load_vm", "run_compiled"]
 
 
 def load_vm(artifact: CompiledArtifact):  # noqa: ANN201 - returns a tvm VirtualMachine

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from autotune.quiet import QuietLock
 from autotune.records import TrialConfig
 from autotune.space import split_params
 
-__all__ = ["Task", "evaluate", "make_trial_config", "prepare_task", "violations"]
+__all__ = ["Task", "evaluate", "make_trial_config", "prepare_task", "violations", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,15 @@ def violations(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfil
     return out
 
 
+def worker_env(profile: DeviceProfile) -> dict[str, str]:
+    """Environment a process needs before it imports TVM to measure on ``profile``.
+
+    TVM sizes its thread pool once, at import. Thread binding is off: with it, TVM pins the
+    calling thread to one core, which would also confine training in the same process.
+    """
+    return {"TVM_NUM_THREADS": str(profile.measure.threads), "TVM_BIND_THREADS": "0"}
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -115,6 +125,12 @@ def evaluate(
         lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
         on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
     """
+    import os
+    import sys
+
+    if "tvm" not in sys.modules:  # in-process use (the API); Ray workers get this from runtime_env
+        for k, v in worker_env(task.profile).items():
+            os.environ.setdefault(k, v)
     import torch
     import torch_pruning as tp
 
@@ -139,6 +155,7 @@ def evaluate(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     stage = "build"
+    t_build = time.perf_counter()
     try:
         torch.manual_seed(config.seed)
         try:
@@ -149,7 +166,7 @@ def evaluate(
             raise CandidateFailed("build", f"the model builder returned {type(model).__name__}, not a torch.nn.Module")
         with torch.no_grad():
             macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
-        row.update(params=int(n_params), macs=int(macs))
+        row.update(params=int(n_params), macs=int(macs), build_s=time.perf_counter() - t_build)
         stage = "train"
         if config.train is not None:
             trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch)

@@ -332,12 +332,14 @@ def _make_callback(**kwargs: Any) -> Any:
 # --------------------------------------------------------------------------- the driver
 
 
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
+def _init_ray(address: str | None, num_cpus: int | None, profile: DeviceProfile) -> None:
     import ray
+
+    from autotune.trial import worker_env
 
     if ray.is_initialized():
         return
-    env = {"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    env = {**worker_env(profile), "OMP_NUM_THREADS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     # plug-in modules ('my_task:load') are imported from the driver's working directory
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
     kwargs: dict[str, Any] = {
@@ -402,7 +404,7 @@ def run_search(
     callback = _make_callback(board=board, run=settings.name, space=space, profile=profile, progress=progress)
     callback.on_progress = on_progress
 
-    _init_ray(settings.address, None)
+    _init_ray(settings.address, None, profile)
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -14,14 +15,15 @@ from autotune.measure.energy import open_meter
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
-__all__ = ["measure_local", "set_threads"]
+__all__ = ["measure_local", "runtime_threads"]
+
+log = logging.getLogger(__name__)
 
 
-def set_threads(n: int) -> int:
-    """Size TVM's runtime thread pool to ``n`` threads; return what TVM reports."""
+def runtime_threads() -> int:
+    """Threads in TVM's runtime pool (fixed at import by ``TVM_NUM_THREADS``; see ``worker_env``)."""
     import tvm
 
-    tvm.get_global_func("runtime.config_threadpool")(1, n)
     return int(tvm.runtime.num_threads())
 
 
@@ -54,7 +56,7 @@ def measure_local(
     meter = open_meter(profile.meter)
     with lock.exclusive():
         t0 = time.perf_counter()
-        threads = set_threads(cfg.threads)
+        threads = runtime_threads()
         try:
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
@@ -70,6 +72,10 @@ def measure_local(
             raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
         load = os.getloadavg()[0]
         measure_s = time.perf_counter() - t0
+    if threads != cfg.threads:
+        log.warning(
+            "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
+        )
     stats = summarize_latency(list(res.results))
     # calls in the window: repeats x number; number is chosen by TVM to fill min_repeat_ms
     per_call_s = float(np.mean(res.results))

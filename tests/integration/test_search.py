@@ -81,3 +81,35 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
     assert [(r["trial_id"], r["status"], r["latency_ms"]) for r in after] == [
         (r["trial_id"], r["status"], r["latency_ms"]) for r in rows
     ]
+
+
+def test_time_budget_stops_the_search_and_records_every_started_trial(tmp_path, repo):
+    res = tmp_path / "results"
+    r = _cli(
+        "search",
+        "--space",
+        str(repo / "tests/fixtures/tiny_cnn.yaml"),
+        "--device",
+        str(repo / "tests/fixtures/host_fast.yaml"),
+        "--trials",
+        "100",
+        "--time-budget",
+        "15s",
+        "--name",
+        "budget",
+        "--results-dir",
+        str(res),
+        "--concurrency",
+        "2",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = autotune.read_leaderboard(res / "budget")
+    assert 0 < len(rows) < 100
+    study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{res / 'budget' / 'study.db'}")
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    numbers = {row["study_trial"] for row in rows}
+    assert numbers <= {t.number for t in study.trials}
+    assert {t.number for t in study.trials if t.state.name == "COMPLETE"} <= numbers
+    stopped = [row for row in rows if row["error"] == "stopped: the time budget ran out"]
+    assert all(row["status"] == "pruned" for row in stopped)
