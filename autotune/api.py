@@ -251,6 +251,7 @@ def search(
     seed: int = 0,
     address: str | None = None,
     resume: bool = False,
+    early_stopping: bool = True,
     on_progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
@@ -299,6 +300,7 @@ def search(
         seed=seed,
         address=address,
         resume=resume,
+        early_stopping=early_stopping,
     )
     return run_search(sp, prof, settings, on_progress=on_progress)
 

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=None, help="trials at once (default: free CPUs)")
     s.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    s.add_argument(
+        "--no-early-stopping", action="store_true", help="train every trial fully (no ASHA on validation loss)"
+    )
 
     c = sub.add_parser("check", help="validate a search space and a device profile; no work")
     c.add_argument("space", nargs="?", default=None)
@@ -194,6 +197,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 address=args.address,
                 resume=resume,
+                early_stopping=not args.no_early_stopping,
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:

@@ -46,6 +46,7 @@ class SearchSettings:
     seed: int = 0
     address: str | None = None
     resume: bool = False
+    early_stopping: bool = True  # ASHA on validation loss
 
     @property
     def run_dir(self) -> Path:
@@ -420,7 +421,7 @@ def run_search(
         )
         tuner._local_tuner.get_run_config().callbacks = [callback]  # callbacks are not restorable
     else:
-        if space.trains:
+        if space.trains and settings.early_stopping:
             # max_t is one past the last epoch: ASHA stops a trial that reaches max_t, and a
             # trial that finished training must still compile and measure.
             max_epochs = max(_max_epochs(space), 1)
@@ -429,7 +430,7 @@ def run_search(
                 mode="min",
                 time_attr="epoch",
                 max_t=max_epochs + 1,
-                grace_period=max(2, max_epochs // 4),
+                grace_period=max(2, max_epochs // 2),  # one rung, at half the epochs: keep the better half
                 reduction_factor=2,
             )
         else:
