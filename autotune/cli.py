@@ -143,29 +143,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _progress_renderable(p: Any) -> Any:
-    from rich.table import Table
+    from rich.console import Group
+    from rich.text import Text
 
-    t = Table.grid(padding=(0, 2))
-    elapsed = f"{p.elapsed_s:,.0f}s"
-    left = "" if p.remaining_s is None else f"  remaining {p.remaining_s:,.0f}s"
-    t.add_row(
-        f"[bold]trials[/] {p.done}/{p.total} done",
-        f"running {len(p.running)}",
-        f"failed {p.failed}",
-        f"pruned {p.pruned}",
-        f"infeasible {p.infeasible}",
-        f"elapsed {elapsed}{left}",
-    )
-    if p.best:
-        best = "  ".join(
-            f"{k}={_fmt(p.best.get(k))}"
-            for k in ("trial_id", "accuracy", "val_accuracy", "latency_ms", "macs")
-            if p.best.get(k) is not None
+    left = "" if p.remaining_s is None else f" · remaining {p.remaining_s:,.0f}s"
+    lines = [
+        Text.from_markup(
+            f"[bold]trials {p.done}/{p.total}[/] done · running {len(p.running)} · failed {p.failed} · "
+            f"pruned {p.pruned} · infeasible {p.infeasible} · elapsed {p.elapsed_s:,.0f}s{left}"
         )
-        t.add_row(f"[bold]best[/] {best}")
-    for tid, what in list(p.running.items())[:8]:
-        t.add_row(f"  {tid}: {what}")
-    return t
+    ]
+    if p.best:
+        keys = ("trial_id", "accuracy", "val_accuracy", "latency_ms", "energy_mj", "macs")
+        best = "  ".join(f"{k}={_fmt(p.best.get(k))}" for k in keys if p.best.get(k) is not None)
+        lines.append(Text.from_markup(f"[bold]best[/] {best}"))
+    lines += [Text(f"  {tid}: {what}") for tid, what in list(p.running.items())[:8]]
+    return Group(*lines)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
