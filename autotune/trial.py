@@ -7,6 +7,7 @@ row with its stage and reason; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import math
@@ -20,7 +21,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import METRICS, TRAIN_KEYS, SearchSpace
 from autotune.data import DataSplits, load_data
 from autotune.errors import CandidateFailed
-from autotune.leaderboard import SCHEMA_VERSION
+from autotune.leaderboard import COLUMNS, SCHEMA_VERSION
 from autotune.models import ModelFamily, build_model, resolve_family
 from autotune.quiet import QuietLock
 from autotune.records import TrialConfig
@@ -103,6 +104,11 @@ def worker_env(profile: DeviceProfile) -> dict[str, str]:
     calling thread to one core, which would also confine training in the same process.
     """
     return {"TVM_NUM_THREADS": str(profile.measure.threads), "TVM_BIND_THREADS": "0"}
+
+
+def _columns(record: Any) -> dict[str, Any]:
+    """The fields of a stage record that are leaderboard columns (same names)."""
+    return {k: v for k, v in dataclasses.asdict(record).items() if k in COLUMNS}
 
 
 def _now() -> str:
@@ -198,23 +204,9 @@ def evaluate(
         stage = "verify"
         with lock.shared():
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile)
-        row.update(
-            max_abs_diff=numerics.max_abs_diff, top1_agreement=numerics.top1_agreement, verify_s=numerics.verify_s
-        )
+        row.update(_columns(numerics))
         stage = "measure"
-        m = measure_local(artifact, profile, data.x_test[:1], lock=lock)
-        row.update(
-            latency_ms=m.latency_ms,
-            latency_p90_ms=m.latency_p90_ms,
-            latency_cov=m.latency_cov,
-            latency_ci_low_ms=m.latency_ci_low_ms,
-            latency_ci_high_ms=m.latency_ci_high_ms,
-            energy_mj=m.energy_mj,
-            energy_source=m.energy_source,
-            measure_s=m.measure_s,
-            threads=m.threads,
-            load_avg=m.load_avg,
-        )
+        row.update(_columns(measure_local(artifact, profile, data.x_test[:1], lock=lock)))
         broken = violations(row, space, profile)
         row["violations"] = ";".join(broken)
         row["status"] = "infeasible" if broken else "ok"
