@@ -252,11 +252,15 @@ def search(
     address: str | None = None,
     resume: bool = False,
     early_stopping: bool = True,
+    trial_timeout_s: float | None = 3600.0,
+    trial_memory_bytes: int | None = 8 * 2**30,
     on_progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
 
-    With ``resume=True`` the run's own copies of the space and profile are used.
+    With ``resume=True`` the run's own copies of the space and profile are used. Each trial runs in
+    a forked child process; one that runs past ``trial_timeout_s`` or whose resident memory passes
+    ``trial_memory_bytes`` is killed and recorded as failed with the reason (None: no limit).
 
     Raises:
         UserError: a bad space or profile, a run that already exists (without ``resume``), an
@@ -301,6 +305,8 @@ def search(
         address=address,
         resume=resume,
         early_stopping=early_stopping,
+        trial_timeout_s=trial_timeout_s,
+        trial_memory_bytes=trial_memory_bytes,
     )
     return run_search(sp, prof, settings, on_progress=on_progress)
 

@@ -30,6 +30,24 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """``'512M'``, ``'8G'``, ``'8GiB'``, ``'1073741824'`` → bytes (binary units)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M, 8G)")
+    return int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
+
+
+def _limit(parse: Any) -> Any:
+    def inner(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "0", "off") else parse(text)
+
+    return inner
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autotune", description="Hardware-aware NAS: search models for a device.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -47,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=None, help="trials at once (default: free CPUs)")
     s.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    s.add_argument(
+        "--trial-timeout", type=_limit(parse_duration), default=3600.0, help="kill a trial after this long (1h; none)"
+    )
+    s.add_argument(
+        "--trial-memory", type=_limit(parse_size), default=8 * 2**30, help="kill a trial using more memory (8G; none)"
+    )
     s.add_argument(
         "--no-early-stopping", action="store_true", help="train every trial fully (no ASHA on validation loss)"
     )
@@ -191,6 +215,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 address=args.address,
                 resume=resume,
                 early_stopping=not args.no_early_stopping,
+                trial_timeout_s=args.trial_timeout,
+                trial_memory_bytes=args.trial_memory,
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:

@@ -69,6 +69,7 @@ COLUMNS: tuple[str, ...] = (
     "measure_s",
     "threads",
     "load_avg",
+    "node",
     "target",
     "seed",
     "started_at",
@@ -120,9 +121,22 @@ def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns
         rows[i]["pareto_rank"] = rank
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _fmt(v: Any) -> Any:
     if v is None:
         return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START) and not _is_number(v):
+        return "'" + v  # a spreadsheet must not run a cell as a formula
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(round(v, 9)) if abs(v) < 1e15 else repr(v)
     if isinstance(v, bool):

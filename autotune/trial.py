@@ -27,7 +27,7 @@ from autotune.quiet import QuietLock
 from autotune.records import TrialConfig
 from autotune.space import split_params
 
-__all__ = ["Task", "evaluate", "make_trial_config", "prepare_task", "violations", "worker_env"]
+__all__ = ["Task", "base_row", "evaluate", "make_trial_config", "prepare_task", "violations", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,22 @@ def worker_env(profile: DeviceProfile) -> dict[str, str]:
     return {"TVM_NUM_THREADS": str(profile.measure.threads), "TVM_BIND_THREADS": "0"}
 
 
+def base_row(config: TrialConfig, task: Task, *, run: str, status: str, error: str | None = None) -> dict[str, Any]:
+    """The row of a trial before (or without) any measurement: identity, parameters, status."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
+        "trial_id": config.trial_id,
+        "status": status,
+        "error": error,
+        "device": task.profile.name,
+        "seed": config.seed,
+        "started_at": _now(),
+        "finished_at": _now(),
+        **config.params,
+    }
+
+
 def _columns(record: Any) -> dict[str, Any]:
     """The fields of a stage record that are leaderboard columns (same names)."""
     return {k: v for k, v in dataclasses.asdict(record).items() if k in COLUMNS}
@@ -123,6 +139,7 @@ def evaluate(
     work_dir: str | Path,
     lock: QuietLock | None = None,
     on_epoch: EpochHook | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Build, train, compile, verify and measure one candidate; return its leaderboard row.
 
@@ -130,6 +147,7 @@ def evaluate(
         work_dir: where the candidate's files go (``model.so``, ``weights.pt``).
         lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
         on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
+        on_stage: called with the stage's name as each stage starts (progress, failure reports).
     """
     import os
     import sys
@@ -148,19 +166,18 @@ def evaluate(
 
     lock = lock or QuietLock(None)
     space, profile, data = task.space, task.profile, task.data
-    row: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run": run,
-        "trial_id": config.trial_id,
-        "status": "failed",
-        "device": profile.name,
-        "seed": config.seed,
-        "started_at": _now(),
-        **config.params,
-    }
+    row = base_row(config, task, run=run, status="failed")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    stage = "build"
+    stage = ""
+
+    def enter(name: str) -> None:
+        nonlocal stage
+        stage = name
+        if on_stage:
+            on_stage(name)
+
+    enter("build")
     t_build = time.perf_counter()
     try:
         torch.manual_seed(config.seed)
@@ -173,7 +190,7 @@ def evaluate(
         with torch.no_grad():
             macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
         row.update(params=int(n_params), macs=int(macs), build_s=time.perf_counter() - t_build)
-        stage = "train"
+        enter("train")
         if config.train is not None:
             trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch)
             row.update(
@@ -186,11 +203,11 @@ def evaluate(
         else:
             row.update(epochs=0, train_s=0.0)
         torch.save(model.state_dict(), work / "weights.pt")
-        stage = "export"
+        enter("export")
         with lock.shared():
             program, exported, export_s = export_program(model, data.input_shape)
             row["export_s"] = export_s
-            stage = "compile"
+            enter("compile")
             artifact = compile_artifact(program, profile=profile, out_dir=work, input_shape=data.input_shape)
         row.update(
             import_s=artifact.import_s,
@@ -201,11 +218,11 @@ def evaluate(
             peak_mem_source=artifact.peak_mem_source,
             target=artifact.target,
         )
-        stage = "verify"
+        enter("verify")
         with lock.shared():
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile)
         row.update(_columns(numerics))
-        stage = "measure"
+        enter("measure")
         row.update(_columns(measure_local(artifact, profile, data.x_test[:1], lock=lock)))
         broken = violations(row, space, profile)
         row["violations"] = ";".join(broken)

@@ -47,6 +47,8 @@ class SearchSettings:
     address: str | None = None
     resume: bool = False
     early_stopping: bool = True  # ASHA on validation loss
+    trial_timeout_s: float | None = 3600.0
+    trial_memory_bytes: int | None = 8 * 2**30
 
     @property
     def run_dir(self) -> Path:
@@ -100,13 +102,42 @@ def _objective_values(row: Mapping[str, Any], objectives: Mapping[str, str]) -> 
     return out
 
 
-def _trainable(config: dict[str, Any], *, space: SearchSpace, profile: DeviceProfile, run: str, run_dir: str) -> None:
-    """Ray Tune function trainable: evaluate one candidate, reporting each epoch."""
+def _stored_row(run_dir: str, trial_id: str) -> dict[str, Any] | None:
+    """The row a trial already wrote before a crash (Tune re-runs trials finished after its last
+    snapshot; the leaderboard keeps the first result instead of a second, different one)."""
+    store = Path(run_dir) / "trials.jsonl"
+    if not store.exists():
+        return None
+    for line in store.read_text().splitlines():
+        if f'"{trial_id}"' in line:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("trial_id") == trial_id and row.get("status") in ("ok", "infeasible", "failed"):
+                return row
+    return None
+
+
+def _trainable(
+    config: dict[str, Any],
+    *,
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run: str,
+    run_dir: str,
+    timeout_s: float | None,
+    memory_bytes: int | None,
+) -> None:
+    """Ray Tune function trainable: evaluate one candidate in a sandboxed child, reporting each epoch."""
+    import ray
     import torch
     from ray import tune
 
+    from autotune.errors import CandidateFailed
     from autotune.quiet import QuietLock
-    from autotune.trial import evaluate, make_trial_config, prepare_task
+    from autotune.sandbox import run_isolated
+    from autotune.trial import base_row, evaluate, make_trial_config, prepare_task
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
@@ -116,19 +147,35 @@ def _trainable(config: dict[str, Any], *, space: SearchSpace, profile: DevicePro
     params = {k: v for k, v in config.items() if k.startswith(("arch.", "train."))}
     seed = int(config.get("seed", 0)) + int(config.get("study_trial") or 0)
     cfg = make_trial_config(params, space, trial_id=trial_id, seed=seed)
+    stage = ["start"]
 
-    def on_epoch(epoch: int, val_acc: float, val_loss: float) -> None:
-        tune.report({"epoch": epoch, "val_accuracy": val_acc, "score": val_loss})
+    def on_message(message: tuple) -> None:  # in this (parent) process: Tune reports happen here
+        if message[0] == "epoch":
+            _, epoch, val_acc, val_loss = message
+            tune.report({"epoch": epoch, "val_accuracy": val_acc, "score": val_loss})
+        elif message[0] == "stage":
+            stage[0] = message[1]
+            tune.report({"stage": message[1]})
 
-    row = evaluate(
-        cfg,
-        task,
-        run=run,
-        work_dir=Path(run_dir) / "trials" / trial_id,
-        lock=QuietLock(run_dir),
-        on_epoch=on_epoch,
-    )
-    row["study_trial"] = config.get("study_trial")
+    def work(send: Any) -> dict[str, Any]:  # in the forked child
+        return evaluate(
+            cfg,
+            task,
+            run=run,
+            work_dir=Path(run_dir) / "trials" / trial_id,
+            lock=QuietLock(run_dir),
+            on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
+            on_stage=lambda name: send(("stage", name)),
+        )
+
+    row = _stored_row(run_dir, trial_id)
+    if row is None:
+        try:
+            row = run_isolated(work, timeout_s=timeout_s, memory_bytes=memory_bytes, on_message=on_message)
+        except CandidateFailed as err:
+            row = base_row(cfg, task, run=run, status="failed", error=f"{stage[0]}: {err.reason}")
+        row["study_trial"] = config.get("study_trial")
+        row["node"] = ray.get_runtime_context().get_node_id()[:12]
     final = {
         "final": True,
         "row_json": json.dumps(row, default=str),
@@ -276,8 +323,11 @@ class _RunCallbackBase:
         self._emit()
 
     def trial_result(self, trial: Any, result: dict[str, Any]) -> None:
-        if "epoch" in result and not result.get("final"):
-            self.progress.running[trial.trial_id] = f"epoch {result['epoch']}"
+        if result.get("stage"):
+            self.progress.running[trial.trial_id] = str(result["stage"])
+            self._emit()
+        elif "epoch" in result and not result.get("final"):
+            self.progress.running[trial.trial_id] = f"train: epoch {result['epoch']}"
             self._emit()
         elif result.get("final"):
             self.progress.running[trial.trial_id] = "finishing"
@@ -411,7 +461,15 @@ def run_search(
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, space=space, profile=profile, run=settings.name, run_dir=str(run_dir)),
+        tune.with_parameters(
+            _trainable,
+            space=space,
+            profile=profile,
+            run=settings.name,
+            run_dir=str(run_dir),
+            timeout_s=settings.trial_timeout_s,
+            memory_bytes=settings.trial_memory_bytes,
+        ),
         {"cpu": settings.cpus_per_trial},
     )
     tune_path = run_dir / "tune"

@@ -1,0 +1,116 @@
+"""Run one trial's work in a forked child process, under a time limit and a memory cap.
+
+The parent (a Ray Tune worker) stays alive whatever the child does: a candidate that segfaults
+inside TVM, exhausts memory or hangs in a compile is killed and reported with its reason, and the
+worker goes on to the next trial. ``fork`` keeps the imports the parent already paid for (torch,
+TVM), so isolation costs milliseconds, not the seconds of a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from autotune.errors import CandidateFailed
+
+__all__ = ["run_isolated"]
+
+#: ``fn(send)`` runs in the child; ``send(message)`` passes a message to the parent's ``on_message``.
+Work = Callable[[Callable[[Any], None]], Any]
+
+
+def _child(fn: Work, conn: Connection) -> None:
+    try:
+        result = fn(lambda message: conn.send(("message", message)))
+        conn.send(("result", result))
+    except BaseException as err:  # the parent turns any escape into a failed trial
+        conn.send(("error", f"{type(err).__name__}: {err}".splitlines()[0][:500], traceback.format_exc()))
+    finally:
+        conn.close()
+        os._exit(0)  # skip atexit handlers inherited from the parent (Ray's among them)
+
+
+def _unique_bytes(proc: psutil.Process) -> int:
+    """Memory the child and its children hold of their own (USS): pages shared with the parent
+    after ``fork`` (torch, TVM, the data) are not counted against the trial."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().uss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill(proc: mp.process.BaseProcess) -> None:
+    if proc.is_alive() and proc.pid:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.join(5)
+
+
+def run_isolated(
+    fn: Work,
+    *,
+    timeout_s: float | None = None,
+    memory_bytes: int | None = None,
+    on_message: Callable[[Any], None] | None = None,
+    poll_s: float = 0.2,
+) -> Any:
+    """Run ``fn`` in a forked child and return its result.
+
+    Raises:
+        CandidateFailed: ``limit`` when the child ran past ``timeout_s`` or the memory it holds of
+            its own (USS, children included) passed ``memory_bytes``; ``crash`` when it died without a result;
+            ``error`` when ``fn`` raised (the child's traceback is in the message's last line).
+    """
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn, send), daemon=True)
+    t0 = time.monotonic()
+    proc.start()
+    send.close()
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    try:
+        while True:
+            if recv.poll(poll_s):
+                try:
+                    kind, *payload = recv.recv()
+                except EOFError:
+                    break
+                if kind == "message":
+                    if on_message:
+                        on_message(payload[0])
+                    continue
+                if kind == "result":
+                    return payload[0]
+                raise CandidateFailed("error", payload[0])
+            if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+                raise CandidateFailed("limit", f"timeout: still running after {timeout_s:.0f} s")
+            if memory_bytes is not None:
+                peak = max(peak, _unique_bytes(ps))
+                if peak > memory_bytes:
+                    raise CandidateFailed(
+                        "limit", f"out of memory: {peak / 2**20:.0f} MiB in use > cap {memory_bytes / 2**20:.0f} MiB"
+                    )
+            if not proc.is_alive() and not recv.poll(0):
+                break
+        proc.join(5)
+        code = proc.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
+        raise CandidateFailed("crash", f"the trial's process died with {how}{hint}")
+    finally:
+        _kill(proc)
+        recv.close()
