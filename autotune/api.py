@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,7 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
 
     from autotune.compiler import resolve_target
     from autotune.models import build_model
+    from autotune.space import example_params
     from autotune.trial import make_trial_config, prepare_task
 
     target = resolve_target(profile, file=profile_file)
@@ -228,7 +231,7 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
         )
     task = prepare_task(space, profile)
     if ":" in space.task.model:
-        cfg = make_trial_config({}, space, trial_id="preflight", seed=0)
+        cfg = make_trial_config(example_params(space), space, trial_id="preflight", seed=0)
         try:
             model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes)
         except Exception as err:  # the user's builder: any error is theirs to fix
@@ -254,6 +257,7 @@ def search(
     early_stopping: bool = True,
     trial_timeout_s: float | None = 3600.0,
     trial_memory_bytes: int | None = 8 * 2**30,
+    enqueue: Sequence[Mapping[str, Any]] = (),
     on_progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
@@ -261,13 +265,14 @@ def search(
     With ``resume=True`` the run's own copies of the space and profile are used. Each trial runs in
     a forked child process; one that runs past ``trial_timeout_s`` or whose resident memory passes
     ``trial_memory_bytes`` is killed and recorded as failed with the reason (None: no limit).
+    ``enqueue`` lists parameter sets (``{'arch.stages': 2, ...}``) the study evaluates first.
+    A resumed run keeps the settings it started with (``run.json``); only ``address`` may change.
 
     Raises:
         UserError: a bad space or profile, a run that already exists (without ``resume``), an
             unreachable cluster.
     """
     import shutil
-    import time
 
     from autotune.tuner import SearchSettings, run_search
 
@@ -295,6 +300,15 @@ def search(
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(space_path, saved_space)
         shutil.copyfile(profile_path, saved_profile)
+    run_json = run_dir / "run.json"
+    if resume and run_json.exists():
+        saved = json.loads(run_json.read_text())["settings"]
+        trials, time_budget_s, concurrency, seed = (
+            saved[k] for k in ("trials", "time_budget_s", "concurrency", "seed")
+        )
+        early_stopping, trial_timeout_s, trial_memory_bytes = (
+            saved[k] for k in ("early_stopping", "trial_timeout_s", "trial_memory_bytes")
+        )
     settings = SearchSettings(
         name=name,
         results_dir=run_dir.parent,
@@ -307,7 +321,23 @@ def search(
         early_stopping=early_stopping,
         trial_timeout_s=trial_timeout_s,
         trial_memory_bytes=trial_memory_bytes,
+        enqueue=tuple(dict(p) for p in enqueue),
     )
+    if not resume:
+        keep = (
+            "trials",
+            "time_budget_s",
+            "concurrency",
+            "seed",
+            "early_stopping",
+            "trial_timeout_s",
+            "trial_memory_bytes",
+        )
+        from autotune import __version__
+
+        record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        record["settings"] = {k: getattr(settings, k) for k in keep}
+        run_json.write_text(json.dumps(record, indent=1) + "\n")
     return run_search(sp, prof, settings, on_progress=on_progress)
 
 

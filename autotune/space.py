@@ -9,7 +9,7 @@ from autotune.config.search_space import CategoricalParam, FloatParam, IntParam,
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["sample_params", "split_params"]
+__all__ = ["example_params", "sample_params", "split_params"]
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
@@ -65,3 +65,12 @@ def split_params(params: dict[str, Any], section: str) -> dict[str, Any]:
     """The parameters of one section with the prefix removed."""
     prefix = f"{section}."
     return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def example_params(space: SearchSpace, seed: int = 0) -> dict[str, Any]:
+    """One valid random sample of the space (for checks before a search starts)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return sample_params(space, study.ask())

@@ -49,6 +49,7 @@ class SearchSettings:
     early_stopping: bool = True  # ASHA on validation loss
     trial_timeout_s: float | None = 3600.0
     trial_memory_bytes: int | None = 8 * 2**30
+    enqueue: tuple[dict[str, Any], ...] = ()  # parameter sets the study tries first
 
     @property
     def run_dir(self) -> Path:
@@ -411,6 +412,26 @@ def _init_ray(address: str | None, num_cpus: int | None, profile: DeviceProfile)
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
+def _open_study(space: SearchSpace, run_dir: Path) -> Any:
+    """Create (or open) the run's study with the space's directions; OptunaSearch attaches to it."""
+    import optuna
+
+    directions = ["maximize" if space.objectives[n] == "max" else "minimize" for n in space.objectives]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    return optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions, load_if_exists=True)
+
+
+def _requeue_in_flight(study: Any) -> int:
+    """Close trials a crash left RUNNING (FAIL) and enqueue their parameters to run again."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+    for t in stale:
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    return len(stale)
+
+
 def _sweep_zombies(run_dir: Path, *, pruned: bool = False) -> int:
     """Close study trials left RUNNING (budget end: PRUNED; crash or interrupt: FAIL)."""
     import optuna
@@ -443,8 +464,6 @@ def run_search(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     run_dir = settings.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -455,8 +474,29 @@ def run_search(
     callback = _make_callback(board=board, run=settings.name, space=space, profile=profile, progress=progress)
     callback.on_progress = on_progress
 
-    _init_ray(settings.address, None, profile)
     import ray
+
+    started_ray = not ray.is_initialized()
+    _init_ray(settings.address, None, profile)
+    try:
+        return _run(space, profile, settings, run_dir, board, previous, callback)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    settings: SearchSettings,
+    run_dir: Path,
+    board: Leaderboard,
+    previous: list[dict[str, Any]],
+    callback: Any,
+) -> list[dict[str, Any]]:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrency = settings.concurrency or max(1, int(cpus // settings.cpus_per_trial))
@@ -479,6 +519,16 @@ def run_search(
         )
         tuner._local_tuner.get_run_config().callbacks = [callback]  # callbacks are not restorable
     else:
+        # A first run, or a resume from before Tune's first snapshot: the study is the truth.
+        study = _open_study(space, run_dir)
+        retried = _requeue_in_flight(study) if settings.resume else 0
+        for params in settings.enqueue:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+        remaining = settings.trials - len(previous) if settings.resume else settings.trials
+        if retried:
+            log.info("re-running %d trials that were in flight when the run stopped", retried)
+        if remaining <= 0:
+            return board.rewrite()
         if space.trains and settings.early_stopping:
             # max_t is one past the last epoch: ASHA stops a trial that reaches max_t, and a
             # trial that finished training must still compile and measure.
@@ -499,7 +549,7 @@ def run_search(
             tune_config=tune.TuneConfig(
                 search_alg=_make_searcher(space, run_dir, settings.seed),
                 scheduler=scheduler,
-                num_samples=settings.trials,
+                num_samples=remaining,
                 max_concurrent_trials=concurrency,
                 reuse_actors=True,
                 time_budget_s=settings.time_budget_s,
