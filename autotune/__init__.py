@@ -6,7 +6,17 @@ an evaluation runs.
 
 from __future__ import annotations
 
-from autotune.api import check, evaluate, list_profiles, list_spaces, load_profile, load_space, search
+from autotune.api import (
+    check,
+    evaluate,
+    export,
+    list_profiles,
+    list_spaces,
+    load_profile,
+    load_space,
+    report,
+    search,
+)
 from autotune.errors import CandidateFailed, UserError
 from autotune.leaderboard import COLUMNS, read_leaderboard
 
@@ -19,10 +29,12 @@ __all__ = [
     "__version__",
     "check",
     "evaluate",
+    "export",
     "list_profiles",
     "list_spaces",
     "load_profile",
     "load_space",
     "read_leaderboard",
+    "report",
     "search",
 ]

@@ -22,6 +22,8 @@ __all__ = [
     "PACKAGE_ROOT",
     "check",
     "evaluate",
+    "export",
+    "report",
     "list_profiles",
     "list_spaces",
     "load_profile",
@@ -338,7 +340,58 @@ def search(
         record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         record["settings"] = {k: getattr(settings, k) for k in keep}
         run_json.write_text(json.dumps(record, indent=1) + "\n")
-    return run_search(sp, prof, settings, on_progress=on_progress)
+    rows = run_search(sp, prof, settings, on_progress=on_progress)
+    report(run_dir)
+    return rows
+
+
+def _run_inputs(run_dir: str | Path) -> tuple[Path, SearchSpace, DeviceProfile, list[dict[str, Any]]]:
+    from autotune.leaderboard import read_leaderboard
+
+    run = Path(run_dir).resolve()
+    if not (run / "leaderboard.csv").exists() or not (run / "space.yaml").exists():
+        raise UserError("not a run directory (no leaderboard.csv / space.yaml)", file=str(run_dir))
+    space = _load.load_space(run / "space.yaml")
+    profile = _load.load_profile(run / "profile.yaml")
+    return run, space, profile, read_leaderboard(run)
+
+
+def report(run_dir: str | Path) -> Path:
+    """(Re)write ``pareto.png`` and ``report.html`` of a run; return the report's path."""
+    import platform
+
+    from autotune.report import write_report
+
+    run, space, profile, rows = _run_inputs(run_dir)
+    started = min((str(r["started_at"]) for r in rows if r.get("started_at")), default="")
+    finished = max((str(r["finished_at"]) for r in rows if r.get("finished_at")), default="")
+    targets = sorted({str(r["target"]) for r in rows if r.get("target")})
+    facts = {
+        "run": run.name,
+        "search space": f"{space.name or ''} — {space.description}",
+        "device profile": f"{profile.name} — {profile.description}",
+        "target": "; ".join(targets) or json.dumps(profile.target),
+        "trials": len(rows),
+        "first trial started / last finished (UTC)": f"{started} / {finished}",
+        "energy source": ", ".join(sorted({str(r["energy_source"]) for r in rows if r.get("energy_source")})) or "–",
+        "host": f"{platform.node()} ({platform.machine()}, {platform.python_version()})",
+        "leaderboard": str(run / "leaderboard.csv"),
+    }
+    return write_report(run, rows, objectives=space.objectives, title=f"autotune run {run.name}", facts=facts)
+
+
+def export(run_dir: str | Path, trial_id: str, out: str | Path | None = None) -> Path:
+    """Write a deployable bundle of one trial (ONNX, TVM library, parameters, README); return its folder."""
+    from autotune.bundle import export_bundle
+    from autotune.trial import prepare_task
+
+    run, space, profile, rows = _run_inputs(run_dir)
+    row = next((r for r in rows if str(r["trial_id"]) == str(trial_id)), None)
+    if row is None:
+        raise UserError(f"no trial {trial_id!r} in {run / 'leaderboard.csv'}", key="TRIAL_ID")
+    dest = Path(out) if out else run / "export" / str(trial_id)
+    export_bundle(run, row, prepare_task(space, profile), dest)
+    return dest
 
 
 def evaluate(

@@ -79,13 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("space", nargs="?", default=None)
     c.add_argument("device", nargs="?", default=None)
 
-    lb = sub.add_parser("leaderboard", help="show a run's leaderboard")
-    lb.add_argument("run_dir")
+    lb = sub.add_parser("leaderboard", help="show a run's leaderboard, or merge runs into one CSV")
+    lb.add_argument("run_dir", nargs="+", help="run directories (or leaderboard CSVs); several with --merge")
+    lb.add_argument("--merge", metavar="OUT_CSV", default=None, help="write all runs' rows into one CSV")
     lb.add_argument("--top", type=int, default=10)
     lb.add_argument("--pareto", action="store_true", help="only the Pareto front (pareto_rank 1)")
     lb.add_argument("--sort", default=None, help="column to sort by (default: pareto_rank, then latency_ms)")
     lb.add_argument("--json", action="store_true", help="print rows as JSON on stdout")
 
+    rp = sub.add_parser("report", help="(re)write a run's pareto.png and report.html")
+    rp.add_argument("run_dir")
+    ex = sub.add_parser("export", help="write a deployable bundle of one trial")
+    ex.add_argument("run_dir")
+    ex.add_argument("trial_id")
+    ex.add_argument("--out", default=None, help="bundle folder (default: RUN_DIR/export/TRIAL_ID)")
     sub.add_parser("spaces", help="list shipped search spaces")
     sub.add_parser("profiles", help="list shipped device profiles")
     sc = sub.add_parser("schema", help="print the JSON Schema of a YAML kind")
@@ -146,13 +153,28 @@ def _sorted(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]
     return sorted(rows, key=lambda r: (r.get("pareto_rank") or big, r.get("latency_ms") or big))
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    path = Path(args.run_dir)
+def _csv_path(run: str) -> Path:
+    path = Path(run)
     csv_path = path / "leaderboard.csv" if path.is_dir() else path
     if not csv_path.exists():
         raise UserError(
             "no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run"
         )
+    return csv_path
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    paths = [_csv_path(p) for p in args.run_dir]
+    if args.merge:
+        from autotune.leaderboard import merge_leaderboards, write_csv
+
+        merged = merge_leaderboards(paths)
+        write_csv(merged, args.merge)
+        print(f"{len(merged)} rows from {len(paths)} runs: {args.merge}")
+        return 0
+    if len(paths) > 1:
+        raise UserError("several runs need --merge OUT_CSV", key="run_dir")
+    csv_path = paths[0]
     rows = autotune.read_leaderboard(csv_path)
     if args.pareto:
         rows = [r for r in rows if r.get("pareto_rank") == 1]
@@ -238,10 +260,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
     out.print(f"{len(rows)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     out.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
+    out.print(f"report:      {run_dir / 'report.html'}")
     budget_left = args.time_budget is None or time.monotonic() - t0 < args.time_budget
     if not resume and len(rows) < args.trials and budget_left:  # Ctrl-C: Ray Tune stops and returns
         out.print(f"stopped before all trials finished; resume with: autotune search --resume {run_dir}")
         return 130
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"report: {autotune.report(args.run_dir)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    print(f"bundle: {autotune.export(args.run_dir, args.trial_id, args.out)}")
     return 0
 
 
@@ -287,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "leaderboard":
             return cmd_leaderboard(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command in ("spaces", "profiles"):
             return cmd_list(args.command)
         if args.command == "schema":

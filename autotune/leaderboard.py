@@ -24,8 +24,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Leaderboard",
+    "merge_leaderboards",
     "pareto_ranks",
     "read_leaderboard",
+    "write_csv",
 ]
 
 SCHEMA_VERSION = 1
@@ -199,16 +201,30 @@ class Leaderboard:
     def _write_csv(self) -> list[dict[str, Any]]:
         rows = self.rows()
         rank_rows(rows, self.objectives, self.metric_columns)
-        extra = sorted({k for r in rows for k in r if k not in COLUMNS})
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow([*COLUMNS, *extra])
-        for r in rows:
-            w.writerow([_fmt(r.get(c)) for c in (*COLUMNS, *extra)])
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.csv_path)
+        write_csv(rows, self.csv_path)
         return rows
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Write rows with the fixed columns first, then the rest sorted; replace ``path`` atomically."""
+    extra = sorted({k for r in rows for k in r if k not in COLUMNS})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([*COLUMNS, *extra])
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in (*COLUMNS, *extra)])
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def merge_leaderboards(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Rows of several runs (and devices) in one list; ``run`` and ``device`` tell them apart."""
+    out: list[dict[str, Any]] = []
+    for p in paths:
+        out.extend(read_leaderboard(p))
+    return out
 
 
 def read_leaderboard(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Power", "Runner", "TARGET_KINDS"]
+__all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Power", "Runner", "TARGET_KINDS", "Tuning"]
 
 TARGET_KINDS = ("llvm", "cuda", "rocm", "vulkan", "opencl", "metal")
 
@@ -60,6 +60,28 @@ class Limits(_Strict):
     size_bytes: int | None = Field(default=None, gt=0, description="Bound on size_bytes.")
 
 
+class Tuning(_Strict):
+    """MetaSchedule tuning: trial budgets per candidate and for the finalists of a search (0 = untuned)."""
+
+    trials_per_candidate: int = Field(default=0, ge=0, description="Tuning trials for every candidate; 0 = untuned.")
+    finalists: int = Field(default=0, ge=0, description="Best candidates re-tuned when the search ends.")
+    trials_per_finalist: int = Field(default=0, ge=0, description="Tuning trials for each finalist.")
+    database: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Directory of the tuning database, kept across runs; default <results_dir>/tuning_db/<profile>.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Tuning:
+        if (self.finalists > 0) != (self.trials_per_finalist > 0):
+            raise ValueError(
+                f"finalists ({self.finalists}) and trials_per_finalist ({self.trials_per_finalist}) "
+                "must both be 0 or both be > 0"
+            )
+        return self
+
+
 class DeviceProfile(_Strict):
     """A device: its TVM target, how to measure on it, its power figures and limits."""
 
@@ -78,6 +100,7 @@ class DeviceProfile(_Strict):
     )
     power: Power
     limits: Limits = Limits()
+    tuning: Tuning = Tuning()
 
     @model_validator(mode="after")
     def _check_target(self) -> DeviceProfile:

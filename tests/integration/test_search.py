@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -113,3 +114,86 @@ def test_time_budget_stops_the_search_and_records_every_started_trial(tmp_path, 
     assert {t.number for t in study.trials if t.state.name == "COMPLETE"} <= numbers
     stopped = [row for row in rows if row["error"] == "stopped: the time budget ran out"]
     assert all(row["status"] == "pruned" for row in stopped)
+
+
+def _run_three(tmp_path, repo, name):
+    res = tmp_path / "results"
+    r = _cli(
+        "search",
+        "--space",
+        str(repo / "tests/fixtures/tiny_cnn.yaml"),
+        "--device",
+        str(repo / "tests/fixtures/host_fast.yaml"),
+        "--trials",
+        "3",
+        "--name",
+        name,
+        "--results-dir",
+        str(res),
+        "--no-early-stopping",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return res / name
+
+
+def test_report_merge_and_export(tmp_path, repo):
+    import numpy as np
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    run = _run_three(tmp_path, repo, "readable")
+    html = (run / "report.html").read_text()
+    assert (run / "pareto.png").stat().st_size > 1000
+    assert 'id="pareto"' in html and "data:image/png;base64," in html and "3 trials" in html
+
+    merged = tmp_path / "merged.csv"
+    r = _cli("leaderboard", str(run), str(run), "--merge", str(merged), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(autotune.read_leaderboard(merged)) == 6
+
+    rows = [row for row in autotune.read_leaderboard(run) if row["status"] == "ok"]
+    best = rows[0]
+    out = tmp_path / "bundle"
+    r = _cli("export", str(run), best["trial_id"], "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.so", "params.json", "README.md", "profile.yaml"}
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    onnx_out = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": x})[0]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+    tvm_out = vm["main"](tvm.runtime.tensor(x))[0].numpy()
+    np.testing.assert_allclose(tvm_out, onnx_out, atol=1e-4)
+    assert str(best["latency_ms"])[:6] in (out / "README.md").read_text()
+    r = _cli("export", str(run), "no-such-trial", cwd=tmp_path)
+    assert r.returncode == 1 and "no trial 'no-such-trial'" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_report_renders_in_headless_chromium(tmp_path, repo):
+    from matplotlib.image import imread
+
+    run = _run_three(tmp_path, repo, "rendered")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ]
+    url = (run / "report.html").as_uri()
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="pareto"' in dom and "<table" in dom and "Top configurations" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    img = imread(str(shot))
+    assert img.shape[0] >= 1000 and img.std() > 0.05  # a page with content, not a blank one

@@ -1,0 +1,154 @@
+"""What a person reads after a run: ``pareto.png`` and a self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_pareto", "write_report"]
+
+_STATUS_ORDER = ("ok", "infeasible", "pruned", "failed")
+
+
+def _axes(objectives: Mapping[str, str]) -> tuple[str, str]:
+    """The plot's (x, y) columns: latency against the accuracy the front is ranked on (validation),
+    or against the other objective of a latency-only study."""
+    if "accuracy" in objectives or "val_accuracy" in objectives:
+        return "latency_ms", "val_accuracy"
+    return "latency_ms", next((k for k in objectives if k != "latency_ms"), "macs")
+
+
+def plot_pareto(rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, str], path: str | Path) -> Path:
+    """Scatter of the measured trials with the Pareto front highlighted; failures are counted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    x, y = _axes(objectives)
+    counts = Counter(str(r.get("status")) for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    measured = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    ok = [r for r in measured if r.get("status") == "ok"]
+    front = sorted((r for r in ok if r.get("pareto_rank") == 1), key=lambda r: r[x])
+    infeasible = [r for r in measured if r.get("status") == "infeasible"]
+    ax.scatter([r[x] for r in ok], [r[y] for r in ok], s=22, color="#9db4d0", label=f"ok ({len(ok)})")
+    if infeasible:
+        ax.scatter(
+            [r[x] for r in infeasible],
+            [r[y] for r in infeasible],
+            s=22,
+            marker="x",
+            color="#b0b0b0",
+            label=f"infeasible ({len(infeasible)})",
+        )
+    if front:
+        ax.step(
+            [r[x] for r in front],
+            [r[y] for r in front],
+            "-o",
+            where="post",
+            color="#d62728",
+            ms=6,
+            label=f"Pareto front ({len(front)})",
+        )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{x} (median, log scale)")
+    ax.set_ylabel("validation accuracy (ranked on)" if y == "val_accuracy" else y)
+    lost = ", ".join(f"{counts[s]} {s}" for s in ("pruned", "failed") if counts[s])
+    ax.set_title(f"{len(rows)} trials" + (f" ({lost}, not plotted)" if lost else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return ""
+        return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}.err td{text-align:left}
+img{max-width:100%;border:1px solid #eee}code{background:#f3f5f8;padding:1px 4px}"""
+
+_METRICS = (
+    "trial_id",
+    "status",
+    "pareto_rank",
+    "accuracy",
+    "val_accuracy",
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_cov",
+    "energy_mj",
+    "energy_source",
+    "size_bytes",
+    "peak_mem_bytes",
+    "params",
+    "macs",
+    "max_abs_diff",
+)
+
+
+def write_report(
+    run_dir: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    objectives: Mapping[str, str],
+    title: str,
+    facts: Mapping[str, Any],
+) -> Path:
+    """Write ``pareto.png`` and ``report.html`` (the plot embedded: the file opens offline)."""
+    run_dir = Path(run_dir)
+    png = plot_pareto(rows, objectives, run_dir / "pareto.png")
+    img = base64.b64encode(png.read_bytes()).decode()
+    counts = Counter(str(r.get("status")) for r in rows)
+    ranked = sorted(
+        (r for r in rows if r.get("pareto_rank")), key=lambda r: (r["pareto_rank"], r.get("latency_ms") or 0)
+    )
+    top = ranked[:15]
+    params = sorted({k for r in top for k in r if k.startswith(("arch.", "train."))})
+    failures = [r for r in rows if r.get("status") == "failed"]
+    summary = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
+    )
+    failure_table = _table(failures, ["trial_id", "error", *params[:6]]) if failures else "<p>none</p>"
+    status = ", ".join(f"{counts[s]} {s}" for s in _STATUS_ORDER if counts[s])
+    objective_text = ", ".join(f"{k}: {v}" for k, v in objectives.items())
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p id="counts">{len(rows)} trials: {html.escape(status)}. Objectives: {html.escape(objective_text)}
+(accuracy is optimised on validation data and reported on the held-out test split).</p>
+<table id="summary">{summary}</table>
+<h2>Accuracy against latency</h2>
+<p>The front is ranked on validation accuracy; the tables give the held-out test accuracy as
+<code>accuracy</code>, which no part of the search selected on.</p>
+<img id="pareto" alt="Pareto plot" src="data:image/png;base64,{img}">
+<h2>Top configurations (Pareto rank, then latency)</h2>
+<div id="top">{_table(top, [*_METRICS, *params])}</div>
+<h2>Failures ({len(failures)})</h2>
+<div id="failures" class="err">{failure_table}</div>
+</body></html>"""
+    out = run_dir / "report.html"
+    out.write_text(doc)
+    return out
