@@ -257,6 +257,7 @@ def search(
     address: str | None = None,
     resume: bool = False,
     early_stopping: bool = True,
+    cpus_per_trial: float = 1.0,
     trial_timeout_s: float | None = 3600.0,
     trial_memory_bytes: int | None = 8 * 2**30,
     enqueue: Sequence[Mapping[str, Any]] = (),
@@ -303,42 +304,31 @@ def search(
         shutil.copyfile(space_path, saved_space)
         shutil.copyfile(profile_path, saved_profile)
     run_json = run_dir / "run.json"
-    if resume and run_json.exists():
+    values = {
+        "trials": trials,
+        "time_budget_s": time_budget_s,
+        "concurrency": concurrency,
+        "seed": seed,
+        "early_stopping": early_stopping,
+        "cpus_per_trial": cpus_per_trial,
+        "trial_timeout_s": trial_timeout_s,
+        "trial_memory_bytes": trial_memory_bytes,
+    }
+    if resume and run_json.exists():  # a resumed run keeps the settings it started with
         saved = json.loads(run_json.read_text())["settings"]
-        trials, time_budget_s, concurrency, seed = (
-            saved[k] for k in ("trials", "time_budget_s", "concurrency", "seed")
-        )
-        early_stopping, trial_timeout_s, trial_memory_bytes = (
-            saved[k] for k in ("early_stopping", "trial_timeout_s", "trial_memory_bytes")
-        )
+        values.update({k: saved[k] for k in values if k in saved})
     settings = SearchSettings(
         name=name,
         results_dir=run_dir.parent,
-        trials=trials,
-        time_budget_s=time_budget_s,
-        concurrency=concurrency,
-        seed=seed,
         address=address,
         resume=resume,
-        early_stopping=early_stopping,
-        trial_timeout_s=trial_timeout_s,
-        trial_memory_bytes=trial_memory_bytes,
         enqueue=tuple(dict(p) for p in enqueue),
+        **values,
     )
     if not resume:
-        keep = (
-            "trials",
-            "time_budget_s",
-            "concurrency",
-            "seed",
-            "early_stopping",
-            "trial_timeout_s",
-            "trial_memory_bytes",
-        )
         from autotune import __version__
 
-        record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        record["settings"] = {k: getattr(settings, k) for k in keep}
+        record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": values}
         run_json.write_text(json.dumps(record, indent=1) + "\n")
     rows = run_search(sp, prof, settings, on_progress=on_progress)
     report(run_dir)
