@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -164,7 +165,9 @@ def _trainable(
             task,
             run=run,
             work_dir=Path(run_dir) / "trials" / trial_id,
-            lock=QuietLock(run_dir),
+            lock=QuietLock(
+                Path(run_dir) / ".quiet" / socket.gethostname()
+            ),  # per machine: nodes do not disturb each other
             on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
             on_stage=lambda name: send(("stage", name)),
         )
@@ -416,6 +419,7 @@ def _open_study(space: SearchSpace, run_dir: Path) -> Any:
     """Create (or open) the run's study with the space's directions; OptunaSearch attaches to it."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize" if space.objectives[n] == "max" else "minimize" for n in space.objectives]
     storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
     return optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions, load_if_exists=True)
