@@ -1,22 +1,43 @@
-"""``compile_artifact``: an exported program + device profile → a TVM shared library on disk."""
+"""``compile_artifact``: an exported program + device profile → a TVM shared library on disk.
+
+With a ``TuningRequest``, ``tune`` first runs MetaSchedule on the model's fused PrimFuncs (the workloads
+the tuning database lacks at the requested budget) and the best schedules of the database are applied
+before lowering. The database, its ledger and locks are described in ``autotune.tuning``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import json
+import logging
+import os
+import sys
 import time
+import types
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError
+from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact
+from autotune.tuning import TRIALS_PER_ITER, TuneReport, TuningDatabase, TuningRequest, Workload, plan_tuning
 
 if TYPE_CHECKING:
     import tvm
     from torch.export import ExportedProgram
+    from tvm.s_tir import meta_schedule as ms
 
-__all__ = ["compile_artifact", "resolve_target", "target_json"]
+__all__ = ["compile_artifact", "resolve_target", "target_json", "tune"]
+
+log = logging.getLogger(__name__)
+
+#: MetaSchedule's tensor-intrinsic tables that are not x86's (see ``_stub_tensor_intrin``).
+_INTRIN_TABLES = ("cuda", "rocm", "hexagon", "metal", "arm_cpu", "riscv_cpu")
 
 
 def target_json(profile: DeviceProfile) -> dict[str, Any]:
@@ -102,52 +123,336 @@ def _const_bytes(mod: tvm.IRModule) -> int:
     return total
 
 
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def _stub_tensor_intrin(names: tuple[str, ...]) -> None:
+    """Register empty modules for the tensor-intrinsic tables ``names`` that are not imported yet.
+
+    MetaSchedule imports ``tvm.s_tir.tensor_intrin`` (every table; CUDA's alone takes ~45 s here) in
+    this process and in each builder worker, whose pool is restarted for every batch. A target never
+    uses the tables of other devices. This changes ``sys.modules`` for the rest of the process.
+    """
+    for name in names:
+        full = f"tvm.s_tir.tensor_intrin.{name}"
+        sys.modules.setdefault(full, types.ModuleType(full))
+
+
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _make_runner() -> ms.runner.Runner:
+    """The MetaSchedule runner that measures candidates: this machine (an RPC runner will plug in here)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    # each candidate: 3 repeats of at least 30 ms (kernels here take µs to ms); MetaSchedule ranks by the mean
+    config = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=30, enable_cpu_cache_flush=False)
+    return ms.runner.LocalRunner(timeout_sec=30, evaluator_config=config)
+
+
+def _cost_model() -> str:
+    try:
+        importlib.import_module("xgboost")
+    except ImportError:
+        return "random"
+    return "xgb"
+
+
+def _tune_misses(
+    todo: list[tuple[Any, Workload, int]], *, target: tvm.target.Target, db: TuningDatabase, seed: int
+) -> tuple[int, set[str]]:
+    """Tune each task for its missing trials in a staging database, then merge the new records into ``db``.
+
+    Tasks missing the same number of trials are tuned in one call (MetaSchedule's cap on trials per
+    task is one number for all tasks of a call). The staging database starts with the shared records
+    of the tasks, so a top-up continues from what a smaller budget found. The search population is
+    16 per trial to measure (at most MetaSchedule's default 512): the default costs ~20 s of search
+    per round on a small CPU, more than the 8 measurements it picks.
+
+    Args:
+        todo: (extracted task, workload, trials to measure) per miss.
+
+    Returns:
+        The number of records measured, and the keys of the workloads that now have a valid record.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    threads = _workers()
+    logger = logging.getLogger("tvm.s_tir.meta_schedule.autotune")  # MetaSchedule's namespace: quiet by default
+    contexts = [
+        ms.TuneContext(
+            mod=task.dispatched[0],
+            target=target,
+            space_generator="post-order-apply",
+            search_strategy=ms.search_strategy.EvolutionarySearch(population_size=min(512, 16 * n)),
+            task_name=task.task_name,
+            logger=logger,
+            rand_state=rand_state,
+            num_threads=threads,
+        ).clone()
+        for (task, _, n), rand_state in zip(todo, ms.utils.fork_seed(seed, len(todo)), strict=True)
+    ]
+    builder = ms.builder.LocalBuilder(
+        max_workers=threads,
+        timeout_sec=60,
+        initializer=functools.partial(_stub_tensor_intrin, _unused_intrin_tables(target)),
+    )
+    runner = _make_runner()
+    with db.staging() as staging:
+        with db.reading():
+            shared = ms.database.JSONDatabase(work_dir=str(db.directory))
+        private = ms.database.JSONDatabase(work_dir=staging)
+        for task, _, _ in todo:
+            mod = task.dispatched[0]
+            if shared.has_workload(mod):
+                for r in shared.get_top_k(shared.commit_workload(mod), 64):
+                    private.commit_tuning_record(_rebind(r, private.commit_workload(mod)))
+        staged = Path(staging, "database_tuning_record.json")
+        seeded_bytes = staged.stat().st_size
+        for n in sorted({n for *_, n in todo}):
+            group = [ctx for ctx, (*_, m) in zip(contexts, todo, strict=True) if m == n]
+            ms.tune.tune_tasks(
+                tasks=group,
+                task_weights=[1.0] * len(group),
+                work_dir=staging,
+                max_trials_global=n * len(group),
+                max_trials_per_task=n,
+                num_trials_per_iter=TRIALS_PER_ITER,
+                builder=builder,
+                runner=runner,
+                database=private,
+                cost_model=_cost_model(),
+                task_scheduler="round-robin",
+            )
+        new = staged.with_name("new_records.json")
+        with staged.open("rb") as f:
+            f.seek(seeded_bytes)
+            new.write_bytes(f.read())
+        records = ms.database.JSONDatabase(
+            path_workload=str(staged.with_name("database_workload.json")), path_tuning_record=str(new)
+        ).get_all_tuning_records()
+        with db.writing():
+            for r in records:
+                shared.commit_tuning_record(_rebind(r, shared.commit_workload(r.workload.mod)))
+    valid = {
+        w.key
+        for task, w, _ in todo
+        if shared.has_workload(task.dispatched[0]) and shared.get_top_k(shared.commit_workload(task.dispatched[0]), 1)
+    }
+    return len(records), valid
+
+
+def _rebind(record: ms.database.TuningRecord, workload: ms.database.Workload) -> ms.database.TuningRecord:
+    """The same measured schedule, attached to the workload of another database."""
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    return TuningRecord(record.trace, workload, record.run_secs, record.target, record.args_info)
+
+
+def _unused_intrin_tables(target: tvm.target.Target) -> tuple[str, ...]:
+    keys = set(target.keys)
+    return tuple(name for name in _INTRIN_TABLES if name not in keys)
+
+
+def tune(
+    mod: tvm.IRModule,
+    *,
+    target: tvm.target.Target,
+    db_dir: str | os.PathLike[str],
+    trials: int,
+    lock: QuietLock | None = None,
+    seed: int = 0,
+) -> TuneReport:
+    """Tune the workloads of ``mod`` that the database lacks at this budget, and merge the new records.
+
+    Each fused PrimFunc is a task (workload). ``trials`` is split over the tasks by FLOPs; only the
+    misses are measured (see ``autotune.tuning``), so repeating a tuning measures nothing.
+
+    Args:
+        mod: the Relax module after legalization and fusion, as ``compile_artifact`` lowers it.
+        db_dir: the tuning database directory (created if missing).
+        trials: MetaSchedule trials for the whole model (0: only count hits).
+        lock: the run's quiet lock, held exclusively while tuning; the caller must not hold it.
+        seed: seeds the search.
+
+    Raises:
+        CandidateFailed: stage ``tune``, when TVM cannot extract, tune or record the tasks.
+        UserError: the database was made for another target.
+    """
+    t0 = time.perf_counter()
+    _stub_tensor_intrin(_unused_intrin_tables(target))
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+    from tvm_ffi import structural_hash
+
+    quiet, db = lock or QuietLock(None), TuningDatabase(db_dir)
+    quiet_waited0 = quiet.waited_s
+    try:
+        tasks = list(ms.relax_integration.extract_tasks(mod, target))
+        workloads = [
+            Workload(
+                key=str(structural_hash(t.dispatched[0])),
+                name=str(t.task_name),
+                flops=float(estimate_tir_flops(t.dispatched[0])) * int(t.weight),
+            )
+            for t in tasks
+        ]
+    except Exception as err:  # TVMError and friends: this candidate cannot be tuned
+        raise CandidateFailed("tune", _reason(err)) from err
+    measured = 0
+    with db.reading():
+        plan = plan_tuning(workloads, trials, db.tuned_trials(str(target)))
+    if plan.todo:  # hits alone never wait for another tuner
+        with db.tuning():
+            with db.reading():  # the tuner that held the lock may have tuned these workloads
+                plan = plan_tuning(workloads, trials, db.tuned_trials(str(target)))
+            todo = [(t, w, plan.todo[w.key]) for t, w in zip(tasks, workloads, strict=True) if w.key in plan.todo]
+            if todo:
+                with quiet.exclusive():
+                    try:
+                        measured, valid = _tune_misses(todo, target=target, db=db, seed=seed)
+                    except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
+                        raise CandidateFailed("tune", _reason(err)) from err
+                with db.writing():
+                    db.credit(str(target), {w.key: (w.name, plan.budgets[w.key]) for _, w, _ in todo if w.key in valid})
+                if len(valid) < len(todo):
+                    log.warning(
+                        "tuning left %d of %d workloads without a valid schedule", len(todo) - len(valid), len(todo)
+                    )
+    with db.reading():
+        records = db.record_count()
+    report = TuneReport(
+        tasks=len(workloads),
+        hits=plan.hits,
+        misses=plan.misses,
+        trials=measured,
+        tune_s=time.perf_counter() - t0 - (quiet.waited_s - quiet_waited0) - db.waited_s,
+        records=records,
+    )
+    log.debug("tuned %s", report)
+    return report
+
+
+def _lower_tuned(fused: tvm.IRModule, target: tvm.target.Target, db: TuningDatabase) -> tvm.IRModule:
+    """Apply the database's best schedules to the fused PrimFuncs, then finish the CPU pipeline.
+
+    Raises:
+        CandidateFailed: a schedule does not apply (``tune``), or lowering fails (``compile``).
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        with db.reading():
+            database = None
+            if db.record_file.exists():
+                _stub_tensor_intrin(_unused_intrin_tables(target))
+                importlib.import_module("tvm.s_tir.tensor_intrin")  # schedules may tensorize with its intrinsics
+                database = ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False)
+        if database is not None:
+            with target, database:
+                fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+    except Exception as err:  # TVMError: a schedule from the database does not apply
+        raise CandidateFailed("tune", _reason(err)) from err
+    try:
+        with target:
+            return tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(fused)
+    except Exception as err:  # TVMError and friends: this candidate cannot be lowered
+        raise CandidateFailed("compile", _reason(err)) from err
+
+
+@contextlib.contextmanager
+def _shared(lock: QuietLock | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    with lock.shared():
+        yield
+
+
 def compile_artifact(
-    program: ExportedProgram, *, profile: DeviceProfile, out_dir: str | Path, input_shape: tuple[int, ...]
+    program: ExportedProgram,
+    *,
+    profile: DeviceProfile,
+    out_dir: str | Path,
+    input_shape: tuple[int, ...],
+    tuning: TuningRequest | None = None,
 ) -> CompiledArtifact:
     """Import into Relax, compile for the profile's target and export ``model.so``.
 
     ``peak_mem_bytes`` is read from TVM's static memory plan: the weights plus every storage
     block ``main`` allocates (``peak_mem_source = 'tvm_memory_plan'``).
 
+    Args:
+        tuning: tune with MetaSchedule first and apply the database's best schedules (see ``tune``).
+            With a request, this function takes ``tuning.lock`` itself (shared while compiling,
+            exclusive while tuning): call it without holding that lock. ``compile_s`` then excludes
+            ``tune_s`` and lock waits.
+
     Raises:
-        CandidateFailed: an operator cannot be imported, or TVM fails to compile.
+        CandidateFailed: an operator cannot be imported (``import``), TVM fails to compile
+            (``compile``) or to tune (``tune``).
+        UserError: the tuning database was made for another target.
     """
     import tvm
     from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.relax.frontend.torch import from_exported_program
 
     target = resolve_target(profile)
+    if tuning is not None and target.kind.name != "llvm":
+        raise UserError(f"tuning supports llvm (CPU) targets, not {target.kind.name}", key="tuning")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            mod = from_exported_program(program, keep_params_as_input=False)
-    except Exception as err:  # unsupported ops raise assorted errors inside the importer
-        raise CandidateFailed("import", f"{type(err).__name__}: {err}".splitlines()[0]) from err
-    t1 = time.perf_counter()
-    try:
-        mod = relax.transform.FoldBatchnormToConv2D()(mod)  # plug-in models keep their BN
-        mod = relax.transform.DecomposeOpsForInference()(mod)
-        lowered = relax.get_default_pipeline(target)(mod)
-    except Exception as err:  # TVMError and friends: this candidate cannot be lowered
-        raise CandidateFailed("compile", f"{type(err).__name__}: {err}".splitlines()[0]) from err
-    weights = _const_bytes(mod)
-    planned = _planned_bytes(lowered)
-    try:
-        ex = tvm.compile(lowered, target=target, relax_pipeline=None)
-        path = out / "model.so"
-        if profile.compiler:
-            from tvm.support import cc
+    lock = tuning.lock if tuning else None
+    report = None
+    with _shared(lock):
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                mod = from_exported_program(program, keep_params_as_input=False)
+        except Exception as err:  # unsupported ops raise assorted errors inside the importer
+            raise CandidateFailed("import", _reason(err)) from err
+        t1 = time.perf_counter()
+        try:
+            mod = relax.transform.FoldBatchnormToConv2D()(mod)  # plug-in models keep their BN
+            mod = relax.transform.DecomposeOpsForInference()(mod)
+            if tuning is None:
+                lowered = relax.get_default_pipeline(target)(mod)
+            else:  # the first half of the default pipeline: legalized and fused, the PrimFuncs are the tasks
+                with target:
+                    passes = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                    fused = tvm.transform.Sequential(passes)(mod)
+        except Exception as err:  # TVMError and friends: this candidate cannot be lowered
+            raise CandidateFailed("compile", _reason(err)) from err
+        compile_s = time.perf_counter() - t1
+    if tuning is not None:
+        report = tune(fused, target=target, db_dir=tuning.db_dir, trials=tuning.trials, lock=lock, seed=tuning.seed)
+        with _shared(lock):
+            t2 = time.perf_counter()
+            lowered = _lower_tuned(fused, target, TuningDatabase(tuning.db_dir))
+            compile_s += time.perf_counter() - t2
+    with _shared(lock):
+        t3 = time.perf_counter()
+        weights = _const_bytes(mod)
+        planned = _planned_bytes(lowered)
+        try:
+            ex = tvm.compile(lowered, target=target, relax_pipeline=None)
+            path = out / "model.so"
+            if profile.compiler:
+                from tvm.support import cc
 
-            ex.export_library(str(path), fcompile=cc.cross_compiler(profile.compiler))
-        else:
-            ex.export_library(str(path))
-    except Exception as err:  # TVMError and friends: this candidate cannot be compiled
-        raise CandidateFailed("compile", f"{type(err).__name__}: {err}".splitlines()[0]) from err
-    t2 = time.perf_counter()
+                ex.export_library(str(path), fcompile=cc.cross_compiler(profile.compiler))
+            else:
+                ex.export_library(str(path))
+        except Exception as err:  # TVMError and friends: this candidate cannot be compiled
+            raise CandidateFailed("compile", _reason(err)) from err
+        compile_s += time.perf_counter() - t3
     return CompiledArtifact(
         path=str(path),
         target=json.dumps(target_json(profile), sort_keys=True),
@@ -158,5 +463,9 @@ def compile_artifact(
         peak_mem_source="tvm_memory_plan",
         export_s=0.0,
         import_s=t1 - t0,
-        compile_s=t2 - t1,
+        compile_s=compile_s,
+        tune_s=report.tune_s if report else 0.0,
+        tuned_trials=report.trials if report else 0,
+        tune_db_hits=report.hits if report else 0,
+        tune_db_misses=report.misses if report else 0,
     )

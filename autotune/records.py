@@ -46,7 +46,11 @@ class TrainedModel:
 
 @dataclass(frozen=True)
 class CompiledArtifact:
-    """A model compiled by TVM and exported to a shared library on disk."""
+    """A model compiled by TVM and exported to a shared library on disk.
+
+    The ``tune*`` fields stay 0 for an untuned compile: ``tuned_trials`` schedules were measured by
+    this compile, ``tune_db_hits``/``tune_db_misses`` count workloads found tuned / tuned now.
+    """
 
     path: str
     target: str
@@ -58,6 +62,10 @@ class CompiledArtifact:
     export_s: float
     import_s: float
     compile_s: float
+    tune_s: float = 0.0
+    tuned_trials: int = 0
+    tune_db_hits: int = 0
+    tune_db_misses: int = 0
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ class Tuning(_Strict):
     database: str | None = Field(
         default=None,
         min_length=1,
-        description="Directory of the tuning database, kept across runs; default <results_dir>/tuning_db/<profile>.",
+        description="Directory of the tuning database, kept across runs (relative: to the working directory); "
+        "default <results_dir>/tuning_db/<profile>.",
     )
 
     @model_validator(mode="after")
@@ -115,6 +116,18 @@ class DeviceProfile(_Strict):
         kind = t.get("kind")
         if kind not in TARGET_KINDS:
             raise ValueError(f"target.kind must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_tuning(self) -> DeviceProfile:
+        t = self.tuning
+        if (t.trials_per_candidate or t.trials_per_finalist) and (
+            self.compiler or self.target.get("kind", "llvm") != "llvm"
+        ):
+            raise ValueError(
+                "tuning measures candidates on this machine (runner: local), so it needs an llvm target "
+                "built here, without 'compiler'"
+            )
         return self
 
     @property

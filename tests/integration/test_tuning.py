@@ -1,0 +1,167 @@
+"""MetaSchedule tuning into a per-profile database: tuned code matches PyTorch, a repeat measures nothing,
+concurrent tuners leave the database whole, and TVM errors fail the candidate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import autotune
+from autotune.compiler import compile_artifact, resolve_target
+from autotune.errors import CandidateFailed
+from autotune.export import export_program
+from autotune.models import MODEL_FAMILIES, build_model
+from autotune.numerics import check_numerics
+from autotune.quiet import QuietLock
+from autotune.tuning import TuningDatabase, TuningRequest
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+SHAPE = (1, 8, 8)
+
+#: One tuning in a fresh process: a tiny MobileNet of width argv[1] into the database argv[2].
+TUNE_ONE = """
+import dataclasses, json, sys
+import torch
+import autotune
+from autotune.compiler import compile_artifact
+from autotune.export import export_program
+from autotune.models import MODEL_FAMILIES, build_model
+from autotune.quiet import QuietLock
+from autotune.tuning import TuningRequest
+
+width, db, run, out = sys.argv[1:]
+torch.manual_seed(0)
+model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": float(width)}, (1, 8, 8), 10)
+program, _, _ = export_program(model.eval(), (1, 8, 8))
+profile = autotune.load_profile("tests/fixtures/host_fast.yaml")
+request = TuningRequest(trials=8, db_dir=db, lock=QuietLock(run))
+art = compile_artifact(program, profile=profile, out_dir=out, input_shape=(1, 8, 8), tuning=request)
+print(json.dumps(dataclasses.asdict(art)))
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tvm_threads():
+    """Measure as a search worker does (``trial.worker_env``), for this process and its tuning workers."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TVM_NUM_THREADS", "1")
+        mp.setenv("TVM_BIND_THREADS", "0")
+        yield
+
+
+@pytest.fixture
+def profile(repo):
+    return autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
+
+
+def _tiny(width_mult: float):
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": width_mult}, SHAPE, 10)
+    program, exported, _ = export_program(model.eval(), SHAPE)
+    return program, exported
+
+
+def test_tuned_model_matches_pytorch_and_a_repeat_measures_nothing(tmp_path, profile):
+    program, exported = _tiny(0.5)
+    db = TuningDatabase(tmp_path / "db")
+    lock = QuietLock(tmp_path / "run")
+    request = TuningRequest(trials=16, db_dir=str(db.directory), lock=lock)
+
+    cold = compile_artifact(program, profile=profile, out_dir=tmp_path / "cold", input_shape=SHAPE, tuning=request)
+    assert (cold.tune_db_hits, cold.tune_db_misses) == (0, 2)  # 16 trials = two rounds of 8 on the two heaviest
+    assert 0 < cold.tuned_trials <= 16 and cold.tune_s > 0
+    records = db.record_count()
+    assert records == cold.tuned_trials
+    xs = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
+    numerics = check_numerics(cold, exported, xs, profile=profile)
+    assert numerics.max_abs_diff < 1e-4 and numerics.top1_agreement == 1.0
+
+    warm = compile_artifact(program, profile=profile, out_dir=tmp_path / "warm", input_shape=SHAPE, tuning=request)
+    assert (warm.tune_db_hits, warm.tune_db_misses, warm.tuned_trials) == (2, 0, 0)
+    assert db.record_count() == records
+    assert warm.artifact_bytes == cold.artifact_bytes  # the same schedules, applied from the database
+
+    untuned = compile_artifact(program, profile=profile, out_dir=tmp_path / "untuned", input_shape=SHAPE)
+    assert (untuned.tune_s, untuned.tuned_trials, untuned.tune_db_hits, untuned.tune_db_misses) == (0, 0, 0, 0)
+    assert untuned.artifact_bytes != cold.artifact_bytes  # the tuned kernels are different code
+
+    free = compile_artifact(
+        program,
+        profile=profile,
+        out_dir=tmp_path / "free",
+        input_shape=SHAPE,
+        tuning=TuningRequest(trials=0, db_dir=str(db.directory)),
+    )
+    assert free.tuned_trials == 0 and free.artifact_bytes == cold.artifact_bytes  # known schedules, no trials
+
+
+def test_concurrent_tunings_leave_the_database_whole(tmp_path, repo, profile):
+    from tvm.s_tir import meta_schedule as ms
+
+    db = TuningDatabase(tmp_path / "db")
+    widths = ("0.5", "0.75", "0.5")  # two models, one of them twice: its workload is tuned once
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TUNE_ONE, width, str(db.directory), str(tmp_path / "run"), str(tmp_path / str(i))],
+            cwd=repo,
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, width in enumerate(widths)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    arts = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert arts[1]["tune_db_misses"] == 1 and arts[1]["tuned_trials"] > 0
+    twice = sorted((a["tune_db_hits"], a["tune_db_misses"], a["tuned_trials"] > 0) for a in (arts[0], arts[2]))
+    assert twice == [(0, 1, True), (1, 0, False)]  # the later one found the earlier one's records
+
+    records = db.record_count()
+    assert records == sum(a["tuned_trials"] for a in arts)
+    database = ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False)  # every line parses
+    assert len(database) == records
+    with db.reading():
+        ledger = db.tuned_trials(str(resolve_target(profile)))
+    assert len(ledger) == 2 and set(ledger.values()) == {8}
+
+    for width in (0.5, 0.75):
+        program, _ = _tiny(width)
+        request = TuningRequest(trials=8, db_dir=str(db.directory))
+        again = compile_artifact(
+            program, profile=profile, out_dir=tmp_path / "again", input_shape=SHAPE, tuning=request
+        )
+        assert (again.tune_db_hits, again.tune_db_misses, again.tuned_trials) == (1, 0, 0)
+    assert db.record_count() == records
+
+
+@pytest.mark.parametrize("where", ["extract_tasks", "tune_tasks"])
+def test_tvm_error_while_tuning_fails_the_candidate(tmp_path, profile, monkeypatch, where):
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    def boom(*args, **kwargs):
+        raise tvm.error.InternalError("boom")
+
+    monkeypatch.setattr(ms.relax_integration if where == "extract_tasks" else ms.tune, where, boom)
+    program, _ = _tiny(0.5)
+    db = TuningDatabase(tmp_path / "db")
+    with pytest.raises(CandidateFailed, match="boom") as err:
+        compile_artifact(
+            program,
+            profile=profile,
+            out_dir=tmp_path,
+            input_shape=SHAPE,
+            tuning=TuningRequest(trials=8, db_dir=str(db.directory)),
+        )
+    assert err.value.stage == "tune"
+    assert db.record_count() == 0 and not list(db.directory.glob(".staging-*"))
