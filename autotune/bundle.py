@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from autotune.errors import UserError
-from autotune.models import build_model
 from autotune.records import CompiledArtifact
-from autotune.trial import Task, make_trial_config
+from autotune.trial import Task, load_trained_model
 
 __all__ = ["export_bundle"]
 
@@ -79,11 +78,7 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
             key="TRIAL_ID",
             hint="export a trial whose status is ok: autotune leaderboard RUN --pareto",
         )
-    params = {k: v for k, v in row.items() if k.startswith(("arch.", "train.")) and v is not None}
-    cfg = make_trial_config(params, task.space, trial_id=str(row["trial_id"]), seed=int(row.get("seed") or 0))
-    model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes)
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    model.eval()
+    cfg, model = load_trained_model(row, task, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     xs = np.ascontiguousarray(task.data.x_test[: task.profile.numerics.samples])
     onnx_diff = _onnx(model, xs, out / "model.onnx")
@@ -111,7 +106,7 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
         checks["tvm_max_abs_diff"] = check_numerics(lib, model, xs, profile=task.profile).max_abs_diff
     record = {
         "trial": {k: row.get(k) for k in ("run", "trial_id", "status", *_FIGURES)},
-        "params": params,
+        "params": cfg.params,
         "arch": cfg.arch,
         "train": cfg.train,
         "input_shape": list(task.data.input_shape),

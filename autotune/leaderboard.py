@@ -67,6 +67,14 @@ COLUMNS: tuple[str, ...] = (
     "export_s",
     "import_s",
     "compile_s",
+    "tune_s",
+    "tuned_trials",
+    "tune_db_hits",
+    "tune_db_misses",
+    "latency_tuned_ms",
+    "latency_tuned_p90_ms",
+    "latency_tuned_cov",
+    "tuned_max_abs_diff",
     "verify_s",
     "measure_s",
     "threads",
@@ -77,6 +85,10 @@ COLUMNS: tuple[str, ...] = (
     "started_at",
     "finished_at",
 )
+
+
+#: Columns that a finalist's re-tuned measurement replaces for ranking.
+_TUNED = {"latency_ms": "latency_tuned_ms", "latency_p90_ms": "latency_tuned_p90_ms"}
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -103,7 +115,8 @@ def _objective_vector(
 ) -> list[float] | None:
     vec = []
     for name, direction in objectives.items():
-        v = row.get(columns.get(name, name))
+        column = columns.get(name, name)
+        v = row.get(_TUNED.get(column, column)) or row.get(column)  # finalists rank on their tuned figure
         if v is None or v == "" or not math.isfinite(float(v)):
             return None
         vec.append(-float(v) if direction == "max" else float(v))

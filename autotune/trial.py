@@ -24,10 +24,20 @@ from autotune.errors import CandidateFailed
 from autotune.leaderboard import COLUMNS, SCHEMA_VERSION
 from autotune.models import ModelFamily, build_model, resolve_family
 from autotune.quiet import QuietLock
-from autotune.records import TrialConfig
+from autotune.records import CompiledArtifact, TrialConfig
 from autotune.space import split_params
 
-__all__ = ["Task", "base_row", "evaluate", "make_trial_config", "prepare_task", "violations", "worker_env"]
+__all__ = [
+    "Task",
+    "base_row",
+    "evaluate",
+    "load_trained_model",
+    "make_trial_config",
+    "prepare_task",
+    "retune",
+    "violations",
+    "worker_env",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +132,71 @@ def base_row(config: TrialConfig, task: Task, *, run: str, status: str, error: s
     }
 
 
+def _tuning_request(task: Task, db: str | Path | None, trials: int, lock: QuietLock, seed: int) -> Any:
+    from autotune.tuning import TuningRequest
+
+    return TuningRequest(trials=trials, db_dir=str(db), lock=lock, seed=seed) if trials > 0 and db else None
+
+
+def _compile(program: Any, task: Task, work: Path, request: Any, lock: QuietLock) -> CompiledArtifact:
+    """Compile (and tune). Untuned: under the shared lock. Tuned: ``compile_artifact`` takes the lock
+    itself (exclusive while tuning), so it must not be held here."""
+    from autotune.compiler import compile_artifact
+
+    shape = task.data.input_shape
+    if request is None:
+        with lock.shared():
+            return compile_artifact(program, profile=task.profile, out_dir=work, input_shape=shape)
+    return compile_artifact(program, profile=task.profile, out_dir=work, input_shape=shape, tuning=request)
+
+
+def load_trained_model(row: Mapping[str, Any], task: Task, run_dir: str | Path) -> tuple[TrialConfig, Any]:
+    """Re-create a finished trial's model from ``trials/<id>/weights.pt`` (eval mode, not retrained)."""
+    import torch
+
+    params = {k: v for k, v in row.items() if k.startswith(("arch.", "train.")) and v is not None}
+    cfg = make_trial_config(params, task.space, trial_id=str(row["trial_id"]), seed=int(row.get("seed") or 0))
+    model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes)
+    model.load_state_dict(torch.load(Path(run_dir) / "trials" / cfg.trial_id / "weights.pt", weights_only=True))
+    return cfg, model.eval()
+
+
+def retune(
+    row: Mapping[str, Any], task: Task, *, run_dir: str | Path, trials: int, tuning_db: str | Path
+) -> dict[str, Any]:
+    """Tune a finished trial's model with a larger budget, verify and re-measure it.
+
+    Returns the columns to add to its row: ``latency_tuned_ms`` (with p90, CoV and interval),
+    ``tuned_trials`` and ``tune_s`` (both added to the trial's), database hits and misses.
+
+    Raises:
+        CandidateFailed: tuning, compiling or the numerical check failed.
+    """
+    from autotune.export import export_program
+    from autotune.measure.local import measure_local
+    from autotune.numerics import check_numerics
+
+    lock = QuietLock(None)
+    _, model = load_trained_model(row, task, run_dir)
+    program, exported, _ = export_program(model, task.data.input_shape)
+    work = Path(run_dir) / "trials" / str(row["trial_id"]) / "tuned"
+    artifact = _compile(
+        program, task, work, _tuning_request(task, tuning_db, trials, lock, int(row.get("seed") or 0)), lock
+    )
+    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile)
+    m = measure_local(artifact, task.profile, task.data.x_test[:1])
+    return {
+        "latency_tuned_ms": m.latency_ms,
+        "latency_tuned_p90_ms": m.latency_p90_ms,
+        "latency_tuned_cov": m.latency_cov,
+        "tuned_max_abs_diff": numerics.max_abs_diff,
+        "tuned_trials": int(row.get("tuned_trials") or 0) + artifact.tuned_trials,
+        "tune_s": float(row.get("tune_s") or 0.0) + artifact.tune_s,
+        "tune_db_hits": artifact.tune_db_hits,
+        "tune_db_misses": artifact.tune_db_misses,
+    }
+
+
 def _columns(record: Any) -> dict[str, Any]:
     """The fields of a stage record that are leaderboard columns (same names)."""
     return {k: v for k, v in dataclasses.asdict(record).items() if k in COLUMNS}
@@ -140,6 +215,7 @@ def evaluate(
     lock: QuietLock | None = None,
     on_epoch: EpochHook | None = None,
     on_stage: Callable[[str], None] | None = None,
+    tuning_db: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build, train, compile, verify and measure one candidate; return its leaderboard row.
 
@@ -148,6 +224,8 @@ def evaluate(
         lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
         on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
         on_stage: called with the stage's name as each stage starts (progress, failure reports).
+        tuning_db: the profile's MetaSchedule database; with ``tuning.trials_per_candidate > 0`` the
+            candidate is tuned into it (known workloads are reused, not re-measured).
     """
     import os
     import sys
@@ -158,7 +236,6 @@ def evaluate(
     import torch
     import torch_pruning as tp
 
-    from autotune.compiler import compile_artifact
     from autotune.export import export_program
     from autotune.measure.local import measure_local
     from autotune.numerics import check_numerics
@@ -206,18 +283,10 @@ def evaluate(
         enter("export")
         with lock.shared():
             program, exported, export_s = export_program(model, data.input_shape)
-            row["export_s"] = export_s
-            enter("compile")
-            artifact = compile_artifact(program, profile=profile, out_dir=work, input_shape=data.input_shape)
-        row.update(
-            import_s=artifact.import_s,
-            compile_s=artifact.compile_s,
-            size_bytes=artifact.weights_bytes,
-            artifact_bytes=artifact.artifact_bytes,
-            peak_mem_bytes=artifact.peak_mem_bytes,
-            peak_mem_source=artifact.peak_mem_source,
-            target=artifact.target,
-        )
+        request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
+        enter(f"compile (tuning {request.trials} trials)" if request else "compile")
+        artifact = _compile(program, task, work, request, lock)
+        row.update(_columns(artifact), size_bytes=artifact.weights_bytes, export_s=export_s)
         enter("verify")
         with lock.shared():
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile)

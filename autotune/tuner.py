@@ -130,6 +130,7 @@ def _trainable(
     run_dir: str,
     timeout_s: float | None,
     memory_bytes: int | None,
+    tuning_db: str | None,
 ) -> None:
     """Ray Tune function trainable: evaluate one candidate in a sandboxed child, reporting each epoch."""
     import ray
@@ -170,6 +171,7 @@ def _trainable(
             ),  # per machine: nodes do not disturb each other
             on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
             on_stage=lambda name: send(("stage", name)),
+            tuning_db=tuning_db,
         )
 
     row = _stored_row(run_dir, trial_id)
@@ -513,6 +515,7 @@ def _run(
             run_dir=str(run_dir),
             timeout_s=settings.trial_timeout_s,
             memory_bytes=settings.trial_memory_bytes,
+            tuning_db=str(_tuning_db(profile, run_dir)),
         ),
         {"cpu": settings.cpus_per_trial},
     )
@@ -581,7 +584,61 @@ def _run(
                 log.info("time budget reached: %d running trials stopped", n)
         if budget_hit or finished:
             _sweep_zombies(run_dir, pruned=budget_hit)
+    if finished and profile.tuning.finalists and profile.tuning.trials_per_finalist:
+        left = None if settings.time_budget_s is None else settings.time_budget_s - (time.monotonic() - t0)
+        _tune_finalists(space, profile, run_dir, board, callback, time_left_s=left)
     return board.rewrite()
+
+
+def _tuning_db(profile: DeviceProfile, run_dir: Path) -> Path:
+    from autotune.tuning import database_dir
+
+    return database_dir(profile, run_dir.parent)
+
+
+def _tune_finalists(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run_dir: Path,
+    board: Leaderboard,
+    callback: Any,
+    *,
+    time_left_s: float | None,
+) -> None:
+    """Re-tune the Pareto front's best ``finalists`` with the larger budget, one at a time (tuning
+    uses every core), re-measure them and record ``latency_tuned_ms``; ranks are then recomputed."""
+    from autotune.errors import CandidateFailed
+    from autotune.trial import prepare_task, retune
+
+    cfg = profile.tuning
+    first = next(iter(space.objectives))
+    rows = [r for r in board.rewrite() if r.get("pareto_rank") == 1 and not r.get("latency_tuned_ms")]
+    rows.sort(
+        key=lambda r: -(r.get(METRICS[first]) or 0) if space.objectives[first] == "max" else r.get(METRICS[first]) or 0
+    )
+    task = prepare_task(space, profile)
+    t0 = time.monotonic()
+    for row in rows[: cfg.finalists]:
+        if time_left_s is not None and time.monotonic() - t0 >= time_left_s:
+            log.info("time budget reached: finalists left untuned")
+            break
+        callback.progress.running[row["trial_id"]] = f"finalist: tuning {cfg.trials_per_finalist} trials"
+        callback._emit()
+        try:
+            update = retune(
+                row, task, run_dir=run_dir, trials=cfg.trials_per_finalist, tuning_db=_tuning_db(profile, run_dir)
+            )
+        except CandidateFailed as err:
+            update = {"error": f"finalist re-tune failed: {err}"}
+        callback.progress.running.pop(row["trial_id"], None)
+        board.add({**row, **update})
+        log.info(
+            "finalist %s: %.4f ms untuned -> %s ms tuned",
+            row["trial_id"],
+            row["latency_ms"],
+            update.get("latency_tuned_ms"),
+        )
+    callback._emit()
 
 
 def _max_epochs(space: SearchSpace) -> int:

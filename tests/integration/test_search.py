@@ -197,3 +197,35 @@ def test_report_renders_in_headless_chromium(tmp_path, repo):
     )
     img = imread(str(shot))
     assert img.shape[0] >= 1000 and img.std() > 0.05  # a page with content, not a blank one
+
+
+def test_search_with_tuning_fills_tuning_columns(tmp_path, repo):
+    res = tmp_path / "results"
+    r = _cli(
+        "search",
+        "--space",
+        str(repo / "tests/fixtures/tiny_cnn.yaml"),
+        "--device",
+        str(repo / "tests/fixtures/host_tuned.yaml"),
+        "--trials",
+        "2",
+        "--name",
+        "tuned",
+        "--results-dir",
+        str(res),
+        "--no-early-stopping",
+        "--concurrency",
+        "2",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = autotune.read_leaderboard(res / "tuned")
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert ok, [row.get("error") for row in rows]
+    for row in ok:
+        assert row["tuned_trials"] > 0 or row["tune_db_hits"] > 0  # tuned now, or reused the other trial's work
+        assert row["tune_db_hits"] + row["tune_db_misses"] > 0 and row["max_abs_diff"] < 1e-4
+    finalists = [row for row in ok if row.get("latency_tuned_ms")]
+    assert len(finalists) == 1 and finalists[0]["pareto_rank"] == 1
+    assert finalists[0]["tuned_max_abs_diff"] < 1e-4
+    assert (res / "tuning_db" / "host_tuned" / "ledger.json").exists()
