@@ -35,7 +35,7 @@ def test_shipped_spaces_load(name):
     assert space.task.model in ("mobilenet", "mlp")
 
 
-@pytest.mark.parametrize("name", ["host", "x86_avx512_server", "rpi4"])
+@pytest.mark.parametrize("name", ["host", "host_tuned", "x86_avx512_server", "rpi4"])
 def test_shipped_profiles_load(name):
     profile = autotune.load_profile(name)
     assert profile.name == name
