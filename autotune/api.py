@@ -258,6 +258,7 @@ def search(
     resume: bool = False,
     early_stopping: bool = True,
     cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
     trial_timeout_s: float | None = 3600.0,
     trial_memory_bytes: int | None = 8 * 2**30,
     enqueue: Sequence[Mapping[str, Any]] = (),
@@ -311,6 +312,7 @@ def search(
         "seed": seed,
         "early_stopping": early_stopping,
         "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial,
         "trial_timeout_s": trial_timeout_s,
         "trial_memory_bytes": trial_memory_bytes,
     }

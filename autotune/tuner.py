@@ -44,6 +44,7 @@ class SearchSettings:
     time_budget_s: float | None = None
     concurrency: int | None = None
     cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
     seed: int = 0
     address: str | None = None
     resume: bool = False
@@ -517,7 +518,7 @@ def _run(
             memory_bytes=settings.trial_memory_bytes,
             tuning_db=str(_tuning_db(profile, run_dir)),
         ),
-        {"cpu": settings.cpus_per_trial},
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     tune_path = run_dir / "tune"
     if settings.resume and tune.Tuner.can_restore(str(tune_path)):

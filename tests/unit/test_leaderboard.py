@@ -118,3 +118,12 @@ def test_missing_values_are_empty_cells(tmp_path, value):
     board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
     board.add({**_row(1, 0.9, 1.0), "energy_mj": value})
     assert read_leaderboard(tmp_path)[0]["energy_mj"] is None
+
+
+def test_formula_cells_are_neutralised(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add({**_row(1, 0.9, 1.0), "error": '=HYPERLINK("http://x")', "arch.act": "@SUM(A1)", "arch.width": -3})
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["error"].startswith("'=") and row["arch.act"] == "'@SUM(A1)"
+    assert row["arch.width"] == "-3"  # numbers stay numbers
