@@ -21,6 +21,7 @@ from autotune.registry import closest
 __all__ = [
     "PACKAGE_ROOT",
     "check",
+    "device",
     "evaluate",
     "export",
     "report",
@@ -223,8 +224,13 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
             f"the target ({triple}) cannot run on this {here} machine with the local runner",
             file=profile_file,
             key="runner.kind",
-            hint="run the search on the device itself; remote measurement over TVM RPC is not available yet",
+            hint="measure on the device over TVM RPC (runner: {kind: rpc, tracker: HOST:PORT, key: KEY}), "
+            "or run the search on the device itself",
         )
+    if profile.runner.kind == "rpc":
+        from autotune.measure.rpc import check_tracker
+
+        check_tracker(profile.runner, file=profile_file)
     if profile.runner.kind == "local" and str(target.kind.name) != "llvm":
         raise UserError(
             f"the local runner measures CPU (llvm) targets only, got {target.kind.name!r}",
@@ -346,6 +352,13 @@ def _run_inputs(run_dir: str | Path) -> tuple[Path, SearchSpace, DeviceProfile, 
     space = _load.load_space(run / "space.yaml")
     profile = _load.load_profile(run / "profile.yaml")
     return run, space, profile, read_leaderboard(run)
+
+
+def device(argv: Sequence[str]) -> int:
+    """``autotune device emulate build|start|stop|status``: the emulated aarch64 device."""
+    from autotune.emulate import main
+
+    return int(main(list(argv)) or 0)
 
 
 def report(run_dir: str | Path) -> Path:

@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("trial_id")
     ex.add_argument("--out", default=None, help="bundle folder (default: RUN_DIR/export/TRIAL_ID)")
+    dv = sub.add_parser("device", help="devices: 'device emulate build|start|stop|status' (an emulated aarch64 Pi)")
+    dv.add_argument("what", choices=["emulate"])
+    dv.add_argument("args", nargs=argparse.REMAINDER, help="build | start | stop | status, and their options")
     sub.add_parser("spaces", help="list shipped search spaces")
     sub.add_parser("profiles", help="list shipped device profiles")
     sc = sub.add_parser("schema", help="print the JSON Schema of a YAML kind")
@@ -328,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "device":
+            from autotune.api import device
+
+            return device(args.args)
         if args.command in ("spaces", "profiles"):
             return cmd_list(args.command)
         if args.command == "schema":

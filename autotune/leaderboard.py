@@ -49,6 +49,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_cov",
     "latency_ci_low_ms",
     "latency_ci_high_ms",
+    "timing",
     "energy_mj",
     "energy_source",
     "size_bytes",
@@ -123,8 +124,22 @@ def _objective_vector(
     return vec
 
 
+#: Objectives that come from a timing: an emulated device's timings are never ranked.
+_TIMED = {"latency_ms", "latency_p90_ms", "energy_mj"}
+
+
 def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns: Mapping[str, str]) -> None:
-    """Set ``pareto_rank`` on the ``ok`` rows (in place); other rows get none."""
+    """Set ``pareto_rank`` on the ``ok`` rows (in place); other rows get none.
+
+    When the timings come from an emulated device (``timing == 'emulated'``), latency and energy
+    objectives are left out of the ranking; with nothing left, no row is ranked.
+    """
+    if any(r.get("timing") == "emulated" for r in rows):
+        objectives = {k: v for k, v in objectives.items() if columns.get(k, k) not in _TIMED}
+        if not objectives:
+            for r in rows:
+                r["pareto_rank"] = None
+            return
     idx, pts = [], []
     for i, r in enumerate(rows):
         r["pareto_rank"] = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,7 +34,12 @@ def run_compiled(vm: object, x: np.ndarray) -> np.ndarray:
 
 
 def check_numerics(
-    artifact: CompiledArtifact, model: nn.Module, inputs: np.ndarray, *, profile: DeviceProfile
+    artifact: CompiledArtifact,
+    model: nn.Module,
+    inputs: np.ndarray,
+    *,
+    profile: DeviceProfile,
+    run: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> NumericsReport:
     """Run ``inputs`` one by one through both models; fail if they disagree beyond tolerance.
 
@@ -47,13 +53,19 @@ def check_numerics(
     t0 = time.perf_counter()
     tol = profile.numerics
     xs = inputs[: tol.samples]
-    vm = load_vm(artifact)
+    if run is None:  # on this machine; a remote runner passes its own (N inputs -> N outputs)
+        vm = load_vm(artifact)
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return np.stack([run_compiled(vm, x[None])[0] for x in batch])
+
+    outputs = run(np.ascontiguousarray(xs))
     diffs, agree = [], 0
     model.eval()
     with torch.inference_mode():
-        for x in xs:
+        for x, out in zip(xs, outputs, strict=True):
             ref = model(torch.from_numpy(x[None].copy())).numpy()
-            got = run_compiled(vm, x[None])
+            got = out[None]
             if got.shape != ref.shape:
                 raise CandidateFailed("verify", f"output shape {got.shape} != PyTorch {ref.shape}")
             diffs.append(float(np.max(np.abs(got.astype(np.float64) - ref))))

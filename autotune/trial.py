@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import logging
 import math
 import time
@@ -237,7 +238,7 @@ def evaluate(
     import torch_pruning as tp
 
     from autotune.export import export_program
-    from autotune.measure.local import measure_local
+    from autotune.measure import RUNNERS
     from autotune.numerics import check_numerics
     from autotune.train import train
 
@@ -288,11 +289,17 @@ def evaluate(
         artifact = _compile(program, task, work, request, lock)
         row.update(_columns(artifact), size_bytes=artifact.weights_bytes, export_s=export_s)
         enter("verify")
+        remote = None
+        if profile.runner.kind == "rpc":  # the check runs where the model is deployed
+            from autotune.measure.rpc import run_remote
+
+            remote = functools.partial(run_remote, artifact, profile.runner)
         with lock.shared():
-            numerics = check_numerics(artifact, exported, data.x_test, profile=profile)
+            numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote)
         row.update(_columns(numerics))
         enter("measure")
-        row.update(_columns(measure_local(artifact, profile, data.x_test[:1], lock=lock)))
+        m = RUNNERS.get(profile.runner.kind)(artifact, profile, data.x_test[:1], lock=lock)
+        row.update(_columns(m), timing=m.extra.get("timing", "local"))
         broken = violations(row, space, profile)
         row["violations"] = ";".join(broken)
         row["status"] = "infeasible" if broken else "ok"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Power", "Runner", "TARGET_KINDS", "Tuning"]
 
@@ -48,9 +48,49 @@ class Power(_Strict):
 
 
 class Runner(_Strict):
-    """Where compiled candidates run. Only ``local`` is available in this version."""
+    """Where compiled candidates run: ``local`` (this machine) or ``rpc`` (a device behind a TVM RPC tracker).
 
-    kind: Literal["local"] = "local"
+    The RPC fields apply to ``kind: rpc`` only, which needs ``tracker`` and ``key``.
+    """
+
+    kind: Literal["local", "rpc"] = "local"
+    tracker: str | None = Field(default=None, description="RPC tracker address, 'host:port'.")
+    key: str | None = Field(default=None, min_length=1, description="Device key the RPC server registered.")
+    priority: int = Field(default=0, description="Priority of this run's requests at the tracker (higher first).")
+    session_timeout_s: float = Field(default=120, gt=0, description="The server ends a session after this long.")
+    request_timeout_s: float = Field(default=30, gt=0, description="Wait this long for a free device of the key.")
+    retries: int = Field(default=1, ge=0, description="New sessions tried after the device is lost mid-measurement.")
+    emulated: bool = Field(default=False, description="The device is emulated: its timings are labelled so.")
+
+    @field_validator("tracker")
+    @classmethod
+    def _check_tracker(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("must be 'host:port' with a port in [1, 65535]")
+        return v
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Runner:
+        if self.kind == "rpc":
+            missing = [name for name in ("tracker", "key") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"kind: rpc needs {' and '.join(missing)} (e.g. tracker: '127.0.0.1:9190', key: rpi4)")
+        elif self.model_fields_set - {"kind"}:
+            raise ValueError(
+                f"kind: local takes no RPC settings, got {', '.join(sorted(self.model_fields_set - {'kind'}))}"
+            )
+        return self
+
+    @property
+    def tracker_address(self) -> tuple[str, int]:
+        """The tracker's (host, port); ``kind: rpc`` only."""
+        if self.tracker is None:
+            raise ValueError("a local runner has no tracker")
+        host, _, port = self.tracker.rpartition(":")
+        return host, int(port)
 
 
 class Limits(_Strict):

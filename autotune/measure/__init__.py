@@ -1,5 +1,6 @@
 """Measurement on the device: runners (where a compiled model runs) and energy meters."""
 
+from autotune.measure import local, rpc  # noqa: F401 - register the 'local' and 'rpc' runners
 from autotune.measure.base import ENERGY_METERS, RUNNERS, EnergyMeter, summarize_latency
 from autotune.measure.energy import open_meter
 

@@ -35,7 +35,7 @@ def test_shipped_spaces_load(name):
     assert space.task.model in ("mobilenet", "mlp")
 
 
-@pytest.mark.parametrize("name", ["host", "host_tuned", "x86_avx512_server", "rpi4"])
+@pytest.mark.parametrize("name", ["host", "host_tuned", "x86_avx512_server", "rpi4", "rpi4_emulated"])
 def test_shipped_profiles_load(name):
     profile = autotune.load_profile(name)
     assert profile.name == name
@@ -122,7 +122,7 @@ BAD_PROFILES = [
     (GOOD_PROFILE + "measure: {threds: 2}\n", "measure.threds", "did you mean 'threads'"),
     (GOOD_PROFILE.replace("name: p\n", ""), "name", "required key is missing"),
     (GOOD_PROFILE + "meter: geiger\n", "meter", "auto"),
-    (GOOD_PROFILE + "runner: {kind: rpc}\n", "runner.kind", "local"),
+    (GOOD_PROFILE + "runner: {kind: rcp}\n", "runner.kind", "local"),
 ]
 
 

@@ -127,3 +127,14 @@ def test_formula_cells_are_neutralised(tmp_path):
         row = next(csv.DictReader(f))
     assert row["error"].startswith("'=") and row["arch.act"] == "'@SUM(A1)"
     assert row["arch.width"] == "-3"  # numbers stay numbers
+
+
+def test_emulated_timings_are_not_ranked(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add({**_row(1, 0.9, 1.0), "timing": "emulated"})
+    board.add({**_row(2, 0.8, 0.5), "timing": "emulated"})  # faster but less accurate: ranked on accuracy only
+    ranks = {r["trial_id"]: r["pareto_rank"] for r in read_leaderboard(tmp_path)}
+    assert ranks == {"t001": 1, "t002": 2}
+    only_latency = Leaderboard(tmp_path / "b", objectives={"latency_ms": "min"}, metric_columns=METRICS)
+    only_latency.add({**_row(1, 0.9, 1.0), "timing": "emulated"})
+    assert read_leaderboard(tmp_path / "b")[0]["pareto_rank"] is None

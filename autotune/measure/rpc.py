@@ -1,0 +1,308 @@
+"""The ``rpc`` runner: run and time a compiled artifact on a device behind a TVM RPC tracker.
+
+Each call asks the tracker for a session on the profile's device key (waiting at most
+``request_timeout_s``), uploads the artifact's ``.so``, loads it into a Relax VM on the device and
+works there: ``run_remote`` for the numerics check, ``measure_rpc`` for timing with the device's own
+time evaluator (so the ~5 ms RPC round trip is not in the latency). When the session dies under a
+call (the device or its server is gone), a new session is requested up to ``retries`` times; after
+that the candidate fails with ``device lost``. An error while the session still answers is the
+candidate's own and is not retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from autotune.config.device_profile import DeviceProfile, Runner
+from autotune.errors import CandidateFailed, UserError
+from autotune.measure.base import RUNNERS, summarize_latency
+from autotune.quiet import QuietLock
+from autotune.records import CompiledArtifact, Measurement
+
+if TYPE_CHECKING:
+    from tvm.rpc import RPCSession
+    from tvm.runtime import Device
+    from tvm.runtime.vm import VirtualMachine
+
+__all__ = ["check_tracker", "measure_rpc", "registered_servers", "run_remote"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds to wait for the tracker to accept a connection and answer a summary.
+_TRACKER_TIMEOUT_S = 3.0
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+@contextlib.contextmanager
+def _tracker(host: str, port: int) -> Iterator[socket.socket]:
+    """A connection to the tracker after TVM's magic handshake (``TrackerSession`` retries for 60 s).
+
+    Raises:
+        OSError: the tracker is unreachable, silent for ``_TRACKER_TIMEOUT_S`` or not a tracker.
+    """
+    with socket.create_connection((host, port), timeout=_TRACKER_TIMEOUT_S) as sock:
+        from tvm.rpc import base  # after connecting: an unreachable tracker fails without importing TVM
+
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
+            raise OSError(f"{host}:{port} is not a TVM RPC tracker")
+        yield sock
+
+
+def registered_servers(host: str, port: int) -> dict[str, int]:
+    """Count the RPC servers registered at the tracker, by device key (busy ones included).
+
+    Raises:
+        OSError: the tracker cannot be reached or does not answer within a few seconds.
+    """
+    with _tracker(host, port) as sock:
+        from tvm.rpc import base
+
+        base.sendjson(sock, [base.TrackerCode.SUMMARY])
+        code, summary = base.recvjson(sock)
+    if code != base.TrackerCode.SUCCESS:
+        raise OSError(f"the tracker at {host}:{port} answered {code} to a summary request")
+    counts: dict[str, int] = {}
+    for server in summary["server_info"]:
+        key = str(server["key"]).removeprefix("server:")
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def check_tracker(runner: Runner, *, file: str | None = None) -> None:
+    """Check, in a few seconds, that the tracker answers and a server is registered for the key.
+
+    Call it before a search starts; a device that is merely busy passes.
+
+    Args:
+        file: the profile's path, named in the error.
+
+    Raises:
+        UserError: the tracker is unreachable, or no server is registered for ``runner.key``.
+    """
+    host, port = runner.tracker_address
+    query = f"query it with: python -m tvm.exec.query_rpc_tracker --host {host} --port {port}"
+    try:
+        servers = registered_servers(host, port)
+    except OSError as err:
+        raise UserError(
+            f"cannot reach the RPC tracker at {host}:{port} (for key {runner.key!r}): {err}",
+            file=file,
+            key="runner.tracker",
+            hint=f"start the tracker and the device's RPC server, then {query}",
+        ) from None
+    if servers.get(str(runner.key), 0) < 1:
+        known = ", ".join(sorted(servers)) or "none"
+        raise UserError(
+            f"no RPC server is registered for key {runner.key!r} at the tracker {host}:{port} (keys: {known})",
+            file=file,
+            key="runner.key",
+            hint=f"start the device's server with --tracker {host}:{port} --key {runner.key}, then {query}",
+        )
+
+
+def _request(runner: Runner, stage: str) -> RPCSession:
+    """Open a session on a free device of ``runner.key``, waiting at most ``request_timeout_s``.
+
+    Raises:
+        CandidateFailed: ``stage``: the tracker is unreachable, no device was free in time, or the
+            server refused the session.
+    """
+    from tvm import rpc
+    from tvm.rpc import base
+
+    host, port = runner.tracker_address
+    try:
+        with _tracker(host, port) as sock:
+            base.sendjson(sock, [base.TrackerCode.REQUEST, runner.key, "", runner.priority])
+            sock.settimeout(runner.request_timeout_s)  # recv blocks until a device of the key is free
+            _, (url, server_port, matchkey) = base.recvjson(sock)
+    except TimeoutError as err:
+        raise CandidateFailed(
+            stage,
+            f"no free device for key {runner.key!r} at the tracker {host}:{port} within {runner.request_timeout_s:g} s",
+        ) from err
+    except OSError as err:
+        raise CandidateFailed(stage, f"RPC tracker {host}:{port}: {_reason(err)}") from err
+    try:
+        return rpc.connect(url, server_port, matchkey, session_timeout=runner.session_timeout_s)
+    except Exception as err:  # TVMError / RuntimeError from the connection handshake
+        raise CandidateFailed(stage, f"cannot open a session on {url}:{server_port}: {_reason(err)}") from err
+
+
+def _remote_threads(remote: RPCSession) -> int:
+    """TVM runtime threads on the device; raises when the session is gone."""
+    return int(remote.get_function("runtime.NumThreads")())
+
+
+def _responds(remote: RPCSession) -> bool:
+    try:
+        _remote_threads(remote)
+    except Exception:  # TVMError: the session is closed or the server is gone
+        return False
+    return True
+
+
+def _lost_or_raise(remote: RPCSession, err: Exception, runner: Runner, stage: str, prefix: str = "") -> Exception:
+    """Return ``err`` when the device is lost; else raise it as the candidate's failure.
+
+    Raises:
+        CandidateFailed: the session still answers, or the server ended it at ``session_timeout_s``.
+    """
+    if "RPCSessionTimeoutError" in str(err):  # the server's own message when it ends a session
+        raise CandidateFailed(
+            stage, f"the device session ran past runner.session_timeout_s = {runner.session_timeout_s:g} s"
+        ) from err
+    if _responds(remote):
+        raise CandidateFailed(stage, prefix + _reason(err)) from err
+    return err
+
+
+def _on_device(
+    artifact: CompiledArtifact,
+    runner: Runner,
+    work: Callable[[RPCSession, VirtualMachine, Device], T],
+    *,
+    stage: str,
+) -> T:
+    """Load the artifact in a fresh session and call ``work``, retrying in a new session if the device is lost.
+
+    Raises:
+        CandidateFailed: ``stage``: no session, the module does not load or ``work`` fails on a
+            device that still answers, or ``device lost: ...`` after ``runner.retries`` retries.
+    """
+    from tvm import relax
+
+    lost: Exception | None = None
+    for attempt in range(runner.retries + 1):
+        try:
+            remote = _request(runner, stage)
+        except CandidateFailed as err:
+            if lost is None:
+                raise
+            raise CandidateFailed(stage, f"device lost: {_reason(lost)}; then {err.reason}") from lost
+        try:
+            name = os.path.basename(artifact.path)
+            remote.upload(artifact.path, target=name)
+            dev = remote.cpu()
+            vm = relax.VirtualMachine(remote.load_module(name), dev)
+        except Exception as err:  # TVMError: the module does not load there, or the device is gone
+            lost = _lost_or_raise(remote, err, runner, stage, "cannot load the compiled model on the device: ")
+        else:
+            try:
+                return work(remote, vm, dev)
+            except Exception as err:  # TVMError: the candidate fails there, or the device is gone
+                lost = _lost_or_raise(remote, err, runner, stage)
+        log.warning("device %r lost (attempt %d of %d): %s", runner.key, attempt + 1, runner.retries + 1, lost)
+    raise CandidateFailed(stage, f"device lost: {_reason(lost)}") from lost
+
+
+def _first_output(vm: VirtualMachine) -> np.ndarray:
+    """Output 0 of ``main`` after ``invoke_stateful`` (the first leaf of nested tuples).
+
+    ``VirtualMachine.get_outputs`` makes a self-referencing closure that keeps the VM, and so the RPC
+    session, alive until the garbage collector runs: the device would stay busy for the next request.
+    """
+    arity, get = vm.module["get_output_arity"], vm.module["get_output"]
+    index: list[int] = []
+    while arity("main", *index) != -1:
+        index.append(0)
+    return get("main", *index).numpy()
+
+
+def run_remote(artifact: CompiledArtifact, runner: Runner, inputs: np.ndarray) -> np.ndarray:
+    """Run inputs one by one on the device and return the first output of each, concatenated.
+
+    Each input goes in with ``set_input`` and runs with ``invoke_stateful``, and its output is read by
+    index: a tuple returned over RPC would be an opaque remote object.
+
+    Args:
+        inputs: float32 array (N, *input_shape without the batch axis); each runs as a batch of 1.
+
+    Returns:
+        (N, ...) array: row i is output 0 of input i, batch axis dropped.
+
+    Raises:
+        CandidateFailed: stage ``verify``, as ``measure_rpc``.
+    """
+    import tvm
+
+    def work(remote: RPCSession, vm: VirtualMachine, dev: Device) -> np.ndarray:
+        outs = []
+        for x in np.ascontiguousarray(inputs, dtype=np.float32):
+            vm.set_input("main", tvm.runtime.tensor(x[None], dev))
+            vm.invoke_stateful("main")
+            outs.append(_first_output(vm))
+        return np.concatenate(outs)
+
+    return _on_device(artifact, runner, work, stage="verify")
+
+
+@RUNNERS.register("rpc")
+def measure_rpc(
+    artifact: CompiledArtifact, profile: DeviceProfile, x: np.ndarray, *, lock: QuietLock | None = None
+) -> Measurement:
+    """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
+
+    Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
+    repeat lasts ``min_repeat_ms``). Energy is modelled as ``active_w × latency`` (``energy_source =
+    'model'``). ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then
+    held exclusively, since the device runs on this machine), else ``'device'``; ``load_avg`` is this
+    machine's for an emulated device, else NaN (unknown). The profile's ``meter`` is not read: it
+    would measure this machine, not the device.
+
+    Args:
+        x: float32 input of the compiled shape (batch 1).
+
+    Raises:
+        CandidateFailed: stage ``measure``: no free device within ``request_timeout_s``, the module does
+            not load or run, or ``device lost: ...`` after ``retries`` retries.
+    """
+    import tvm
+
+    cfg, runner = profile.measure, profile.runner
+    lock = lock or QuietLock(None)
+    waited0 = lock.waited_s
+    t0 = time.perf_counter()
+
+    def work(remote: RPCSession, vm: VirtualMachine, dev: Device) -> tuple[list[float], int]:
+        vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
+        with lock.exclusive() if runner.emulated else contextlib.nullcontext():
+            for _ in range(cfg.warmup):
+                vm.invoke_stateful("main")
+            timer = vm.time_evaluator(
+                "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
+            )
+            results = list(timer("main").results)
+        return results, _remote_threads(remote)
+
+    results, threads = _on_device(artifact, runner, work, stage="measure")
+    if threads != cfg.threads:
+        log.warning("timed with %d TVM threads on the device, the profile asks for %d", threads, cfg.threads)
+    stats = summarize_latency(results)
+    return Measurement(
+        **stats,
+        repeats=len(results),
+        number=cfg.number,
+        threads=threads,
+        energy_mj=profile.power.active_w * stats["latency_ms"],  # W x ms = mJ
+        energy_source="model",
+        load_avg=os.getloadavg()[0] if runner.emulated else float("nan"),
+        measure_s=time.perf_counter() - t0,
+        lock_wait_s=lock.waited_s - waited0,
+        extra={"timing": "emulated" if runner.emulated else "device", "rpc_key": runner.key},
+    )

@@ -1,0 +1,166 @@
+"""The rpc runner end to end on an emulated aarch64 device (QEMU user mode, see ``autotune.emulate``).
+
+The device is built once into ``~/.cache/autotune/emulated-aarch64`` (about 1 minute and 450 MB the
+first time: apt and PyPI downloads) and started on free ports for this module (15-50 s). The last
+test kills the device's server, so it must stay last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+import autotune
+from autotune import emulate
+from autotune.compiler import compile_artifact
+from autotune.config.device_profile import DeviceProfile
+from autotune.errors import CandidateFailed, UserError
+from autotune.export import export_program
+from autotune.measure import RUNNERS
+from autotune.measure.rpc import check_tracker, run_remote
+from autotune.models import MODEL_FAMILIES, build_model
+from autotune.records import CompiledArtifact, Measurement
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+KEY = "rpi4-emu-test"
+INPUT_SHAPE = (1, 8, 8)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def device() -> Iterator[emulate.EmulatedDevice]:
+    if shutil.which("qemu-aarch64-static") is None and os.geteuid() != 0:
+        pytest.skip("qemu-user-static is not installed, and only root can install it")
+    try:
+        emulate.build_device()
+    except UserError as err:  # apt-get or pip download failed: no package archive or PyPI here
+        pytest.skip(f"cannot build the emulated aarch64 device: {err}")
+    with emulate.start_device(key=KEY, tracker_port=_free_port(), server_port=_free_port()) as dev:
+        yield dev
+
+
+def _profile(device: emulate.EmulatedDevice, **runner: object) -> DeviceProfile:
+    """The shipped rpi4_emulated profile, pointed at this module's device."""
+    profile = autotune.load_profile("rpi4_emulated")
+    update = {"tracker": device.tracker, "key": KEY, "request_timeout_s": 2.0, **runner}
+    return profile.model_copy(update={"runner": profile.runner.model_copy(update=update)})
+
+
+@pytest.fixture(scope="module")
+def compiled(
+    device: emulate.EmulatedDevice, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[CompiledArtifact, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, INPUT_SHAPE, 10)
+    program, exported, _ = export_program(model, INPUT_SHAPE)
+    artifact = compile_artifact(
+        program, profile=_profile(device), out_dir=tmp_path_factory.mktemp("rpc"), input_shape=INPUT_SHAPE
+    )
+    return artifact, exported
+
+
+def test_check_tracker_finds_the_device_and_names_a_missing_key(device):
+    check_tracker(_profile(device).runner)
+    assert f"key '{KEY}': 1 registered" in emulate.device_status(key=KEY)
+    with pytest.raises(UserError, match="no RPC server is registered for key 'no-such-device'") as info:
+        check_tracker(_profile(device, key="no-such-device").runner, file="p.yaml")
+    assert info.value.key == "runner.key" and KEY in str(info.value)
+
+
+def test_outputs_match_pytorch(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
+    artifact, exported = compiled
+    xs = np.random.default_rng(0).standard_normal((4, *INPUT_SHAPE)).astype(np.float32)
+    got = run_remote(artifact, _profile(device).runner, xs)
+    with torch.inference_mode():
+        ref = exported(torch.from_numpy(xs)).numpy()
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) < 1e-4
+
+
+def test_measurement_is_labelled_emulated(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
+    profile = _profile(device)
+    m = RUNNERS.get(profile.runner.kind)(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+    assert isinstance(m, Measurement)
+    assert m.latency_ms > 0 and m.repeats == profile.measure.repeat
+    assert m.extra["timing"] == "emulated" and m.energy_source == "model"
+    assert m.energy_mj == pytest.approx(profile.power.active_w * m.latency_ms)
+
+
+def test_trial_pipeline_verifies_and_times_on_the_device(device, tmp_path, repo):
+    space = autotune.load_space(repo / "tests/fixtures/tiny_cnn.yaml")
+    params = {
+        "arch.stages": 1,
+        "arch.width_mult": 0.5,
+        "arch.kernel_0": 3,
+        "train.optimizer": "adam",
+        "train.lr": 0.005,
+        "train.epochs": 2,
+    }
+    row = autotune.evaluate(params, _profile(device), space=space, work_dir=tmp_path)
+    assert row["status"] == "ok", row.get("error")
+    assert row["timing"] == "emulated" and row["latency_ms"] > 0
+    assert row["max_abs_diff"] < 1e-4 and row["top1_agreement"] == 1.0
+    assert "aarch64" in row["target"]
+
+
+def test_key_without_server_fails_within_request_timeout(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
+    profile = _profile(device, key="no-such-device", request_timeout_s=1.5)
+    t0 = time.perf_counter()
+    with pytest.raises(CandidateFailed, match="no free device for key 'no-such-device'") as info:
+        RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+    assert info.value.stage == "measure"
+    assert time.perf_counter() - t0 < 1.5 + 3
+
+
+def test_session_past_its_timeout_fails_the_candidate(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
+    profile = _profile(device, session_timeout_s=1.0)
+    profile = profile.model_copy(update={"measure": profile.measure.model_copy(update={"min_repeat_ms": 500})})
+    with pytest.raises(CandidateFailed, match="session ran past runner.session_timeout_s = 1 s"):
+        RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+    x = np.zeros((1, *INPUT_SHAPE), np.float32)
+    assert run_remote(compiled[0], _profile(device, request_timeout_s=10.0).runner, x).shape == (1, 10)  # back
+
+
+def test_lost_device_fails_the_candidate(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
+    """Kill the server while it times a long measurement: one retry, then 'device lost'. Keep this test last."""
+    profile = _profile(device, retries=1)
+    profile = profile.model_copy(
+        update={"measure": profile.measure.model_copy(update={"warmup": 0, "repeat": 100, "min_repeat_ms": 200})}
+    )
+    errors: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+        except BaseException as err:  # handed to the test thread
+            errors.append(err)
+
+    loads = device.server_log.read_text().count("load_module")  # TVM's server logs each load
+    worker = threading.Thread(target=measure)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while device.server_log.read_text().count("load_module") == loads and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the 20 s of timing
+    t0 = time.perf_counter()
+    device.kill_server()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], CandidateFailed), errors
+    assert errors[0].stage == "measure" and errors[0].reason.startswith("device lost:")
+    assert "no free device" in errors[0].reason  # the retry found no server for the key
+    assert time.perf_counter() - t0 < 2.0 + 10
