@@ -30,7 +30,8 @@ def run_compiled(vm: object, x: np.ndarray) -> np.ndarray:
 
     out = vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32)))  # type: ignore[index]
     first = out[0] if not hasattr(out, "numpy") else out
-    return first.numpy()
+    # A copy: the VM reuses (and frees) its output storage on the next call.
+    return np.array(first.numpy(), copy=True)
 
 
 def check_numerics(
