@@ -29,7 +29,10 @@ class Numerics(_Strict):
     """Tolerances of the compiled-vs-PyTorch check made before any row is written."""
 
     samples: int = Field(default=16, ge=1, description="Held-out inputs compared one by one.")
-    atol: float = Field(default=1e-4, gt=0, description="Largest allowed |tvm - torch| on the outputs.")
+    atol: float = Field(default=1e-4, gt=0, description="Allowed |tvm - torch| on the outputs, absolute part.")
+    rtol: float = Field(
+        default=1e-4, ge=0, description="Relative part: the bound is atol + rtol * max|torch output| (float32 scale)."
+    )
     min_top1_agreement: float = Field(default=1.0, ge=0, le=1)
 
 

@@ -82,7 +82,7 @@ def test_numerics_mismatch_fails_the_trial(tmp_path, space):
         {
             "name": "strict",
             "target": {"host": True},
-            "numerics": {"atol": 1e-15},
+            "numerics": {"atol": 1e-15, "rtol": 0},
             "measure": {"repeat": 3, "number": 1, "min_repeat_ms": 0},
             "power": {"idle_w": 1, "active_w": 2, "source": "test"},
         }
