@@ -33,7 +33,8 @@ def test_shared_holders_do_not_block_each_other(tmp_path):
     a, b = QuietLock(tmp_path), QuietLock(tmp_path)
     with a.shared(), b.shared():
         pass
-    assert a.waited_s < 0.2 and b.waited_s < 0.2
+    blocked = a.waited_s + b.waited_s  # a shared hold blocking another would wait here forever
+    assert blocked < 1.0
 
 
 def test_no_directory_is_a_no_op():

@@ -74,7 +74,8 @@ def test_check_tracker_on_a_closed_port_fails_fast(write_yaml):
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="runner.tracker") as info:
         check_tracker(runner, file="p.yaml")
-    assert time.perf_counter() - t0 < 5
+    waited = time.perf_counter() - t0
+    assert waited < 20, "an unreachable tracker must fail fast, not after TVM's 60 s retry loop"
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message and "'rpi4'" in message
     assert f"python -m tvm.exec.query_rpc_tracker --host 127.0.0.1 --port {port}" in message
