@@ -66,7 +66,7 @@ def test_evaluate_candidate_row(tmp_path, space, profile):
     assert row["status"] == "ok", row.get("error")
     assert row["accuracy"] > 0.5 and row["val_accuracy"] > 0.5  # chance is 0.1
     assert row["latency_ms"] > 0 and row["latency_p90_ms"] >= row["latency_ms"]
-    assert row["latency_ci_low_ms"] <= row["latency_ms"] <= row["latency_ci_high_ms"]
+    assert row["latency_ci_high_ms"] >= row["latency_ms"] >= row["latency_ci_low_ms"]
     assert row["max_abs_diff"] < 1e-4 and row["top1_agreement"] == 1.0
     assert row["energy_source"] in ("model", "rapl", "nvml") and row["energy_mj"] > 0
     if row["energy_source"] == "model":
