@@ -25,3 +25,17 @@ def write_yaml(tmp_path: Path):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def search_args(results: Path, name: str, *extra: str, trials: int = 3, device: str = "host_fast") -> list[str]:
+    """``autotune search`` arguments for the tiny test space on a test profile (fixtures/)."""
+    fixtures = REPO / "tests" / "fixtures"
+    return [
+        "search",
+        "--space", str(fixtures / "tiny_cnn.yaml"),
+        "--device", str(fixtures / f"{device}.yaml"),
+        "--trials", str(trials),
+        "--name", name,
+        "--results-dir", str(results),
+        *extra,
+    ]  # fmt: skip

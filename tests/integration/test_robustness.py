@@ -12,6 +12,7 @@ import time
 import optuna
 import psutil
 import pytest
+from conftest import search_args
 
 import autotune
 
@@ -56,20 +57,7 @@ def test_sigkill_of_everything_then_resume(tmp_path, repo):
         sys.executable,
         "-m",
         "autotune.cli",
-        "search",
-        "--space",
-        str(repo / "tests/fixtures/tiny_cnn.yaml"),
-        "--device",
-        str(repo / "tests/fixtures/host_fast.yaml"),
-        "--trials",
-        "6",
-        "--name",
-        "kill",
-        "--results-dir",
-        str(res),
-        "--concurrency",
-        "2",
-        "--no-early-stopping",
+        *search_args(res, "kill", "--concurrency", "2", "--no-early-stopping", trials=6),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = res / "kill"

@@ -8,6 +8,7 @@ import sys
 
 import optuna
 import pytest
+from conftest import search_args
 
 import autotune
 
@@ -30,23 +31,7 @@ def _dominates(a, b):
 
 def test_three_trial_search_end_to_end(tmp_path, repo):
     res = tmp_path / "results"
-    args = [
-        "search",
-        "--space",
-        str(repo / "tests/fixtures/tiny_cnn.yaml"),
-        "--device",
-        str(repo / "tests/fixtures/host_fast.yaml"),
-        "--trials",
-        "3",
-        "--name",
-        "it",
-        "--results-dir",
-        str(res),
-        "--concurrency",
-        "2",
-        "--seed",
-        "1",
-    ]
+    args = search_args(res, "it", "--concurrency", "2", "--seed", "1")
     r = _cli(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     run = res / "it"
@@ -87,24 +72,7 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
 
 def test_time_budget_stops_the_search_and_records_every_started_trial(tmp_path, repo):
     res = tmp_path / "results"
-    r = _cli(
-        "search",
-        "--space",
-        str(repo / "tests/fixtures/tiny_cnn.yaml"),
-        "--device",
-        str(repo / "tests/fixtures/host_fast.yaml"),
-        "--trials",
-        "100",
-        "--time-budget",
-        "15s",
-        "--name",
-        "budget",
-        "--results-dir",
-        str(res),
-        "--concurrency",
-        "2",
-        cwd=tmp_path,
-    )
+    r = _cli(*search_args(res, "budget", "--time-budget", "15s", "--concurrency", "2", trials=100), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = autotune.read_leaderboard(res / "budget")
     assert 0 < len(rows) < 100
@@ -119,21 +87,7 @@ def test_time_budget_stops_the_search_and_records_every_started_trial(tmp_path, 
 
 def _run_three(tmp_path, repo, name):
     res = tmp_path / "results"
-    r = _cli(
-        "search",
-        "--space",
-        str(repo / "tests/fixtures/tiny_cnn.yaml"),
-        "--device",
-        str(repo / "tests/fixtures/host_fast.yaml"),
-        "--trials",
-        "3",
-        "--name",
-        name,
-        "--results-dir",
-        str(res),
-        "--no-early-stopping",
-        cwd=tmp_path,
-    )
+    r = _cli(*search_args(res, name, "--no-early-stopping"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     return res / name
 
@@ -203,20 +157,7 @@ def test_report_renders_in_headless_chromium(tmp_path, repo):
 def test_search_with_tuning_fills_tuning_columns(tmp_path, repo):
     res = tmp_path / "results"
     r = _cli(
-        "search",
-        "--space",
-        str(repo / "tests/fixtures/tiny_cnn.yaml"),
-        "--device",
-        str(repo / "tests/fixtures/host_tuned.yaml"),
-        "--trials",
-        "2",
-        "--name",
-        "tuned",
-        "--results-dir",
-        str(res),
-        "--no-early-stopping",
-        "--concurrency",
-        "2",
+        *search_args(res, "tuned", "--no-early-stopping", "--concurrency", "2", trials=2, device="host_tuned"),
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
