@@ -18,12 +18,13 @@ from autotune.api import (
     search,
 )
 from autotune.errors import CandidateFailed, UserError
-from autotune.leaderboard import COLUMNS, read_leaderboard
+from autotune.leaderboard import COLUMNS, SUMMARY_COLUMNS, read_leaderboard
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COLUMNS",
+    "SUMMARY_COLUMNS",
     "CandidateFailed",
     "UserError",
     "__version__",

@@ -133,20 +133,6 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> An
     return t
 
 
-SHOW = (
-    "trial_id",
-    "status",
-    "pareto_rank",
-    "accuracy",
-    "val_accuracy",
-    "latency_ms",
-    "latency_cov",
-    "energy_mj",
-    "size_bytes",
-    "macs",
-)
-
-
 def _sorted(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
     big = float("inf")
     if sort:
@@ -187,7 +173,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    cols = [c for c in SHOW if any(r.get(c) is not None for r in rows)] or list(SHOW)
+    cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)] or list(
+        autotune.SUMMARY_COLUMNS
+    )
     params = sorted({k for r in rows for k in r if k.startswith(("arch.", "train."))})
     _console(stderr=False).print(_table(rows, cols + params[:6], f"{csv_path} ({len(rows)} rows)"))
     return 0
@@ -260,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         run_dir = candidates[-1].parent if candidates else Path(results_dir)
     ok = [r for r in rows if r.get("status") == "ok"]
     top = _sorted(ok, None)[:5]
-    cols = [c for c in SHOW if any(r.get(c) is not None for r in top)]
+    cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in top)]
     out = _console(stderr=False)
     if top:
         out.print(_table(top, cols, "top trials (Pareto rank, then latency)"))

@@ -21,6 +21,8 @@ from typing import Any
 
 __all__ = [
     "COLUMNS",
+    "DETAIL_COLUMNS",
+    "SUMMARY_COLUMNS",
     "SCHEMA_VERSION",
     "STATUSES",
     "Leaderboard",
@@ -90,6 +92,30 @@ COLUMNS: tuple[str, ...] = (
 
 #: Columns that a finalist's re-tuned measurement replaces for ranking.
 _TUNED = {"latency_ms": "latency_tuned_ms", "latency_p90_ms": "latency_tuned_p90_ms"}
+
+
+#: The columns a person looks at first (CLI tables); reports add ``DETAIL_COLUMNS``.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "trial_id",
+    "status",
+    "pareto_rank",
+    "accuracy",
+    "val_accuracy",
+    "latency_ms",
+    "latency_tuned_ms",
+    "latency_cov",
+    "energy_mj",
+    "size_bytes",
+    "macs",
+)
+DETAIL_COLUMNS: tuple[str, ...] = (
+    "latency_p90_ms",
+    "timing",
+    "energy_source",
+    "peak_mem_bytes",
+    "params",
+    "max_abs_diff",
+)
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:

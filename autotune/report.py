@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
+
 __all__ = ["plot_pareto", "write_report"]
 
 _STATUS_ORDER = ("ok", "infeasible", "pruned", "failed")
@@ -145,7 +147,7 @@ def write_report(
 <code>accuracy</code>, which no part of the search selected on.</p>
 <img id="pareto" alt="Pareto plot" src="data:image/png;base64,{img}">
 <h2>Top configurations (Pareto rank, then latency)</h2>
-<div id="top">{_table(top, [*_METRICS, *params])}</div>
+<div id="top">{_table(top, [*SUMMARY_COLUMNS, *DETAIL_COLUMNS, *params])}</div>
 <h2>Failures ({len(failures)})</h2>
 <div id="failures" class="err">{failure_table}</div>
 </body></html>"""
