@@ -92,24 +92,6 @@ table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px soli
 th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}.err td{text-align:left}
 img{max-width:100%;border:1px solid #eee}code{background:#f3f5f8;padding:1px 4px}"""
 
-_METRICS = (
-    "trial_id",
-    "status",
-    "pareto_rank",
-    "accuracy",
-    "val_accuracy",
-    "latency_ms",
-    "latency_p90_ms",
-    "latency_cov",
-    "energy_mj",
-    "energy_source",
-    "size_bytes",
-    "peak_mem_bytes",
-    "params",
-    "macs",
-    "max_abs_diff",
-)
-
 
 def write_report(
     run_dir: str | Path,
