@@ -101,31 +101,43 @@ def check_space(space: SearchSpace, *, file: str) -> None:
         raise UserError(
             "synthetic data has no labels to train on", file=file, key="train", hint="remove the train section"
         )
-    if ":" in t.model:
-        _check_plugin_ref(t.model, file=file, key="task.model")
+    _check_arch(t.model, space.arch, file=file, key="")
+    distill = space.compress.get("distill") if space.compress else None
+    if isinstance(distill, dict) and isinstance(distill.get("teacher"), dict):
+        teacher = distill["teacher"]
+        prefix = "compress.distill.teacher"
+        model = teacher.get("model") or t.model
+        _check_arch(model, teacher.get("arch") or {}, file=file, key=prefix, model_key=f"{prefix}.model")
+
+
+def _check_arch(model: str, arch: dict[str, Any], *, file: str, key: str, model_key: str = "task.model") -> None:
+    """The model family exists and ``arch`` only names its parameters, with allowed values.
+    ``key`` prefixes the reported keys (``''`` for the space's own ``arch``)."""
+    where = f"{key}.arch" if key else "arch"
+    if ":" in model:
+        _check_plugin_ref(model, file=file, key=model_key)
         return
     try:
-        fam = resolve_family(t.model)
+        fam = resolve_family(model)
     except UserError as err:
-        err.file = file
-        raise UserError(err.problem, file=file, key=err.key, hint=err.hint) from None
-    for name, spec in space.arch.items():
+        raise UserError(err.problem, file=file, key=model_key, hint=err.hint) from None
+    for name, spec in arch.items():
         if name not in fam.params:
             near = closest(name, list(fam.params))
             raise UserError(
                 f"unknown parameter of model family {fam.name!r}",
                 file=file,
-                key=f"arch.{name}",
+                key=f"{where}.{name}",
                 hint=f"did you mean {near!r}?" if near else f"valid: {', '.join(fam.params)}",
             )
         if getattr(spec, "per_stage", False) and name not in fam.per_stage:
             raise UserError(
                 f"{name!r} cannot vary per stage; per-stage parameters: {', '.join(fam.per_stage) or 'none'}",
                 file=file,
-                key=f"arch.{name}.per_stage",
+                key=f"{where}.{name}.per_stage",
             )
         if name in fam.choices:
-            _check_value(fam.choices[name], spec, file, f"arch.{name}")
+            _check_value(fam.choices[name], spec, file, f"{where}.{name}")
 
 
 def _check_plugin_ref(ref: str, *, file: str, key: str) -> None:
@@ -410,8 +422,10 @@ def evaluate(
     """Evaluate one candidate in this process and return its leaderboard row.
 
     Args:
-        params: sampled values keyed ``'arch.<name>'`` / ``'train.<name>'``; the space's
-            constants and autotune's defaults fill the rest.
+        params: sampled values keyed ``'arch.<name>'`` / ``'train.<name>'`` / ``'compress.<technique>.<name>'``;
+            the space's constants and autotune's defaults fill the rest.
+        work_dir: the candidate's files (default: a temporary directory); a distillation teacher is
+            cached in its ``cache`` subdirectory.
     """
     from autotune.trial import evaluate as _evaluate
     from autotune.trial import make_trial_config, prepare_task
@@ -422,5 +436,5 @@ def evaluate(
     cfg = make_trial_config(params, sp, trial_id="evaluate", seed=seed)
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="autotune-") as tmp:
-            return _evaluate(cfg, task, work_dir=tmp)
-    return _evaluate(cfg, task, work_dir=work_dir)
+            return _evaluate(cfg, task, work_dir=tmp, cache_dir=Path(tmp) / "cache")
+    return _evaluate(cfg, task, work_dir=work_dir, cache_dir=Path(work_dir) / "cache")

@@ -16,6 +16,7 @@ from typing import Any
 
 import autotune
 from autotune.errors import UserError
+from autotune.space import PARAM_PREFIXES
 
 __all__ = ["main"]
 
@@ -176,7 +177,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)] or list(
         autotune.SUMMARY_COLUMNS
     )
-    params = sorted({k for r in rows for k in r if k.startswith(("arch.", "train."))})
+    params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
     _console(stderr=False).print(_table(rows, cols + params[:6], f"{csv_path} ({len(rows)} rows)"))
     return 0
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError
+from autotune.lowering import dtype_census, to_fp16, to_int8
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact
 from autotune.tuning import TRIALS_PER_ITER, TuneReport, TuningDatabase, TuningRequest, Workload, plan_tuning
@@ -381,8 +382,15 @@ def compile_artifact(
     out_dir: str | Path,
     input_shape: tuple[int, ...],
     tuning: TuningRequest | None = None,
+    precision: str = "fp32",
+    weight_granularity: str = "tensor",
 ) -> CompiledArtifact:
     """Import into Relax, compile for the profile's target and export ``model.so``.
+
+    ``precision`` is the deployment precision: ``fp32``; ``fp16`` (mixed precision, fp32 accumulation);
+    or ``int8``, where every convolution and matmul fed by an 8-bit symmetric activation quantizer and
+    holding 8-bit weights (``weight_granularity`` scales, see ``autotune.lowering``) becomes an
+    int8 × int8 → int32 operator. ``int8_ops`` / ``compute_ops`` count them in the compiled module.
 
     ``peak_mem_bytes`` is read from TVM's static memory plan: the weights plus every storage
     block ``main`` allocates (``peak_mem_source = 'tvm_memory_plan'``).
@@ -422,12 +430,16 @@ def compile_artifact(
         try:
             mod = relax.transform.FoldBatchnormToConv2D()(mod)  # plug-in models keep their BN
             mod = relax.transform.DecomposeOpsForInference()(mod)
+            mod = _set_precision(mod, precision, weight_granularity)
+            census = dtype_census(mod)
             if tuning is None:
                 lowered = relax.get_default_pipeline(target)(mod)
             else:  # the first half of the default pipeline: legalized and fused, the PrimFuncs are the tasks
                 with target:
                     passes = cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
                     fused = tvm.transform.Sequential(passes)(mod)
+        except CandidateFailed:
+            raise
         except Exception as err:  # TVMError and friends: this candidate cannot be lowered
             raise CandidateFailed("compile", _reason(err)) from err
         compile_s = time.perf_counter() - t1
@@ -468,4 +480,22 @@ def compile_artifact(
         tuned_trials=report.trials if report else 0,
         tune_db_hits=report.hits if report else 0,
         tune_db_misses=report.misses if report else 0,
+        deploy_precision=precision,
+        int8_ops=census.int8,
+        compute_ops=census.total,
     )
+
+
+def _set_precision(mod: tvm.IRModule, precision: str, granularity: str) -> tvm.IRModule:
+    from tvm import relax
+
+    if precision == "fp16":
+        return relax.transform.FoldConstant()(to_fp16(mod))  # weights stored as fp16 constants
+    if precision == "int8":
+        mod, n = to_int8(mod, granularity=granularity)
+        if n == 0:
+            raise CandidateFailed("compile", "int8: no convolution or matmul has 8-bit quantized inputs and weights")
+        return mod
+    if precision != "fp32":
+        raise CandidateFailed("compile", f"unknown deployment precision {precision!r}")
+    return mod

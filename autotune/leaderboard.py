@@ -32,10 +32,10 @@ __all__ = [
     "write_csv",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: compression columns (deploy_precision ... compress_s)
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
-#: Fixed columns, in order; sampled parameters follow as ``arch.*`` and ``train.*`` (sorted).
+#: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
 COLUMNS: tuple[str, ...] = (
     "schema_version",
     "run",
@@ -60,6 +60,18 @@ COLUMNS: tuple[str, ...] = (
     "peak_mem_source",
     "params",
     "macs",
+    "deploy_precision",
+    "int8_ops",
+    "compute_ops",
+    "sparsity",
+    "quant_bits",
+    "lowrank_layers",
+    "teacher_accuracy",
+    "accuracy_uncompressed",
+    "params_uncompressed",
+    "macs_uncompressed",
+    "latency_uncompressed_ms",
+    "speedup_vs_uncompressed",
     "max_abs_diff",
     "top1_agreement",
     "pareto_rank",
@@ -67,6 +79,7 @@ COLUMNS: tuple[str, ...] = (
     "epochs",
     "build_s",
     "train_s",
+    "compress_s",
     "export_s",
     "import_s",
     "compile_s",
@@ -107,6 +120,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "energy_mj",
     "size_bytes",
     "macs",
+    "deploy_precision",
+    "speedup_vs_uncompressed",
 )
 DETAIL_COLUMNS: tuple[str, ...] = (
     "latency_p90_ms",

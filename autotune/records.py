@@ -23,6 +23,7 @@ class TrialConfig:
         params: the sampled values, keyed ``'arch.<name>'`` / ``'train.<name>'``.
         arch: model-family parameters (defaults filled in, ``dropout`` included).
         train: training settings (defaults filled in), or None for a latency-only study.
+        compress: each compression technique's settings (defaults filled in), by technique name.
     """
 
     trial_id: str
@@ -30,6 +31,7 @@ class TrialConfig:
     arch: dict[str, Any]
     train: dict[str, Any] | None
     seed: int
+    compress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class TrainedModel:
 class CompiledArtifact:
     """A model compiled by TVM and exported to a shared library on disk.
 
+    ``int8_ops`` of ``compute_ops`` convolutions/matmuls run int8 arithmetic (``deploy_precision``).
     The ``tune*`` fields stay 0 for an untuned compile: ``tuned_trials`` schedules were measured by
     this compile, ``tune_db_hits``/``tune_db_misses`` count workloads found tuned / tuned now.
     """
@@ -66,6 +69,9 @@ class CompiledArtifact:
     tuned_trials: int = 0
     tune_db_hits: int = 0
     tune_db_misses: int = 0
+    deploy_precision: str = "fp32"
+    int8_ops: int = 0
+    compute_ops: int = 0
 
 
 @dataclass(frozen=True)

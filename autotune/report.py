@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
+from autotune.space import PARAM_PREFIXES
 
 __all__ = ["plot_pareto", "write_report"]
 
@@ -110,7 +111,7 @@ def write_report(
         (r for r in rows if r.get("pareto_rank")), key=lambda r: (r["pareto_rank"], r.get("latency_ms") or 0)
     )
     top = ranked[:15]
-    params = sorted({k for r in top for k in r if k.startswith(("arch.", "train."))})
+    params = sorted({k for r in top for k in r if k.startswith(PARAM_PREFIXES)})
     failures = [r for r in rows if r.get("status") == "failed"]
     summary = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()

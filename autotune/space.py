@@ -9,7 +9,10 @@ from autotune.config.search_space import CategoricalParam, FloatParam, IntParam,
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["example_params", "sample_params", "split_params"]
+__all__ = ["PARAM_PREFIXES", "example_params", "sample_params", "split_params"]
+
+#: Leaderboard columns that hold a trial's parameters start with one of these.
+PARAM_PREFIXES = ("arch.", "train.", "compress.")
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
@@ -27,12 +30,17 @@ def _matches(value: Any, wanted: Any) -> bool:
 
 
 def sample_params(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
-    """Sample every active parameter; keys are ``'<section>.<name>'`` (``arch.kernel_0``).
+    """Sample every active parameter; keys are ``'<section>.<name>'`` (``arch.kernel_0``,
+    ``compress.prune.ratio``). A compression technique whose ``enabled`` is false samples nothing else.
 
     A parameter whose ``when`` condition does not hold is left out (inactive); constants are
     included so the record is complete. Per-stage parameters yield one key per stage.
     """
     sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
+    if space.compress:
+        from autotune.compress import param_sections
+
+        sections.update(param_sections(space))
     out: dict[str, Any] = {}
     state: dict[str, str] = {}  # key -> "busy" | "done"
 
@@ -56,6 +64,10 @@ def sample_params(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
             out[key] = _suggest(trial, key, spec)
 
     for section, params in sections.items():
+        if "enabled" in params and section.startswith("compress."):
+            resolve(section, "enabled")
+            if out.get(f"{section}.enabled") is False:  # a technique switched off: its settings are inactive
+                continue
         for name in params:
             resolve(section, name)
     return out

@@ -93,11 +93,13 @@ def train(
     seed: int,
     lock: QuietLock | None = None,
     on_epoch: EpochHook | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainedModel:
     """Train ``model`` in place on ``data.x_train``; select the epoch by validation accuracy.
 
     Early stopping: with ``patience > 0``, stop after that many epochs without a better
-    validation accuracy. The weights of the best epoch are restored. Time spent waiting for the
+    validation accuracy. The weights of the best epoch are restored. ``loss(logits, x, y)`` replaces
+    the cross-entropy (distillation); the L1 penalty is added to either. Time spent waiting for the
     quiet-measurement lock is not counted in ``train_s``.
 
     Raises:
@@ -113,7 +115,8 @@ def train(
     bs, epochs, l1 = int(settings["batch_size"]), int(settings["epochs"]), float(settings["l1"])
     patience = int(settings["patience"])
     xt, yt = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(settings["label_smoothing"]))
+    ce = nn.CrossEntropyLoss(label_smoothing=float(settings["label_smoothing"]))
+    loss_fn = loss or (lambda logits, _x, y: ce(logits, y))
     best_acc, best_state, since_best = -1.0, None, 0
     epoch = 0
     for epoch in range(1, epochs + 1):
@@ -126,13 +129,13 @@ def train(
             with lock.shared():
                 try:
                     out = model(xt[idx])
-                    loss = loss_fn(out, yt[idx])
+                    value = loss_fn(out, xt[idx], yt[idx])
                     if l1:
-                        loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
-                    if not math.isfinite(loss.item()):
-                        raise CandidateFailed("train", f"loss is {loss.item()} at epoch {epoch}")
+                        value = value + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
+                    if not math.isfinite(value.item()):
+                        raise CandidateFailed("train", f"loss is {value.item()} at epoch {epoch}")
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    value.backward()
                     opt.step()
                 except (MemoryError, torch.OutOfMemoryError) as err:
                     raise CandidateFailed("train", f"out of memory: {err}") from err

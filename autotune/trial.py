@@ -7,6 +7,7 @@ row with its stage and reason; anything else is a bug and propagates.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import functools
@@ -26,7 +27,7 @@ from autotune.leaderboard import COLUMNS, SCHEMA_VERSION
 from autotune.models import ModelFamily, build_model, resolve_family
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, TrialConfig
-from autotune.space import split_params
+from autotune.space import PARAM_PREFIXES, split_params
 
 __all__ = [
     "Task",
@@ -84,7 +85,12 @@ def make_trial_config(params: Mapping[str, Any], space: SearchSpace, *, trial_id
         train = {**TRAIN_KEYS, **split_params(dict(params), "train")}
     arch = split_params(dict(params), "arch")
     arch["dropout"] = float(train["dropout"]) if train else 0.0
-    return TrialConfig(trial_id=trial_id, params=dict(params), arch=arch, train=train, seed=seed)
+    compress = {}
+    if space.compress:
+        from autotune.compress import trial_settings
+
+        compress = trial_settings(space, params)
+    return TrialConfig(trial_id=trial_id, params=dict(params), arch=arch, train=train, seed=seed, compress=compress)
 
 
 def violations(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfile) -> list[str]:
@@ -139,26 +145,48 @@ def _tuning_request(task: Task, db: str | Path | None, trials: int, lock: QuietL
     return TuningRequest(trials=trials, db_dir=str(db), lock=lock, seed=seed) if trials > 0 and db else None
 
 
-def _compile(program: Any, task: Task, work: Path, request: Any, lock: QuietLock) -> CompiledArtifact:
-    """Compile (and tune). Untuned: under the shared lock. Tuned: ``compile_artifact`` takes the lock
-    itself (exclusive while tuning), so it must not be held here."""
+def _compile(
+    program: Any, task: Task, work: Path, request: Any, lock: QuietLock, deploy: tuple[str, str] = ("fp32", "tensor")
+) -> CompiledArtifact:
+    """Compile (and tune) at ``deploy = (precision, int8 weight granularity)``. Untuned: under the
+    shared lock. Tuned: ``compile_artifact`` takes the lock itself (exclusive while tuning), so it must
+    not be held here."""
     from autotune.compiler import compile_artifact
 
-    shape = task.data.input_shape
+    kw = {"profile": task.profile, "out_dir": work, "input_shape": task.data.input_shape}
+    kw |= {"precision": deploy[0], "weight_granularity": deploy[1]}
     if request is None:
         with lock.shared():
-            return compile_artifact(program, profile=task.profile, out_dir=work, input_shape=shape)
-    return compile_artifact(program, profile=task.profile, out_dir=work, input_shape=shape, tuning=request)
+            return compile_artifact(program, **kw)
+    return compile_artifact(program, tuning=request, **kw)
+
+
+def _deployment(cfg: TrialConfig, model: Any) -> tuple[str, str]:
+    """(precision, int8 weight granularity) a trial's model is compiled at."""
+    q = cfg.compress.get("quantize")
+    if not q or not q.get("enabled", True):
+        return "fp32", "tensor"
+    return str(q["deploy"]), str(q["granularity"])
+
+
+def _quantized_activations(model: Any) -> bool:
+    from autotune.compress.fakequant import FakeQuant
+
+    return any(isinstance(m, FakeQuant) for m in model.modules())
 
 
 def load_trained_model(row: Mapping[str, Any], task: Task, run_dir: str | Path) -> tuple[TrialConfig, Any]:
-    """Re-create a finished trial's model from ``trials/<id>/weights.pt`` (eval mode, not retrained)."""
+    """Re-create a finished trial's model (eval mode, not retrained): ``trials/<id>/weights.pt`` for the
+    space's architecture, or ``trials/<id>/model.pt`` (the whole module) when compression changed it."""
     import torch
 
-    params = {k: v for k, v in row.items() if k.startswith(("arch.", "train.")) and v is not None}
+    params = {k: v for k, v in row.items() if k.startswith(PARAM_PREFIXES) and v is not None}
     cfg = make_trial_config(params, task.space, trial_id=str(row["trial_id"]), seed=int(row.get("seed") or 0))
+    trial_dir = Path(run_dir) / "trials" / cfg.trial_id
+    if (trial_dir / "model.pt").exists():  # written by this run's own workers
+        return cfg, torch.load(trial_dir / "model.pt", weights_only=False).eval()
     model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes)
-    model.load_state_dict(torch.load(Path(run_dir) / "trials" / cfg.trial_id / "weights.pt", weights_only=True))
+    model.load_state_dict(torch.load(trial_dir / "weights.pt", weights_only=True))
     return cfg, model.eval()
 
 
@@ -175,16 +203,23 @@ def retune(
     """
     from autotune.export import export_program
     from autotune.measure.local import measure_local
-    from autotune.numerics import check_numerics
+    from autotune.numerics import check_numerics, tolerance_for
 
     lock = QuietLock(None)
-    _, model = load_trained_model(row, task, run_dir)
+    cfg, model = load_trained_model(row, task, run_dir)
     program, exported, _ = export_program(model, task.data.input_shape)
     work = Path(run_dir) / "trials" / str(row["trial_id"]) / "tuned"
+    deploy = _deployment(cfg, model)
     artifact = _compile(
-        program, task, work, _tuning_request(task, tuning_db, trials, lock, int(row.get("seed") or 0)), lock
+        program,
+        task,
+        work,
+        _tuning_request(task, tuning_db, trials, lock, int(row.get("seed") or 0)),
+        lock,
+        deploy,
     )
-    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile)
+    tol = tolerance_for(task.profile, precision=deploy[0], quantized=_quantized_activations(model))
+    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile, tolerance=tol)
     m = measure_local(artifact, task.profile, task.data.x_test[:1])
     return {
         "latency_tuned_ms": m.latency_ms,
@@ -196,6 +231,79 @@ def retune(
         "tune_db_hits": artifact.tune_db_hits,
         "tune_db_misses": artifact.tune_db_misses,
     }
+
+
+def _compression(
+    config: TrialConfig, task: Task, work: Path, cache_dir: Path, lock: QuietLock
+) -> tuple[Any, list[tuple[Any, dict[str, Any]]]]:
+    """The trial's compression context and plan (no passes: an empty plan; nothing is imported)."""
+    from autotune.compress.base import CompressContext
+
+    ctx = CompressContext(
+        space=task.space,
+        data=task.data,
+        train=config.train,
+        seed=config.seed,
+        cache_dir=cache_dir,
+        lock=lock,
+    )
+    if not config.compress:
+        return ctx, []
+    from autotune.compress.pipeline import plan_compression
+
+    return ctx, plan_compression(config.compress)
+
+
+def _compress(model: Any, plan: list[tuple[Any, dict[str, Any]]], ctx: Any, row: dict[str, Any]) -> Any:
+    """Apply the passes; the row's accuracy, size and MAC columns then describe the compressed model
+    and the ``*_uncompressed`` columns the trained model before compression."""
+    import torch
+    import torch_pruning as tp
+
+    from autotune.compress.pipeline import compress_model
+    from autotune.compress.prune import sparsity
+    from autotune.train import accuracy
+
+    t0 = time.perf_counter()
+    waited0 = ctx.lock.waited_s
+    row.update(accuracy_uncompressed=row.get("accuracy"), params_uncompressed=row["params"])
+    row["macs_uncompressed"] = row["macs"]
+    try:
+        model = compress_model(model, plan, ctx)
+    except CandidateFailed:
+        raise
+    except (RuntimeError, ValueError, IndexError, AssertionError) as err:  # torch-pruning, SVD, shape errors
+        raise CandidateFailed("compress", f"{type(err).__name__}: {err}") from err
+    data = ctx.data
+    with torch.no_grad():
+        macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
+    row.update(ctx.report)
+    row.update(params=int(n_params), macs=int(macs), sparsity=sparsity(model))
+    if ctx.train is not None:
+        with ctx.lock.shared():
+            row["val_accuracy"], _ = accuracy(model, data.x_val, data.y_val)
+            row["accuracy"], _ = accuracy(model, data.x_test, data.y_test)
+    row["compress_s"] = time.perf_counter() - t0 - (ctx.lock.waited_s - waited0)
+    return model
+
+
+def _uncompressed_latency(
+    model: Any, task: Task, work: Path, request: Any, lock: QuietLock, latency_ms: float
+) -> dict[str, Any]:
+    """Compile and time the uncompressed model like the compressed one: ``latency_uncompressed_ms`` and
+    ``speedup_vs_uncompressed`` (> 1: the compressed model is faster). A failure leaves them empty."""
+    from autotune.export import export_program
+    from autotune.measure import RUNNERS
+
+    try:
+        with lock.shared():
+            program, _, _ = export_program(model, task.data.input_shape)
+        artifact = _compile(program, task, work, request, lock)
+        m = RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
+    except CandidateFailed as err:
+        log.warning("the uncompressed model could not be timed: %s", err)
+        return {}
+    return {"latency_uncompressed_ms": m.latency_ms, "speedup_vs_uncompressed": m.latency_ms / latency_ms}
 
 
 def _columns(record: Any) -> dict[str, Any]:
@@ -217,8 +325,14 @@ def evaluate(
     on_epoch: EpochHook | None = None,
     on_stage: Callable[[str], None] | None = None,
     tuning_db: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Build, train, compile, verify and measure one candidate; return its leaderboard row.
+    """Build, train, compress, compile, verify and measure one candidate; return its leaderboard row.
+
+    A compressed candidate is checked against its compressed PyTorch model (for quantized
+    activations, its fake-quantized twin, on the whole test set; see ``numerics.tolerance_for``), and
+    the same architecture uncompressed is compiled the same way and timed for
+    ``speedup_vs_uncompressed``.
 
     Args:
         work_dir: where the candidate's files go (``model.so``, ``weights.pt``).
@@ -227,6 +341,8 @@ def evaluate(
         on_stage: called with the stage's name as each stage starts (progress, failure reports).
         tuning_db: the profile's MetaSchedule database; with ``tuning.trials_per_candidate > 0`` the
             candidate is tuned into it (known workloads are reused, not re-measured).
+        cache_dir: files every trial of the run shares (the distillation teacher); default
+            ``<work_dir>/../../cache`` (the run directory's ``cache``).
     """
     import os
     import sys
@@ -239,7 +355,7 @@ def evaluate(
 
     from autotune.export import export_program
     from autotune.measure import RUNNERS
-    from autotune.numerics import check_numerics
+    from autotune.numerics import check_numerics, tolerance_for
     from autotune.train import train
 
     lock = lock or QuietLock(None)
@@ -247,6 +363,7 @@ def evaluate(
     row = base_row(config, task, run=run, status="failed")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir is not None else work.parent.parent / "cache"
     stage = ""
 
     def enter(name: str) -> None:
@@ -268,9 +385,14 @@ def evaluate(
         with torch.no_grad():
             macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
         row.update(params=int(n_params), macs=int(macs), build_s=time.perf_counter() - t_build)
+        ctx, plan = _compression(config, task, work, cache_dir, lock)
+        if plan:
+            enter("compress: prepare")
+            for step, settings in plan:
+                step.prepare(settings, ctx)  # distillation: the run's teacher (trained once, cached)
         enter("train")
         if config.train is not None:
-            trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch)
+            trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch, loss=ctx.loss)
             row.update(
                 accuracy=trained.accuracy,
                 val_accuracy=trained.val_accuracy,
@@ -281,12 +403,19 @@ def evaluate(
         else:
             row.update(epochs=0, train_s=0.0)
         torch.save(model.state_dict(), work / "weights.pt")
+        uncompressed = None
+        if plan:
+            enter("compress")
+            uncompressed = copy.deepcopy(model).eval()
+            model = _compress(model, plan, ctx, row)
+            torch.save(model, work / "model.pt")
+        deploy = _deployment(config, model)
         enter("export")
         with lock.shared():
             program, exported, export_s = export_program(model, data.input_shape)
         request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
         enter(f"compile (tuning {request.trials} trials)" if request else "compile")
-        artifact = _compile(program, task, work, request, lock)
+        artifact = _compile(program, task, work, request, lock, deploy)
         row.update(_columns(artifact), size_bytes=artifact.weights_bytes, export_s=export_s)
         enter("verify")
         remote = None
@@ -294,12 +423,17 @@ def evaluate(
             from autotune.measure.rpc import run_remote
 
             remote = functools.partial(run_remote, artifact, profile.runner)
+        tol = tolerance_for(profile, precision=deploy[0], quantized=_quantized_activations(exported))
         with lock.shared():
-            numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote)
+            numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote, tolerance=tol)
         row.update(_columns(numerics))
         enter("measure")
-        m = RUNNERS.get(profile.runner.kind)(artifact, profile, data.x_test[:1], lock=lock)
+        runner = RUNNERS.get(profile.runner.kind)
+        m = runner(artifact, profile, data.x_test[:1], lock=lock)
         row.update(_columns(m), timing=m.extra.get("timing", "local"))
+        if uncompressed is not None:
+            enter("measure uncompressed")
+            row.update(_uncompressed_latency(uncompressed, task, work / "uncompressed", request, lock, m.latency_ms))
         broken = violations(row, space, profile)
         row["violations"] = ";".join(broken)
         row["status"] = "infeasible" if broken else "ok"

@@ -25,7 +25,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import METRICS, SearchSpace
 from autotune.errors import UserError
 from autotune.leaderboard import SCHEMA_VERSION, Leaderboard
-from autotune.space import sample_params
+from autotune.space import PARAM_PREFIXES, sample_params
 
 __all__ = ["Progress", "SearchSettings", "run_search"]
 
@@ -148,7 +148,7 @@ def _trainable(
     cpus = max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
     task = prepare_task(space, profile)
-    params = {k: v for k, v in config.items() if k.startswith(("arch.", "train."))}
+    params = {k: v for k, v in config.items() if k.startswith(PARAM_PREFIXES)}
     seed = int(config.get("seed", 0)) + int(config.get("study_trial") or 0)
     cfg = make_trial_config(params, space, trial_id=trial_id, seed=seed)
     stage = ["start"]
@@ -173,6 +173,7 @@ def _trainable(
             on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
             on_stage=lambda name: send(("stage", name)),
             tuning_db=tuning_db,
+            cache_dir=Path(run_dir) / "cache",
         )
 
     row = _stored_row(run_dir, trial_id)
@@ -293,7 +294,7 @@ class _RunCallbackBase:
             self.on_progress(self.progress)
 
     def _params(self, trial: Any) -> dict[str, Any]:
-        return {k: v for k, v in trial.config.items() if k.startswith(("arch.", "train."))}
+        return {k: v for k, v in trial.config.items() if k.startswith(PARAM_PREFIXES)}
 
     def _record(self, row: dict[str, Any]) -> None:
         rows = self.board.add(row)

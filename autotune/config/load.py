@@ -21,7 +21,7 @@ from autotune.config.search_space import (
 from autotune.errors import UserError
 from autotune.registry import closest
 
-__all__ = ["load_profile", "load_space", "load_yaml_model", "read_yaml"]
+__all__ = ["load_profile", "load_space", "load_yaml_model", "read_yaml", "validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -115,26 +115,31 @@ def load_yaml_model(path: str | Path, schema: type[M]) -> M:
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        e = _best_error(err.errors())
-        key = _loc(e["loc"]) or None
-        hint = None
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(
-                schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS and "[" not in str(x))
-            )
-            near = closest(str(e["loc"][-1]), allowed) if allowed else None
-            problem = "unknown key"
-            if near:
-                hint = f"did you mean {near!r}?"
-            elif allowed:
-                hint = f"valid keys: {', '.join(allowed)}"
-        elif e["type"] == "missing":
-            problem = "required key is missing"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = e.get("input")
-            problem = msg if isinstance(got, dict | list) or got is None else f"{msg} (got {got!r})"
-        raise UserError(problem, file=str(path), key=key, hint=hint) from None
+        raise validation_error(err, schema, file=str(path)) from None
+
+
+def validation_error(
+    err: ValidationError, schema: type[BaseModel], *, file: str | None, prefix: tuple[str, ...] = ()
+) -> UserError:
+    """The ``UserError`` for pydantic's most relevant error; ``prefix`` is the key path of ``schema``."""
+    e = _best_error(err.errors())
+    key = ".".join([*prefix, _loc(e["loc"])]).strip(".") or None
+    hint = None
+    if e["type"] == "extra_forbidden":
+        allowed = _allowed_keys(schema, tuple(x for x in e["loc"] if str(x) not in _UNION_TAGS and "[" not in str(x)))
+        near = closest(str(e["loc"][-1]), allowed) if allowed else None
+        problem = "unknown key"
+        if near:
+            hint = f"did you mean {near!r}?"
+        elif allowed:
+            hint = f"valid keys: {', '.join(allowed)}"
+    elif e["type"] == "missing":
+        problem = "required key is missing"
+    else:
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        problem = msg if isinstance(got, dict | list) or got is None else f"{msg} (got {got!r})"
+    return UserError(problem, file=file, key=key, hint=hint)
 
 
 def load_profile(path: str | Path) -> DeviceProfile:
@@ -153,7 +158,12 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def _section_params(space: SearchSpace) -> dict[str, dict[str, Any]]:
-    return {"arch": dict(space.arch), "train": dict(space.train or {})}
+    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
+    if space.compress:
+        from autotune.compress import param_sections
+
+        sections.update(param_sections(space))
+    return sections
 
 
 def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> None:
@@ -177,12 +187,9 @@ def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> Non
                     hint="add a train section, or drop this entry for a latency-only study",
                 )
     if space.compress:
-        raise UserError(
-            "compression passes are not available in this version of autotune",
-            file=file,
-            key="compress",
-            hint="remove the compress section",
-        )
+        from autotune.compress import compress_settings
+
+        compress_settings(space, file=file)
     sections = _section_params(space)
     for key in sections["train"]:
         if key not in TRAIN_KEYS:

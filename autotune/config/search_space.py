@@ -179,7 +179,9 @@ class SearchSpace(_Strict):
     objectives: dict[str, Literal["max", "min"]] = Field(min_length=1)
     constraints: dict[str, Constraint] = Field(default_factory=dict)
     compress: dict[str, Any] = Field(
-        default_factory=dict, description="Reserved for compression passes (not yet available)."
+        default_factory=dict,
+        description="Compression techniques (distill, lowrank, prune, quantize) and their settings; "
+        "each setting a constant or a distribution, searched with the rest (see autotune.compress).",
     )
 
     @property

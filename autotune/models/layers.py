@@ -48,13 +48,19 @@ class SqueezeExcite(nn.Module):
 
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> int:
-    """Fold every ``ConvBNAct``'s BatchNorm into its conv, in place (eval mode). Returns the count."""
+    """Fold every ``ConvBNAct``'s BatchNorm into its conv, in place (eval mode). Returns the count.
+
+    A conv factorized into a sequence (low-rank) gets the BatchNorm folded into its last conv.
+    """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     n = 0
     for m in model.modules():
         if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d):
-            m.conv = fuse_conv_bn_eval(m.conv.eval(), m.bn.eval())
+            if isinstance(m.conv, nn.Sequential):
+                m.conv[-1] = fuse_conv_bn_eval(m.conv[-1].eval(), m.bn.eval())
+            else:
+                m.conv = fuse_conv_bn_eval(m.conv.eval(), m.bn.eval())
             m.bn = nn.Identity()
             n += 1
     return n

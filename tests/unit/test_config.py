@@ -70,7 +70,42 @@ BAD_SPACES = [
     (GOOD_SPACE.replace("choices: [3, 5]", "choices: [3, 4]"), "arch.kernel", "4"),
     (GOOD_SPACE.replace("type: int, low: 1", "type: integer, low: 1"), "arch.stages.type", "did you mean 'int'"),
     (GOOD_SPACE.replace("objectives: {accuracy: max, latency_ms: min}", "objectives: {}"), "objectives", "at least 1"),
-    (GOOD_SPACE + "compress: {prune: {ratio: 0.5}}\n", "compress", "not available"),
+    (GOOD_SPACE + "compress: {prune: {ratio: 1.0}}\n", "compress.prune.ratio", "must be < 1"),
+    (GOOD_SPACE + "compress: {prune: {ratio: {type: float, low: 0.5, high: 1.2}}}\n", "compress.prune.ratio", "1.2"),
+    (GOOD_SPACE + "compress: {prune: {ration: 0.5}}\n", "compress.prune.ration", "did you mean 'ratio'"),
+    (GOOD_SPACE + "compress: {prune: {criterion: l3}}\n", "compress.prune.criterion", "l3"),
+    (GOOD_SPACE + "compress: {quantize: {bits: 0}}\n", "compress.quantize.bits", "must be >= 2"),
+    (GOOD_SPACE + "compress: {quantize: {bits: 9}}\n", "compress.quantize.bits", "must be <= 8"),
+    (GOOD_SPACE + "compress: {quantise: {bits: 8}}\n", "compress.quantise", "did you mean 'quantize'"),
+    (GOOD_SPACE + "compress: {quantize: {deploy: int8, scheme: log}}\n", "compress.quantize", "deploy int8 needs"),
+    (
+        GOOD_SPACE + "compress: {quantize: {deploy: int8, bits: {type: int, low: 4, high: 8}}}\n",
+        "compress.quantize",
+        "bits can be 4",
+    ),
+    (GOOD_SPACE + "compress: {quantize: {deploy: int4}}\n", "compress.quantize.deploy", "int4"),
+    (GOOD_SPACE + "compress: {lowrank: {rank_ratio: 0.5, energy: 0.9}}\n", "compress.lowrank", "exactly one"),
+    (GOOD_SPACE + "compress: {distill: {alpha: 0.5}}\n", "compress.distill.teacher", "required key is missing"),
+    (
+        GOOD_SPACE + "compress: {distill: {teacher: {arch: {stagez: 3}}}}\n",
+        "compress.distill.teacher.arch.stagez",
+        "did you mean 'stages'",
+    ),
+    (
+        GOOD_SPACE + "compress: {distill: {teacher: {model: resnet}}}\n",
+        "compress.distill.teacher.model",
+        "unknown model family",
+    ),
+    (
+        GOOD_SPACE + "compress: {distill: {teacher: {model: 'no_such_pkg.mod:build'}}}\n",
+        "compress.distill.teacher.model",
+        "cannot be found",
+    ),
+    (
+        GOOD_SPACE + "compress: {prune: {ratio: {type: float, low: 0.2, high: 0.5, when: {knd: structured}}}}\n",
+        "compress.prune.ratio.when.knd",
+        "did you mean 'kind'",
+    ),
 ]
 
 

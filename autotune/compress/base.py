@@ -1,0 +1,146 @@
+"""The compression-pass interface, its registry and the settings helpers every pass shares.
+
+A pass is one technique (distillation, low-rank factorization, pruning, quantization). It has a
+``Settings`` schema (pydantic; every field a constant or a distribution to search, validated before
+a search starts), an ``order`` in the fixed pipeline, and two hooks:
+
+- ``prepare(settings, ctx)`` runs before training (distillation sets the training loss here);
+- ``apply(model, settings, ctx)`` runs after training, on the model the previous pass returned,
+  and returns the compressed model (fine-tuning included).
+
+This module imports neither torch nor TVM: ``autotune check`` validates spaces without them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from autotune.config.search_space import CategoricalParam, FloatParam, IntParam, ParamOrConst
+from autotune.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autotune.config.search_space import SearchSpace
+    from autotune.data import DataSplits
+    from autotune.quiet import QuietLock
+
+__all__ = [
+    "PASSES",
+    "CompressContext",
+    "CompressionPass",
+    "PassSettings",
+    "check_values",
+    "spec_values",
+]
+
+
+class PassSettings(BaseModel):
+    """Base of a pass's settings: strict keys; ``enabled`` may itself be searched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: ParamOrConst = True
+
+
+def spec_values(spec: Any) -> list[Any]:
+    """The values a constant or a distribution can take, as far as bounds go (low and high for ranges)."""
+    if isinstance(spec, CategoricalParam):
+        return list(spec.choices)
+    if isinstance(spec, IntParam | FloatParam):
+        return [spec.low, spec.high]
+    return [spec]
+
+
+def check_values(
+    spec: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: Iterable[Any] | None = None,
+    kind: type | tuple[type, ...] | None = None,
+) -> Any:
+    """Raise ``ValueError`` if any value ``spec`` can take is outside the bounds or the choices."""
+    allowed = list(choices) if choices is not None else None
+    for v in spec_values(spec):
+        if allowed is not None:
+            if v not in allowed:
+                raise ValueError(f"{v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+            continue
+        if kind is not None and (not isinstance(v, kind) or isinstance(v, bool) and bool not in _tuple(kind)):
+            raise ValueError(f"{v!r} must be {_kind_name(kind)}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+            raise ValueError(f"{v!r} is not a number")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise ValueError(f"{v!r} is out of range: must be {'>' if lo_open else '>='} {lo:g}")
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            raise ValueError(f"{v!r} is out of range: must be {'<' if hi_open else '<='} {hi:g}")
+    return spec
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in _tuple(kind))
+
+
+#: A training loss: (logits, inputs, labels) -> scalar tensor.
+LossFn = Callable[[Any, Any, Any], Any]
+
+
+@dataclass
+class CompressContext:
+    """What a pass may use, and where it reports.
+
+    Attributes:
+        train: the trial's training settings (fine-tuning reuses them), or None (no fine-tuning).
+        cache_dir: a directory every trial of the run shares (the distillation teacher lives here).
+        loss: the training loss passes and fine-tuning use; ``None`` means cross-entropy.
+        deploy_precision: what the compiler builds (``fp32``, ``fp16``, ``int8``); set by quantization.
+        weight_granularity: how int8 weight scales are shared (``tensor`` or ``channel``).
+        report: leaderboard columns the passes add (``sparsity``, ``deploy_precision``, ...).
+    """
+
+    space: SearchSpace
+    data: DataSplits
+    train: dict[str, Any] | None
+    seed: int
+    cache_dir: Path
+    lock: QuietLock
+    loss: LossFn | None = None
+    deploy_precision: str = "fp32"
+    weight_granularity: str = "tensor"
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class CompressionPass:
+    """One technique. Subclasses set ``name``, ``order``, ``Settings`` and override the hooks."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]
+    Settings: ClassVar[type[PassSettings]]
+
+    def prepare(self, settings: dict[str, Any], ctx: CompressContext) -> None:
+        """Before training (default: nothing)."""
+
+    def apply(self, model: nn.Module, settings: dict[str, Any], ctx: CompressContext) -> nn.Module:
+        """After training: return the compressed model (default: unchanged)."""
+        return model
+
+    def check(self, settings: PassSettings, space: SearchSpace) -> tuple[str, str] | None:
+        """Cross-section checks: return (key below the pass, problem) or None."""
+        return None
+
+
+#: name → pass class. The pipeline runs enabled passes in ``order``.
+PASSES: Registry[type[CompressionPass]] = Registry("compression technique")
