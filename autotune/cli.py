@@ -276,9 +276,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     space, profile = autotune.check(args.space, args.device)
+    compress = f", compression: {', '.join(space.compress)}" if space.compress else ""
     print(
-        f"ok: space {space.name or args.space} ({len(space.arch)} arch, {len(space.train or {})} train parameters, "
-        f"objectives {', '.join(f'{k}:{v}' for k, v in space.objectives.items())}); device {profile.name}"
+        f"ok: space {space.name or args.space} ({len(space.arch)} arch, {len(space.train or {})} train parameters"
+        f"{compress}, objectives {', '.join(f'{k}:{v}' for k, v in space.objectives.items())}); device {profile.name}"
     )
     return 0
 

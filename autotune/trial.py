@@ -169,10 +169,10 @@ def _deployment(cfg: TrialConfig, model: Any) -> tuple[str, str]:
     return str(q["deploy"]), str(q["granularity"])
 
 
-def _quantized_activations(model: Any) -> bool:
-    from autotune.compress.fakequant import FakeQuant
+def _activation_bits(model: Any) -> int | None:
+    from autotune.compress.fakequant import activation_bits
 
-    return any(isinstance(m, FakeQuant) for m in model.modules())
+    return activation_bits(model)
 
 
 def load_trained_model(row: Mapping[str, Any], task: Task, run_dir: str | Path) -> tuple[TrialConfig, Any]:
@@ -218,7 +218,7 @@ def retune(
         lock,
         deploy,
     )
-    tol = tolerance_for(task.profile, precision=deploy[0], quantized=_quantized_activations(model))
+    tol = tolerance_for(task.profile, precision=deploy[0], act_bits=_activation_bits(model))
     numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile, tolerance=tol)
     m = measure_local(artifact, task.profile, task.data.x_test[:1])
     return {
@@ -423,7 +423,7 @@ def evaluate(
             from autotune.measure.rpc import run_remote
 
             remote = functools.partial(run_remote, artifact, profile.runner)
-        tol = tolerance_for(profile, precision=deploy[0], quantized=_quantized_activations(exported))
+        tol = tolerance_for(profile, precision=deploy[0], act_bits=_activation_bits(exported))
         with lock.shared():
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote, tolerance=tol)
         row.update(_columns(numerics))

@@ -10,7 +10,15 @@ from torch.nn import functional as F
 
 from autotune.compress.base import CompressContext
 
-__all__ = ["FakeQuant", "QuantLayer", "calibrate", "fake_quant_weight", "qrange", "wrap_layers"]
+__all__ = [
+    "FakeQuant",
+    "QuantLayer",
+    "activation_bits",
+    "calibrate",
+    "fake_quant_weight",
+    "qrange",
+    "wrap_layers",
+]
 
 
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
@@ -144,3 +152,9 @@ def calibrate(model: nn.Module, layers: list[QuantLayer], ctx: CompressContext, 
             model(x[idx[i : i + 64]])
     for a in acts:
         a.finish_calibration()
+
+
+def activation_bits(model: nn.Module) -> int | None:
+    """The fewest bits of the model's activation quantizers, or None when activations are float."""
+    bits = [m.bits for m in model.modules() if isinstance(m, FakeQuant)]
+    return min(bits) if bits else None

@@ -25,6 +25,7 @@ class LowRankSettings(PassSettings):
     rank_ratio: ParamOrConst | None = None
     energy: ParamOrConst | None = None
     finetune_epochs: ParamOrConst = 2
+    finetune_lr_scale: ParamOrConst = 1.0
 
     _ratio = field_validator("rank_ratio")(
         lambda v: v if v is None else check_values(v, lo=0, hi=1, lo_open=True, hi_open=True)
@@ -33,6 +34,7 @@ class LowRankSettings(PassSettings):
         lambda v: v if v is None else check_values(v, lo=0, hi=1, lo_open=True, hi_open=True)
     )
     _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _lr = field_validator("finetune_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
 
     @model_validator(mode="after")
     def _one(self) -> LowRankSettings:
@@ -111,5 +113,5 @@ class LowRankPass(CompressionPass):
                 setattr(parent, name, new)
                 done += 1
         ctx.report["lowrank_layers"] = done
-        finetune(model, ctx, int(settings["finetune_epochs"]))
+        finetune(model, ctx, int(settings["finetune_epochs"]), float(settings["finetune_lr_scale"]))
         return model.eval()

@@ -10,7 +10,7 @@ from torch import nn
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, LossFn
 from autotune.train import train
 
-__all__ = ["CompressionPlan", "finetune", "loss_of", "plan_compression"]
+__all__ = ["CompressionPlan", "compress_model", "finetune", "loss_of", "plan_compression"]
 
 CompressionPlan = list[tuple[CompressionPass, dict[str, Any]]]
 
@@ -29,12 +29,14 @@ def loss_of(ctx: CompressContext) -> LossFn:
     return lambda logits, _x, y: nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
 
 
-def finetune(model: nn.Module, ctx: CompressContext, epochs: int) -> None:
-    """Fine-tune in place for ``epochs`` with the trial's optimizer (cosine-decayed learning rate),
-    keeping the epoch with the best validation accuracy. Without a train section: nothing."""
+def finetune(model: nn.Module, ctx: CompressContext, epochs: int, lr_scale: float = 1.0) -> None:
+    """Fine-tune in place for ``epochs`` with the trial's optimizer at ``lr_scale`` times its learning
+    rate, cosine-decayed, keeping the epoch with the best validation accuracy. Without a train
+    section: nothing."""
     if epochs <= 0 or ctx.train is None:
         return
-    settings = {**ctx.train, "epochs": epochs, "patience": 0, "schedule": "cosine"}
+    lr = float(ctx.train["lr"]) * lr_scale
+    settings = {**ctx.train, "lr": lr, "epochs": epochs, "patience": 0, "schedule": "cosine"}
     train(model, ctx.data, settings, seed=ctx.seed, lock=ctx.lock, loss=ctx.loss)
 
 

@@ -21,7 +21,8 @@ CRITERIA = ("l1", "l2", "taylor")
 
 
 class PruneSettings(PassSettings):
-    """``ratio``: fraction of channels (structured) or weights (unstructured) removed at the end."""
+    """``ratio``: fraction of channels (structured) or weights (unstructured) removed at the end;
+    each of the ``steps`` is followed by ``finetune_epochs`` at ``finetune_lr_scale`` × the trial's lr."""
 
     kind: ParamOrConst = "structured"
     criterion: ParamOrConst = "l2"
@@ -29,6 +30,7 @@ class PruneSettings(PassSettings):
     scope: ParamOrConst = "layer"
     steps: ParamOrConst = 1
     finetune_epochs: ParamOrConst = 2
+    finetune_lr_scale: ParamOrConst = 1.0
 
     _kind = field_validator("kind")(lambda v: check_values(v, choices=("structured", "unstructured")))
     _criterion = field_validator("criterion")(lambda v: check_values(v, choices=CRITERIA))
@@ -36,6 +38,7 @@ class PruneSettings(PassSettings):
     _scope = field_validator("scope")(lambda v: check_values(v, choices=("layer", "global")))
     _steps = field_validator("steps")(lambda v: check_values(v, lo=1, hi=20, kind=int))
     _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _lr = field_validator("finetune_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
@@ -101,7 +104,7 @@ def _structured(model: nn.Module, s: dict[str, Any], ctx: CompressContext, examp
             _taylor_grads(model, ctx)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        finetune(model, ctx, int(s["finetune_epochs"]))
+        finetune(model, ctx, int(s["finetune_epochs"]), float(s["finetune_lr_scale"]))
     return model
 
 
@@ -136,7 +139,7 @@ def _unstructured(model: nn.Module, s: dict[str, Any], ctx: CompressContext) -> 
         for m, mask in zip(layers, masks, strict=True):
             prune.custom_from_mask(m, "weight", mask)  # keeps pruned weights at zero while fine-tuning
         model.zero_grad(set_to_none=True)
-        finetune(model, ctx, int(s["finetune_epochs"]))
+        finetune(model, ctx, int(s["finetune_epochs"]), float(s["finetune_lr_scale"]))
     for m in layers:
         prune.remove(m, "weight")  # permanent: the weight tensor itself holds the zeros
     return model

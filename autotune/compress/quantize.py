@@ -33,12 +33,16 @@ DEPLOY = ("fp32", "fp16", "int8")
 
 
 class QuantizeSettings(PassSettings):
+    """QAT fine-tunes at ``qat_lr_scale`` × the trial's lr (default 0.1: at the full rate, one QAT
+    epoch cost 3.3 accuracy points on digits)."""
+
     scheme: ParamOrConst = "linear"
     bits: ParamOrConst = 8
     symmetric: ParamOrConst = True
     granularity: ParamOrConst = "channel"
     method: ParamOrConst = "ptq"
     qat_epochs: ParamOrConst = 2
+    qat_lr_scale: ParamOrConst = 0.1
     calib_batches: ParamOrConst = 8
     deploy: ParamOrConst = "fp32"
 
@@ -48,6 +52,7 @@ class QuantizeSettings(PassSettings):
     _gran = field_validator("granularity")(lambda v: check_values(v, choices=("tensor", "channel")))
     _method = field_validator("method")(lambda v: check_values(v, choices=("ptq", "qat")))
     _qat = field_validator("qat_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _qat_lr = field_validator("qat_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
     _calib = field_validator("calib_batches")(lambda v: check_values(v, lo=1, hi=10_000, kind=int))
     _deploy = field_validator("deploy")(lambda v: check_values(v, choices=DEPLOY))
 
@@ -97,7 +102,7 @@ class QuantizePass(CompressionPass):
             layers = wrap_layers(model, s)
             calibrate(model, layers, ctx, int(s["calib_batches"]))
             if s["method"] == "qat":
-                finetune(model, ctx, int(s["qat_epochs"]))
+                finetune(model, ctx, int(s["qat_epochs"]), float(s["qat_lr_scale"]))
             for q in layers:
                 q.freeze()
         ctx.deploy_precision = deploy

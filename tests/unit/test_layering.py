@@ -47,3 +47,13 @@ def test_cli_start_does_not_import_torch_tvm_or_ray():
     code = "import sys, autotune.cli; print(sorted(m for m in ('torch','tvm','ray','optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_checking_a_compression_space_imports_neither_torch_nor_tvm():
+    space = PKG.parent / "search_spaces" / "digits_cnn_compress.yaml"
+    code = (
+        f"import sys, autotune; autotune.check({str(space)!r}, 'host'); "
+        "print(sorted(m for m in ('torch','tvm','ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
