@@ -377,7 +377,7 @@ def report(run_dir: str | Path) -> Path:
     """(Re)write ``pareto.png`` and ``report.html`` of a run; return the report's path."""
     import platform
 
-    from autotune.report import write_report
+    from autotune.reporting import write_report
 
     run, space, profile, rows = _run_inputs(run_dir)
     started = min((str(r["started_at"]) for r in rows if r.get("started_at")), default="")

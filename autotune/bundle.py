@@ -36,6 +36,9 @@ _FIGURES = (
     "peak_mem_bytes",
     "params",
     "macs",
+    "deploy_precision",
+    "sparsity",
+    "speedup_vs_uncompressed",
     "max_abs_diff",
     "target",
     "device",
@@ -89,7 +92,8 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
     target = json.loads(row.get("target") or "{}")
     checks["tvm_max_abs_diff"] = None  # a cross-compiled library loads on its device, not here
     if str(target.get("mtriple", platform.machine())).startswith(platform.machine()):
-        from autotune.numerics import check_numerics
+        from autotune.compress.fakequant import activation_bits
+        from autotune.numerics import check_numerics, tolerance_for
 
         lib = CompiledArtifact(
             path=str(out / "model.so"),
@@ -103,12 +107,19 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
             import_s=0,
             compile_s=0,
         )
-        checks["tvm_max_abs_diff"] = check_numerics(lib, model, xs, profile=task.profile).max_abs_diff
+        tol = tolerance_for(
+            task.profile, precision=str(row.get("deploy_precision") or "fp32"), act_bits=activation_bits(model)
+        )
+        checks["tvm_max_abs_diff"] = check_numerics(lib, model, xs, profile=task.profile, tolerance=tol).max_abs_diff
     record = {
         "trial": {k: row.get(k) for k in ("run", "trial_id", "status", *_FIGURES)},
         "params": cfg.params,
         "arch": cfg.arch,
         "train": cfg.train,
+        "compress": {
+            name: {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in settings.items()}
+            for name, settings in cfg.compress.items()
+        },
         "input_shape": list(task.data.input_shape),
         "num_classes": task.data.num_classes,
         "checks": checks,
@@ -137,8 +148,10 @@ Accuracy is on the run's held-out test split; latency was measured on the device
 
 ## Files
 
-- `model.onnx` — the model (input `input`, float32 {list(shape)} with a dynamic batch axis; output `logits`).
-- `model.so` — compiled by Apache TVM for the target in `params.json` / `profile.yaml` (batch 1).
+- `model.onnx` — the model (input `input`, float32 {list(shape)} with a dynamic batch axis; output `logits`);
+  a quantized model is stored with its fake quantization (float ops), as PyTorch computed it.
+- `model.so` — compiled by Apache TVM for the target in `params.json` / `profile.yaml` (batch 1), at
+  the deployed precision ({row.get("deploy_precision") or "fp32"}).
 - `params.json` — the sampled parameters, the full architecture and training settings, the figures.
 - `profile.yaml`, `space.yaml` — the device profile and search space of the run.
 

@@ -201,7 +201,7 @@ def retune(
     Raises:
         CandidateFailed: tuning, compiling or the numerical check failed.
     """
-    from autotune.export import export_program
+    from autotune.exporter import export_program
     from autotune.measure.local import measure_local
     from autotune.numerics import check_numerics, tolerance_for
 
@@ -292,7 +292,7 @@ def _uncompressed_latency(
 ) -> dict[str, Any]:
     """Compile and time the uncompressed model like the compressed one: ``latency_uncompressed_ms`` and
     ``speedup_vs_uncompressed`` (> 1: the compressed model is faster). A failure leaves them empty."""
-    from autotune.export import export_program
+    from autotune.exporter import export_program
     from autotune.measure import RUNNERS
 
     try:
@@ -353,7 +353,7 @@ def evaluate(
     import torch
     import torch_pruning as tp
 
-    from autotune.export import export_program
+    from autotune.exporter import export_program
     from autotune.measure import RUNNERS
     from autotune.numerics import check_numerics, tolerance_for
     from autotune.train import train

@@ -50,7 +50,7 @@ from rich.table import Table
 import autotune
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.measure.base import summarize_latency
 from autotune.models import build_model
 from autotune.records import CompiledArtifact

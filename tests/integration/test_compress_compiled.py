@@ -4,6 +4,7 @@ compiles and matches its PyTorch model, and a search fills the compression colum
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from autotune.compress import PASSES
 from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import compress_model, plan_compression
 from autotune.data import load_data
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.models import build_model, resolve_family
 from autotune.numerics import check_numerics, tolerance_for
 from autotune.quiet import QuietLock
@@ -176,3 +177,24 @@ def test_search_on_a_compression_space_fills_columns(tmp_path):
     header = (tmp_path / "compress" / "leaderboard.csv").read_text().splitlines()[0].split(",")
     assert {"deploy_precision", "sparsity", "speedup_vs_uncompressed", "macs_uncompressed"} <= set(header)
     assert any(h.startswith("compress.") for h in header)
+    # the compressed model is exported from its own stored module, checked at its precision
+    best = max(ok, key=lambda r: r["accuracy"])
+    out = tmp_path / "bundle"
+    assert main(["export", str(tmp_path / "compress"), best["trial_id"], "--out", str(out)]) == 0
+    record = json.loads((out / "params.json").read_text())
+    assert record["compress"]["prune"]["kind"] == best["compress.prune.kind"]
+    assert record["checks"]["tvm_max_abs_diff"] is not None
+
+
+def test_search_on_the_shipped_compression_space(tmp_path):
+    """The shipped space, two trials: every row is ok or a recorded failure, compression columns filled."""
+    args = ["search", "--space", "digits_cnn_compress", "--device", str(REPO / "tests/fixtures/host_fast.yaml")]
+    args += ["--trials", "2", "--name", "shipped", "--results-dir", str(tmp_path), "--no-early-stopping", "--seed", "1"]
+    assert main(args) == 0
+    rows = autotune.read_leaderboard(tmp_path / "shipped")
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] in ("ok", "infeasible", "failed")
+        if r["status"] != "failed":
+            assert r["deploy_precision"] in ("int8", "fp32")
+            assert r["accuracy"] is not None

@@ -12,7 +12,7 @@ import torch
 import autotune
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.numerics import check_numerics, load_vm, run_compiled
 

@@ -23,7 +23,7 @@ from autotune import emulate
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.measure import RUNNERS
 from autotune.measure.rpc import check_tracker, run_remote
 from autotune.models import MODEL_FAMILIES, build_model

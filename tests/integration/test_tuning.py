@@ -15,7 +15,7 @@ import torch
 import autotune
 from autotune.compiler import compile_artifact, resolve_target
 from autotune.errors import CandidateFailed
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.numerics import check_numerics
 from autotune.quiet import QuietLock
@@ -31,7 +31,7 @@ import dataclasses, json, sys
 import torch
 import autotune
 from autotune.compiler import compile_artifact
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.quiet import QuietLock
 from autotune.tuning import TuningRequest

@@ -57,3 +57,12 @@ def test_checking_a_compression_space_imports_neither_torch_nor_tvm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_module_shadows_a_public_api_function():
+    """Importing ``autotune.<name>`` rebinds the package attribute: a module must not share a name
+    with a function of ``autotune.__all__`` (``autotune.export`` broke that way)."""
+    import autotune
+
+    modules = {p.stem for p in PKG.glob("*.py")} | {p.name for p in PKG.iterdir() if p.is_dir()}
+    assert not modules & {n for n in autotune.__all__ if callable(getattr(autotune, n, None))}

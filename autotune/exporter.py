@@ -1,4 +1,7 @@
-"""``export_program``: a trained model → a ``torch.export`` program ready for TVM."""
+"""``export_program``: a trained model → a ``torch.export`` program ready for TVM.
+
+(Not ``export.py``: that name would shadow the ``autotune.export`` API function once imported.)
+"""
 
 from __future__ import annotations
 
