@@ -49,7 +49,7 @@ from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import compress_model, plan_compression
 from autotune.config.search_space import TRAIN_KEYS
 from autotune.errors import CandidateFailed
-from autotune.export import export_program
+from autotune.exporter import export_program
 from autotune.models import build_model
 from autotune.quiet import QuietLock
 from autotune.trial import prepare_task, worker_env
