@@ -4,7 +4,7 @@ Runs the same ``--trials``-trial search (default 20, digits_cnn on the host prof
 off so every trial's stage times are complete) once per concurrency in ``--concurrency`` (default
 1 and 2), each in a fresh embedded Ray, and reports
 
-    overhead = 1 - (sum over trials of build + train + export + import + compile + verify + measure)
+    overhead = 1 - (sum over trials of build + train + compress + export + import + compile + verify + measure)
                    / (wall time x concurrency)
 
 Wall time runs from the ``autotune.search`` call to its return, so it includes Ray's start and
@@ -35,7 +35,7 @@ from rich.table import Table
 import autotune
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("build_s", "train_s", "export_s", "import_s", "compile_s", "verify_s", "measure_s")
+STAGES = ("build_s", "train_s", "compress_s", "export_s", "import_s", "compile_s", "verify_s", "measure_s")
 
 
 def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, results: Path) -> dict[str, Any]:
