@@ -8,6 +8,7 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -317,12 +318,6 @@ def search(
         space_path, profile_path = resolve_space_path(space), resolve_profile_path(device)
     sp = load_space(space_path)
     prof = _load.load_profile(profile_path)
-    _preflight(sp, prof, profile_file=str(profile_path))
-    if not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(space_path, saved_space)
-        shutil.copyfile(profile_path, saved_profile)
-    run_json = run_dir / "run.json"
     values = {
         "trials": trials,
         "time_budget_s": time_budget_s,
@@ -334,6 +329,7 @@ def search(
         "trial_timeout_s": trial_timeout_s,
         "trial_memory_bytes": trial_memory_bytes,
     }
+    run_json = run_dir / "run.json"
     if resume and run_json.exists():  # a resumed run keeps the settings it started with
         saved = json.loads(run_json.read_text())["settings"]
         values.update({k: saved[k] for k in values if k in saved})
@@ -345,14 +341,30 @@ def search(
         enqueue=tuple(dict(p) for p in enqueue),
         **values,
     )
-    if not resume:
-        from autotune import __version__
+    fresh = not run_dir.exists()
+    # The checks that need torch and TVM run while Ray starts (both take seconds); no trial starts,
+    # and nothing is written to the run directory, before they pass.
+    with ThreadPoolExecutor(1, thread_name_prefix="autotune-preflight") as pool:
+        checked = pool.submit(_preflight, sp, prof, profile_file=str(profile_path))
 
-        record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": values}
-        run_json.write_text(json.dumps(record, indent=1) + "\n")
-    rows = run_search(sp, prof, settings, on_progress=on_progress)
-    report(run_dir)
-    return rows
+        def ready() -> None:
+            checked.result()  # re-raises the UserError of a failed check
+            if not resume:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(space_path, saved_space)
+                shutil.copyfile(profile_path, saved_profile)
+                from autotune import __version__
+
+                record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                run_json.write_text(json.dumps({**record, "settings": values}, indent=1) + "\n")
+
+        try:
+            # the report is drawn while Ray shuts down
+            return run_search(sp, prof, settings, on_progress=on_progress, ready=ready, finish=lambda: report(run_dir))
+        except UserError:
+            if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a failed check leaves no empty run behind
+            raise
 
 
 def _run_inputs(run_dir: str | Path) -> tuple[Path, SearchSpace, DeviceProfile, list[dict[str, Any]]]:

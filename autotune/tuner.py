@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -484,8 +485,15 @@ def run_search(
     settings: SearchSettings,
     *,
     on_progress: ProgressHook | None = None,
+    ready: Callable[[], None] | None = None,
+    finish: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a search and return the leaderboard rows.
+
+    Args:
+        ready: called once Ray is up, before any trial (the caller's pre-flight checks, which ran
+            meanwhile); an exception from it ends the search.
+        finish: called after the last trial, while Ray shuts down (the report).
 
     Raises:
         UserError: the run exists and ``resume`` is off, or the Ray cluster cannot be reached.
@@ -496,7 +504,6 @@ def run_search(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
     run_dir = settings.run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     board = Leaderboard(run_dir, objectives=space.objectives, metric_columns=METRICS)
     previous = board.rows()
     progress = Progress(total=settings.trials, time_budget_s=settings.time_budget_s, objectives=dict(space.objectives))
@@ -508,11 +515,22 @@ def run_search(
 
     started_ray = not ray.is_initialized()
     _init_ray(settings.address, None, profile)
+    rows: list[dict[str, Any]] | None = None
     try:
-        return _run(space, profile, settings, run_dir, board, previous, callback)
+        if ready is not None:
+            ready()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = _run(space, profile, settings, run_dir, board, previous, callback)
     finally:
-        if started_ray:
+        if rows is not None and finish is not None:
+            with ThreadPoolExecutor(1, thread_name_prefix="autotune-finish") as pool:
+                done = pool.submit(finish)
+                if started_ray:
+                    ray.shutdown()
+                done.result()
+        elif started_ray:
             ray.shutdown()
+    return rows
 
 
 def _run(
