@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 import tempfile
 import time
@@ -18,6 +19,8 @@ from autotune.config.search_space import CategoricalParam, FloatParam, IntParam,
 from autotune.errors import UserError
 from autotune.models import resolve_family
 from autotune.registry import closest
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PACKAGE_ROOT",
@@ -281,6 +284,7 @@ def search(
     trial_timeout_s: float | None = 3600.0,
     trial_memory_bytes: int | None = 8 * 2**30,
     enqueue: Sequence[Mapping[str, Any]] = (),
+    warm_start: str | Path | None = None,
     on_progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
@@ -289,6 +293,8 @@ def search(
     a forked child process; one that runs past ``trial_timeout_s`` or whose resident memory passes
     ``trial_memory_bytes`` is killed and recorded as failed with the reason (None: no limit).
     ``enqueue`` lists parameter sets (``{'arch.stages': 2, ...}``) the study evaluates first.
+    ``warm_start`` names an earlier run: its Pareto front is evaluated first and its finished
+    trials are prior observations of the new study (see ``autotune.warmstart``).
     A resumed run keeps the settings it started with (``run.json``); only ``address`` may change.
 
     Raises:
@@ -333,12 +339,27 @@ def search(
     if resume and run_json.exists():  # a resumed run keeps the settings it started with
         saved = json.loads(run_json.read_text())["settings"]
         values.update({k: saved[k] for k in values if k in saved})
+    warm = None
+    if warm_start is not None and not resume:
+        from autotune.warmstart import warm_start as _warm_start
+
+        warm = _warm_start(warm_start, sp)
+        if warm.dropped:
+            dropped = ", ".join(f"{k} ({n} trials)" for k, n in sorted(warm.dropped.items()))
+            log.warning("warm start: not in this space, or out of its range, so dropped: %s", dropped)
+        log.info(
+            "warm start from %s: %d front trials enqueued, %d finished trials as priors",
+            warm.source,
+            len(warm.enqueue),
+            len(warm.priors),
+        )
     settings = SearchSettings(
         name=name,
         results_dir=run_dir.parent,
         address=address,
         resume=resume,
-        enqueue=tuple(dict(p) for p in enqueue),
+        enqueue=tuple(dict(p) for p in enqueue) + (warm.enqueue if warm else ()),
+        priors=warm.priors if warm else (),
         **values,
     )
     fresh = not run_dir.exists()

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial (default 1)")
     s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    s.add_argument(
+        "--warm-start",
+        metavar="RUN_DIR",
+        default=None,
+        help="start from an earlier run: its Pareto front first, its finished trials as the sampler's priors",
+    )
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
     s.add_argument(
         "--trial-timeout", type=_limit(parse_duration), default=3600.0, help="kill a trial after this long (1h; none)"
@@ -235,6 +241,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 gpus_per_trial=args.gpus_per_trial,
                 trial_timeout_s=args.trial_timeout,
                 trial_memory_bytes=args.trial_memory,
+                warm_start=args.warm_start,
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from autotune.config.search_space import CategoricalParam, FloatParam, IntParam,
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PARAM_PREFIXES", "example_params", "sample_params", "split_params"]
+__all__ = ["PARAM_PREFIXES", "distribution_of", "example_params", "param_specs", "sample_params", "split_params"]
 
 #: Leaderboard columns that hold a trial's parameters start with one of these.
 PARAM_PREFIXES = ("arch.", "train.", "compress.")
@@ -86,3 +86,49 @@ def example_params(space: SearchSpace, seed: int = 0) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return sample_params(space, study.ask())
+
+
+def param_specs(space: SearchSpace) -> dict[str, Any]:
+    """Every searchable parameter by key (``arch.kernel``; per-stage ones under their base name),
+    with its distribution spec. Constants are left out."""
+    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
+    if space.compress:
+        from autotune.compress import param_sections
+
+        sections.update(param_sections(space))
+    return {
+        f"{sec}.{name}": spec
+        for sec, params in sections.items()
+        for name, spec in params.items()
+        if hasattr(spec, "type")
+    }
+
+
+def _base_key(key: str, specs: dict[str, Any]) -> str | None:
+    if key in specs:
+        return key
+    head, _, idx = key.rpartition("_")
+    if idx.isdigit() and head in specs and getattr(specs[head], "per_stage", False):
+        return head
+    return None
+
+
+def distribution_of(space: SearchSpace, key: str, value: Any) -> Any | None:
+    """The Optuna distribution that sampled ``key`` in this space, or None when the key is not a
+    parameter of the space or ``value`` is outside it (a changed space)."""
+    import optuna
+
+    specs = param_specs(space)
+    base = _base_key(key, specs)
+    if base is None:
+        return None
+    spec = specs[base]
+    if isinstance(spec, CategoricalParam):
+        return optuna.distributions.CategoricalDistribution(list(spec.choices)) if value in spec.choices else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not spec.low <= value <= spec.high:
+        return None
+    if isinstance(spec, IntParam):
+        if int(value) != value or (value - spec.low) % spec.step:
+            return None
+        return optuna.distributions.IntDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
+    return optuna.distributions.FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)

@@ -53,6 +53,7 @@ class SearchSettings:
     trial_timeout_s: float | None = 3600.0
     trial_memory_bytes: int | None = 8 * 2**30
     enqueue: tuple[dict[str, Any], ...] = ()  # parameter sets the study tries first
+    priors: tuple[dict[str, Any], ...] = ()  # finished trials of an earlier run (autotune.warmstart)
 
     @property
     def run_dir(self) -> Path:
@@ -452,6 +453,21 @@ def _open_study(space: SearchSpace, run_dir: Path) -> Any:
     return optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions, load_if_exists=True)
 
 
+def _add_priors(study: Any, priors: tuple[dict[str, Any], ...]) -> None:
+    """Add an earlier run's finished trials to the study as completed observations."""
+    import optuna
+
+    for p in priors:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=p["params"],
+                distributions=p["distributions"],
+                values=p["values"],
+                user_attrs={"warm_start": True},
+            )
+        )
+
+
 def _requeue_in_flight(study: Any) -> int:
     """Close trials a crash left RUNNING (FAIL) and enqueue their parameters to run again."""
     from optuna.trial import TrialState
@@ -573,6 +589,8 @@ def _run(
         retried = _requeue_in_flight(study) if settings.resume else 0
         for params in settings.enqueue:
             study.enqueue_trial(dict(params), skip_if_exists=True)
+        if settings.priors and not settings.resume:  # after enqueueing: the front is among them
+            _add_priors(study, settings.priors)
         remaining = settings.trials - len(previous) if settings.resume else settings.trials
         if retried:
             log.info("re-running %d trials that were in flight when the run stopped", retried)

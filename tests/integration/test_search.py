@@ -171,3 +171,27 @@ def test_search_with_tuning_fills_tuning_columns(tmp_path, repo):
     assert len(finalists) == 1 and finalists[0]["pareto_rank"] == 1
     assert finalists[0]["tuned_max_abs_diff"] < 1e-4
     assert (res / "tuning_db" / "host_tuned" / "ledger.json").exists()
+
+
+def test_warm_start_enqueues_the_earlier_front_and_adds_priors(tmp_path):
+    res = tmp_path / "results"
+    first = _cli(*search_args(res, "first", "--no-early-stopping", trials=2), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = [r for r in autotune.read_leaderboard(res / "first") if r["status"] in ("ok", "infeasible")]
+    front = [r for r in earlier if r["pareto_rank"] == 1]
+    args = search_args(res, "second", "--no-early-stopping", "--warm-start", str(res / "first"), trials=1)
+    second = _cli(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{res / 'second' / 'study.db'}")
+    priors = [t for t in study.trials if t.user_attrs.get("warm_start")]
+    assert len(priors) == len(earlier)
+    new = [t for t in study.trials if not t.user_attrs.get("warm_start") and t.state.is_finished()]
+    assert len(new) == 1
+
+    def carried(row):
+        return {
+            k: v for k, v in row.items() if k.startswith(("arch.", "train.")) and v is not None and k in new[0].params
+        }
+
+    assert any(carried(r) and all(new[0].params[k] == v for k, v in carried(r).items()) for r in front)
+    assert len(autotune.read_leaderboard(res / "second")) == 1  # priors are not re-run or re-listed
