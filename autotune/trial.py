@@ -355,6 +355,7 @@ def evaluate(
 
     from autotune.exporter import export_program
     from autotune.measure import RUNNERS
+    from autotune.measure.base import fingerprint
     from autotune.numerics import check_numerics, tolerance_for
     from autotune.train import train
 
@@ -431,6 +432,7 @@ def evaluate(
         runner = RUNNERS.get(profile.runner.kind)
         m = runner(artifact, profile, data.x_test[:1], lock=lock)
         row.update(_columns(m), timing=m.extra.get("timing", "local"))
+        row.update(fingerprint(profile.runner.kind, profile.runner.key))
         if uncompressed is not None:
             enter("measure uncompressed")
             row.update(_uncompressed_latency(uncompressed, task, work / "uncompressed", request, lock, m.latency_ms))

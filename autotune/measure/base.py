@@ -10,7 +10,7 @@ import numpy as np
 
 from autotune.registry import Registry
 
-__all__ = ["ENERGY_METERS", "RUNNERS", "EnergyMeter", "summarize_latency"]
+__all__ = ["ENERGY_METERS", "RUNNERS", "EnergyMeter", "fingerprint", "summarize_latency"]
 
 
 class EnergyMeter(Protocol):
@@ -21,6 +21,49 @@ class EnergyMeter(Protocol):
     def read_j(self) -> float:
         """Joules since an arbitrary origin (wrap-around handled by the meter)."""
         ...
+
+
+def fingerprint(runner: str, key: str | None = None) -> dict[str, Any]:
+    """Where a latency was measured, for comparing rows across runs: CPU model and frequency governor
+    of this machine (``local`` runner; an RPC device is named ``rpc:<key>``, its governor unknown),
+    and the TVM and torch versions that compiled and ran it."""
+    import functools
+    from importlib import metadata
+
+    @functools.cache
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu, governor = f"rpc:{key}", None
+    if runner == "local":
+        cpu = _cpu_model()
+        try:
+            with open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") as f:
+                governor = f.read().strip() or None
+        except OSError:
+            governor = None
+    return {
+        "cpu_model": cpu,
+        "cpu_governor": governor,
+        "tvm_version": version("apache-tvm"),
+        "torch_version": version("torch"),
+    }
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model", "Hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 #: Runners take (artifact, profile, input, lock) and return a Measurement or raise CandidateFailed.

@@ -73,6 +73,8 @@ def test_evaluate_candidate_row(tmp_path, space, profile):
         assert row["energy_mj"] == pytest.approx(profile.power.active_w * row["latency_ms"])
     assert row["params"] > 0 and row["macs"] > row["params"]
     assert row["size_bytes"] <= 4 * row["params"] and row["size_bytes"] > 0  # fp32 weights, BN folded away
+    assert row["cpu_model"] and row["tvm_version"] and row["torch_version"]  # the environment fingerprint
+    assert row["deploy_precision"] == "fp32" and row["int8_ops"] == 0 < row["compute_ops"]
     assert row["epochs"] == 6 and row["train_s"] > 0 and row["compile_s"] > 0
     assert (tmp_path / "model.so").exists() and (tmp_path / "weights.pt").exists()
 

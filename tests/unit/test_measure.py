@@ -47,3 +47,15 @@ def test_rapl_without_powercap_is_unavailable(tmp_path):
 
 def test_meter_none_means_model():
     assert open_meter("none") is None
+
+
+def test_fingerprint_names_the_measuring_machine_and_versions():
+    from autotune.measure.base import fingerprint
+
+    local = fingerprint("local")
+    assert local["cpu_model"]
+    assert local["tvm_version"] == "0.27.0.post1"
+    assert local["torch_version"].startswith("2.13")
+    remote = fingerprint("rpc", "rpi4")
+    assert remote["cpu_model"] == "rpc:rpi4"
+    assert remote["cpu_governor"] is None
