@@ -137,18 +137,34 @@ DETAIL_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+Interval = tuple[float, float]
 
 
-def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
-    """Non-dominated sorting (all objectives minimised): rank 1 is the Pareto front."""
-    n = len(points)
+def _dominates(a: Sequence[Interval], b: Sequence[Interval]) -> bool:
+    """``a`` is better somewhere and worse nowhere; better means its interval lies wholly below."""
+    better = worse = False
+    for (alo, ahi), (blo, bhi) in zip(a, b, strict=True):
+        if ahi < blo:
+            better = True
+        elif bhi < alo:
+            worse = True
+    return better and not worse
+
+
+def pareto_ranks(points: Sequence[Sequence[float | Interval]]) -> list[int]:
+    """Non-dominated sorting (all objectives minimised): rank 1 is the Pareto front.
+
+    A value is a number or an interval ``(low, high)``. One candidate beats another on an objective
+    only when its interval lies wholly below the other's; overlapping intervals tie, so two
+    candidates whose latencies cannot be told apart by their measurements share a rank.
+    """
+    iv = [[(float(v), float(v)) if not isinstance(v, tuple) else v for v in p] for p in points]
+    n = len(iv)
     ranks = [0] * n
     remaining = set(range(n))
     rank = 1
     while remaining:
-        front = {i for i in remaining if not any(_dominates(points[j], points[i]) for j in remaining if j != i)}
+        front = {i for i in remaining if not any(_dominates(iv[j], iv[i]) for j in remaining if j != i)}
         for i in front:
             ranks[i] = rank
         remaining -= front
@@ -156,16 +172,31 @@ def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
     return ranks
 
 
+def _interval(row: Mapping[str, Any], column: str, value: float) -> Interval:
+    """The measured spread of a timed value: the confidence interval of the median latency (energy
+    scaled with it); a point for everything else, and for finalists' tuned latency."""
+    lo, hi = row.get("latency_ci_low_ms"), row.get("latency_ci_high_ms")
+    lat = row.get("latency_ms")
+    if column in ("latency_ms", "energy_mj") and isinstance(lo, int | float) and isinstance(hi, int | float):
+        if column == "latency_ms":
+            return (float(min(lo, value)), float(max(hi, value)))
+        if isinstance(lat, int | float) and lat > 0:
+            return (value * lo / lat, value * hi / lat)
+    return (value, value)
+
+
 def _objective_vector(
     row: Mapping[str, Any], objectives: Mapping[str, str], columns: Mapping[str, str]
-) -> list[float] | None:
+) -> list[Interval] | None:
     vec = []
     for name, direction in objectives.items():
         column = columns.get(name, name)
-        v = row.get(_TUNED.get(column, column)) or row.get(column)  # finalists rank on their tuned figure
+        tuned = row.get(_TUNED.get(column, column))
+        v = tuned or row.get(column)  # finalists rank on their tuned figure
         if v is None or v == "" or not math.isfinite(float(v)):
             return None
-        vec.append(-float(v) if direction == "max" else float(v))
+        lo, hi = (float(v), float(v)) if tuned else _interval(row, column, float(v))
+        vec.append((-hi, -lo) if direction == "max" else (lo, hi))
     return vec
 
 
@@ -175,6 +206,10 @@ _TIMED = {"latency_ms", "latency_p90_ms", "energy_mj"}
 
 def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns: Mapping[str, str]) -> None:
     """Set ``pareto_rank`` on the ``ok`` rows (in place); other rows get none.
+
+    Ranking is noise-aware: latency (and energy, which is derived from the same timing) compare by
+    their confidence intervals of the median, so a dominance counts only when the intervals
+    separate (see ``pareto_ranks``).
 
     When the timings come from an emulated device (``timing == 'emulated'``), latency and energy
     objectives are left out of the ranking; with nothing left, no row is ranked.

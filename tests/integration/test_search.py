@@ -22,11 +22,11 @@ def _cli(*args, cwd):
 
 
 def _dominates(a, b):
-    return (
-        a["val_accuracy"] >= b["val_accuracy"]
-        and a["latency_ms"] <= b["latency_ms"]
-        and (a["val_accuracy"], a["latency_ms"]) != (b["val_accuracy"], b["latency_ms"])
-    )
+    """Noise-aware: latency counts only when the confidence intervals of the medians separate."""
+    acc_better, acc_worse = a["val_accuracy"] > b["val_accuracy"], a["val_accuracy"] < b["val_accuracy"]
+    lat_better = a["latency_ci_high_ms"] < b["latency_ci_low_ms"]
+    lat_worse = b["latency_ci_high_ms"] < a["latency_ci_low_ms"]
+    return (acc_better or lat_better) and not (acc_worse or lat_worse)
 
 
 def test_three_trial_search_end_to_end(tmp_path, repo):

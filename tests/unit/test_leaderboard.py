@@ -138,3 +138,24 @@ def test_emulated_timings_are_not_ranked(tmp_path):
     only_latency = Leaderboard(tmp_path / "b", objectives={"latency_ms": "min"}, metric_columns=METRICS)
     only_latency.add({**_row(1, 0.9, 1.0), "timing": "emulated"})
     assert read_leaderboard(tmp_path / "b")[0]["pareto_rank"] is None
+
+
+def test_overlapping_latency_intervals_tie_and_separated_ones_rank():
+    from autotune.leaderboard import rank_rows
+
+    def row(i, acc, lat, lo, hi):
+        return {"trial_id": str(i), "status": "ok", "val_accuracy": acc, "latency_ms": lat,
+                "latency_ci_low_ms": lo, "latency_ci_high_ms": hi}  # fmt: skip
+
+    rows = [
+        row(0, 0.95, 1.00, 0.98, 1.03),
+        row(1, 0.95, 1.01, 0.97, 1.05),  # slower by its median, but its interval overlaps row 0's: a tie
+        row(2, 0.95, 1.50, 1.45, 1.55),  # clearly slower at the same accuracy: dominated
+        row(3, 0.90, 1.02, 0.99, 1.04),  # less accurate, latency indistinguishable: dominated
+    ]
+    rank_rows(rows, {"accuracy": "max", "latency_ms": "min"}, {"accuracy": "val_accuracy"})
+    assert [r["pareto_rank"] for r in rows] == [1, 1, 2, 2]
+
+
+def test_interval_dominance_needs_separation():
+    assert pareto_ranks([[(1.0, 2.0)], [(1.5, 2.5)], [(3.0, 4.0)]]) == [1, 1, 2]
