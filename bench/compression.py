@@ -141,8 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
     cls = PASSES.get(name).Settings
     validated = cls.model_validate(given)  # the same checks as a search space
-    defaults = {k: f.default for k, f in cls.model_fields.items() if not f.is_required()}
-    return {**defaults, **{k: getattr(validated, k) for k in given}}
+    return {**cls.defaults(), **{k: getattr(validated, k) for k in given}}
 
 
 def _arch(args: argparse.Namespace) -> dict[str, Any]:

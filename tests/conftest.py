@@ -9,6 +9,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: A small MobileNet (2 stages, SE, hardswish) the compression tests compress.
+SMALL_MOBILENET = {"stages": 2, "depth": 1, "width_mult": 1.0, "kernel": 3, "expand": 4, "se": True, "act": "hardswish"}
+SMALL_MOBILENET |= {"stem_channels": 16, "dropout": 0.0}
+
 
 @pytest.fixture
 def write_yaml(tmp_path: Path):

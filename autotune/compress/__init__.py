@@ -74,7 +74,7 @@ def trial_settings(space: SearchSpace, params: dict[str, Any]) -> dict[str, dict
     out: dict[str, dict[str, Any]] = {}
     for name, settings in compress_settings(space).items():
         prefix = f"compress.{name}."
-        values = {k: f.default for k, f in type(settings).model_fields.items() if not f.is_required()}
+        values = type(settings).defaults()
         for k in type(settings).model_fields:
             v = getattr(settings, k)
             if not hasattr(v, "type"):  # constants (and nested settings such as the teacher)

@@ -48,6 +48,11 @@ class PassSettings(BaseModel):
 
     enabled: ParamOrConst = True
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting that has a default, with it."""
+        return {k: f.default for k, f in cls.model_fields.items() if not f.is_required()}
+
 
 def spec_values(spec: Any) -> list[Any]:
     """The values a constant or a distribution can take, as far as bounds go (low and high for ranges)."""

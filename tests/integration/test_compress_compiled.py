@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from conftest import REPO
+from conftest import SMALL_MOBILENET as ARCH
 
 import autotune
 from autotune.cli import main
@@ -23,9 +24,6 @@ from autotune.numerics import check_numerics, tolerance_for
 from autotune.quiet import QuietLock
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
-
-ARCH = {"stages": 2, "depth": 1, "width_mult": 1.0, "kernel": 3, "expand": 4, "se": True, "act": "hardswish"}
-ARCH |= {"stem_channels": 16, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +53,7 @@ def trained(digits):
 
 def _compress(model, name, settings, space, digits, tmp_path):
     cls = PASSES.get(name).Settings
-    s = {**{k: f.default for k, f in cls.model_fields.items() if not f.is_required()}, **settings}
+    s = {**cls.defaults(), **settings}
     ctx = CompressContext(space=space, data=digits, train=None, seed=0, cache_dir=tmp_path, lock=QuietLock(None))
     return compress_model(copy.deepcopy(model), plan_compression({name: s}), ctx), ctx
 

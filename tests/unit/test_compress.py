@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_MOBILENET as ARCH
 from torch import nn
 
 import autotune
@@ -26,8 +27,6 @@ from autotune.quiet import QuietLock
 from autotune.space import example_params
 
 REPO = Path(__file__).resolve().parents[2]
-ARCH = {"stages": 2, "depth": 1, "width_mult": 1.0, "kernel": 3, "expand": 4, "se": True, "act": "hardswish"}
-ARCH |= {"stem_channels": 16, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +63,7 @@ def _run(model, settings, ctx):
 
 
 def _defaults(name: str, **over):
-    cls = PASSES.get(name).Settings
-    values = {k: f.default for k, f in cls.model_fields.items() if not f.is_required()}
-    return {**values, **over}
+    return {**PASSES.get(name).Settings.defaults(), **over}
 
 
 # --- the registry contract: adding a technique means one pass and this test passing for it ---
