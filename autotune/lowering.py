@@ -81,7 +81,7 @@ def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> 
             return None
         return float(a)
 
-    def quantized(expr: relax.Call, m: dict[Any, Any]) -> tuple[relax.Expr, np.ndarray, np.ndarray] | None:
+    def quantized(m: dict[Any, Any]) -> tuple[relax.Expr, np.ndarray, np.ndarray] | None:
         sx = activation_scale(m)
         wv = m[w].value.numpy()
         sw = _weight_scale(wv, granularity) if sx is not None else None
@@ -92,7 +92,7 @@ def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> 
 
     def rewrite_conv(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
-        found = quantized(expr, m)
+        found = quantized(m)
         if found is None or str(expr.attrs.data_layout) != "NCHW" or str(expr.attrs.kernel_layout) != "OIHW":
             return expr
         if int(expr.attrs.groups) > 1 and not depthwise:
@@ -113,7 +113,7 @@ def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> 
 
     def rewrite_matmul(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
-        found = quantized(expr, m)
+        found = quantized(m)
         if found is None or m[w].value.numpy().ndim != 2:
             return expr
         xq, wq, scale = found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from autotune.config.search_space import CategoricalParam, FloatParam, IntParam, SearchSpace
@@ -9,7 +10,16 @@ from autotune.config.search_space import CategoricalParam, FloatParam, IntParam,
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["PARAM_PREFIXES", "distribution_of", "example_params", "param_specs", "sample_params", "split_params"]
+__all__ = [
+    "PARAM_PREFIXES",
+    "distribution_of",
+    "example_params",
+    "param_sections",
+    "param_specs",
+    "sample_params",
+    "spec_key",
+    "split_params",
+]
 
 #: Leaderboard columns that hold a trial's parameters start with one of these.
 PARAM_PREFIXES = ("arch.", "train.", "compress.")
@@ -36,11 +46,7 @@ def sample_params(space: SearchSpace, trial: optuna.Trial) -> dict[str, Any]:
     A parameter whose ``when`` condition does not hold is left out (inactive); constants are
     included so the record is complete. Per-stage parameters yield one key per stage.
     """
-    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
-    if space.compress:
-        from autotune.compress import param_sections
-
-        sections.update(param_sections(space))
+    sections = param_sections(space)
     out: dict[str, Any] = {}
     state: dict[str, str] = {}  # key -> "busy" | "done"
 
@@ -88,23 +94,30 @@ def example_params(space: SearchSpace, seed: int = 0) -> dict[str, Any]:
     return sample_params(space, study.ask())
 
 
+def param_sections(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Each section's parameters (constants and distributions): ``arch``, ``train`` and one
+    ``compress.<technique>`` per compression technique."""
+    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
+    if space.compress:
+        from autotune.compress import param_sections as compress_sections
+
+        sections.update(compress_sections(space))
+    return sections
+
+
 def param_specs(space: SearchSpace) -> dict[str, Any]:
     """Every searchable parameter by key (``arch.kernel``; per-stage ones under their base name),
     with its distribution spec. Constants are left out."""
-    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
-    if space.compress:
-        from autotune.compress import param_sections
-
-        sections.update(param_sections(space))
     return {
         f"{sec}.{name}": spec
-        for sec, params in sections.items()
+        for sec, params in param_sections(space).items()
         for name, spec in params.items()
         if hasattr(spec, "type")
     }
 
 
-def _base_key(key: str, specs: dict[str, Any]) -> str | None:
+def spec_key(specs: Mapping[str, Any], key: str) -> str | None:
+    """The ``param_specs`` key that samples ``key`` (``arch.kernel`` for ``arch.kernel_1``), or None."""
     if key in specs:
         return key
     head, _, idx = key.rpartition("_")
@@ -113,13 +126,12 @@ def _base_key(key: str, specs: dict[str, Any]) -> str | None:
     return None
 
 
-def distribution_of(space: SearchSpace, key: str, value: Any) -> Any | None:
-    """The Optuna distribution that sampled ``key`` in this space, or None when the key is not a
-    parameter of the space or ``value`` is outside it (a changed space)."""
+def distribution_of(specs: Mapping[str, Any], key: str, value: Any) -> Any | None:
+    """The Optuna distribution that sampled ``key`` (``specs``: a space's ``param_specs``), or None
+    when the key is not a parameter of the space or ``value`` is outside it (a changed space)."""
     import optuna
 
-    specs = param_specs(space)
-    base = _base_key(key, specs)
+    base = spec_key(specs, key)
     if base is None:
         return None
     spec = specs[base]

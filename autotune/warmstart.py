@@ -19,7 +19,7 @@ from typing import Any
 
 from autotune.config.search_space import METRICS, SearchSpace
 from autotune.errors import UserError
-from autotune.space import PARAM_PREFIXES, distribution_of
+from autotune.space import PARAM_PREFIXES, distribution_of, param_sections, param_specs, spec_key
 
 __all__ = ["WarmStart", "warm_start"]
 
@@ -47,16 +47,18 @@ def warm_start(run_dir: str | Path, space: SearchSpace) -> WarmStart:
     if not rows:
         raise UserError("the run has no finished trial to start from", file=str(run_dir), key="--warm-start")
     objectives = [(METRICS[name], direction) for name, direction in space.objectives.items()]
+    specs, sections = param_specs(space), param_sections(space)
     enqueue, priors, dropped = [], [], {}
     for row in rows:
         params, dists, lost = {}, {}, False
         for key, value in row.items():
             if not key.startswith(PARAM_PREFIXES) or value is None:
                 continue
-            dist = distribution_of(space, key, value)
+            dist = distribution_of(specs, key, value)
             if dist is None:
-                if _is_constant(space, key):
-                    continue  # a constant then and now (or a constant now): nothing to carry
+                section, _, name = key.rpartition(".")
+                if spec_key(specs, key) is None and name in sections.get(section, {}):
+                    continue  # a constant of the new space: nothing to carry
                 dropped[key] = dropped.get(key, 0) + 1
                 lost = True
                 continue
@@ -67,22 +69,3 @@ def warm_start(run_dir: str | Path, space: SearchSpace) -> WarmStart:
         if row.get("pareto_rank") == 1 and row.get("status") == "ok" and params:
             enqueue.append(params)
     return WarmStart(source=str(run), enqueue=tuple(enqueue), priors=tuple(priors), dropped=dropped)
-
-
-def _is_constant(space: SearchSpace, key: str) -> bool:
-    from autotune.space import param_specs
-
-    specs = param_specs(space)
-    base = key.rpartition("_")[0] if key.rpartition("_")[2].isdigit() else key
-    return key not in specs and base not in specs and _declared(space, key)
-
-
-def _declared(space: SearchSpace, key: str) -> bool:
-    """``key`` names a constant the new space still sets (so the earlier value is not 'dropped')."""
-    section, _, name = key.partition(".")
-    if section == "arch":
-        return name in space.arch
-    if section == "train":
-        return name in (space.train or {})
-    technique, _, setting = name.partition(".")
-    return setting in (space.compress.get(technique) or {})

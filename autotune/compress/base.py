@@ -71,7 +71,7 @@ def check_values(
     lo_open: bool = False,
     hi_open: bool = False,
     choices: Iterable[Any] | None = None,
-    kind: type | tuple[type, ...] | None = None,
+    integer: bool = False,
 ) -> Any:
     """Raise ``ValueError`` if any value ``spec`` can take is outside the bounds or the choices."""
     allowed = list(choices) if choices is not None else None
@@ -80,8 +80,8 @@ def check_values(
             if v not in allowed:
                 raise ValueError(f"{v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
             continue
-        if kind is not None and (not isinstance(v, kind) or isinstance(v, bool) and bool not in _tuple(kind)):
-            raise ValueError(f"{v!r} must be {_kind_name(kind)}")
+        if integer and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"{v!r} must be int")
         if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
             raise ValueError(f"{v!r} is not a number")
         if lo is not None and (v <= lo if lo_open else v < lo):
@@ -89,14 +89,6 @@ def check_values(
         if hi is not None and (v >= hi if hi_open else v > hi):
             raise ValueError(f"{v!r} is out of range: must be {'<' if hi_open else '<='} {hi:g}")
     return spec
-
-
-def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return " or ".join(k.__name__ for k in _tuple(kind))
 
 
 #: A training loss: (logits, inputs, labels) -> scalar tensor.

@@ -33,7 +33,7 @@ class LowRankSettings(PassSettings):
     _energy = field_validator("energy")(
         lambda v: v if v is None else check_values(v, lo=0, hi=1, lo_open=True, hi_open=True)
     )
-    _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, integer=True))
     _lr = field_validator("finetune_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
 
     @model_validator(mode="after")

@@ -36,8 +36,8 @@ class PruneSettings(PassSettings):
     _criterion = field_validator("criterion")(lambda v: check_values(v, choices=CRITERIA))
     _ratio = field_validator("ratio")(lambda v: check_values(v, lo=0, hi=1, lo_open=True, hi_open=True))
     _scope = field_validator("scope")(lambda v: check_values(v, choices=("layer", "global")))
-    _steps = field_validator("steps")(lambda v: check_values(v, lo=1, hi=20, kind=int))
-    _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _steps = field_validator("steps")(lambda v: check_values(v, lo=1, hi=20, integer=True))
+    _ft = field_validator("finetune_epochs")(lambda v: check_values(v, lo=0, hi=100, integer=True))
     _lr = field_validator("finetune_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
 
 

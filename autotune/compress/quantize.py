@@ -47,13 +47,13 @@ class QuantizeSettings(PassSettings):
     deploy: ParamOrConst = "fp32"
 
     _scheme = field_validator("scheme")(lambda v: check_values(v, choices=("linear", "log", "none")))
-    _bits = field_validator("bits")(lambda v: check_values(v, lo=2, hi=8, kind=int))
+    _bits = field_validator("bits")(lambda v: check_values(v, lo=2, hi=8, integer=True))
     _sym = field_validator("symmetric")(lambda v: check_values(v, choices=(True, False)))
     _gran = field_validator("granularity")(lambda v: check_values(v, choices=("tensor", "channel")))
     _method = field_validator("method")(lambda v: check_values(v, choices=("ptq", "qat")))
-    _qat = field_validator("qat_epochs")(lambda v: check_values(v, lo=0, hi=100, kind=int))
+    _qat = field_validator("qat_epochs")(lambda v: check_values(v, lo=0, hi=100, integer=True))
     _qat_lr = field_validator("qat_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
-    _calib = field_validator("calib_batches")(lambda v: check_values(v, lo=1, hi=10_000, kind=int))
+    _calib = field_validator("calib_batches")(lambda v: check_values(v, lo=1, hi=10_000, integer=True))
     _deploy = field_validator("deploy")(lambda v: check_values(v, choices=DEPLOY))
 
     @model_validator(mode="after")

@@ -158,12 +158,9 @@ def load_space(path: str | Path) -> SearchSpace:
 
 
 def _section_params(space: SearchSpace) -> dict[str, dict[str, Any]]:
-    sections = {"arch": dict(space.arch), "train": dict(space.train or {})}
-    if space.compress:
-        from autotune.compress import param_sections
+    from autotune.space import param_sections
 
-        sections.update(param_sections(space))
-    return sections
+    return param_sections(space)
 
 
 def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> None:

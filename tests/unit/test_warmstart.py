@@ -7,7 +7,7 @@ import pytest
 
 import autotune
 from autotune.leaderboard import write_csv
-from autotune.space import distribution_of
+from autotune.space import distribution_of, param_specs
 from autotune.warmstart import warm_start
 
 SPACE = """
@@ -57,12 +57,12 @@ def test_front_is_enqueued_and_finished_trials_are_priors(write_yaml, earlier):
 
 
 def test_distribution_checks_value_and_per_stage_keys(write_yaml):
-    space = autotune.load_space(write_yaml(SPACE))
-    assert distribution_of(space, "arch.kernel_1", 5) is not None
-    assert distribution_of(space, "arch.kernel_1", 7) is None
-    assert distribution_of(space, "arch.stages", 4) is None
-    assert distribution_of(space, "arch.nope", 1) is None
-    assert distribution_of(space, "train.lr", 0.002).log
+    specs = param_specs(autotune.load_space(write_yaml(SPACE)))
+    assert distribution_of(specs, "arch.kernel_1", 5) is not None
+    assert distribution_of(specs, "arch.kernel_1", 7) is None
+    assert distribution_of(specs, "arch.stages", 4) is None
+    assert distribution_of(specs, "arch.nope", 1) is None
+    assert distribution_of(specs, "train.lr", 0.002).log
 
 
 def test_not_a_run_is_a_clear_error(tmp_path, write_yaml):
