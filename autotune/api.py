@@ -285,6 +285,10 @@ def search(
     trial_memory_bytes: int | None = 8 * 2**30,
     enqueue: Sequence[Mapping[str, Any]] = (),
     warm_start: str | Path | None = None,
+    sampler: str = "tpe",
+    predictor: bool = True,
+    constraint_first: bool = True,
+    reference_every: int = 10,
     on_progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
@@ -295,6 +299,10 @@ def search(
     ``enqueue`` lists parameter sets (``{'arch.stages': 2, ...}``) the study evaluates first.
     ``warm_start`` names an earlier run: its Pareto front is evaluated first and its finished
     trials are prior observations of the new study (see ``autotune.warmstart``).
+    ``sampler`` is ``tpe`` (multi-objective TPE, constraint-aware; the default), ``nsga2`` or
+    ``random``. ``predictor`` and ``constraint_first`` screen candidates before training (see
+    ``autotune.trial.evaluate``); every ``reference_every`` trials the reference model is re-timed
+    to detect drift (0: never).
     A resumed run keeps the settings it started with (``run.json``); only ``address`` may change.
 
     Raises:
@@ -303,10 +311,14 @@ def search(
     """
     import shutil
 
-    from autotune.tuner import SearchSettings, run_search
+    from autotune.tuner import SAMPLERS, SearchSettings, run_search
 
     if trials < 1:
         raise UserError(f"must be >= 1, got {trials}", key="--trials")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}", key="--sampler")
+    if reference_every < 0:
+        raise UserError(f"must be >= 0, got {reference_every}", key="--reference-every")
     name = name or time.strftime("run-%Y%m%d-%H%M%S")
     run_dir = run_name_dir(results_dir, name)
     saved_space, saved_profile = run_dir / "space.yaml", run_dir / "profile.yaml"
@@ -334,6 +346,10 @@ def search(
         "gpus_per_trial": gpus_per_trial,
         "trial_timeout_s": trial_timeout_s,
         "trial_memory_bytes": trial_memory_bytes,
+        "sampler": sampler,
+        "predictor": predictor,
+        "constraint_first": constraint_first,
+        "reference_every": reference_every,
     }
     run_json = run_dir / "run.json"
     if resume and run_json.exists():  # a resumed run keeps the settings it started with

@@ -74,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         help="start from an earlier run: its Pareto front first, its finished trials as the sampler's priors",
     )
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
+    s.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe", help="Optuna sampler (default: tpe)")
+    s.add_argument(
+        "--no-predictor", action="store_true", help="no latency predictor (no latency_pred_ms, no predicted skips)"
+    )
+    s.add_argument(
+        "--no-constraint-first", action="store_true", help="never time an untrained network before training it"
+    )
+    s.add_argument(
+        "--reference-every", type=int, default=10, help="re-time the reference model every N trials (default 10; 0 off)"
+    )
     s.add_argument(
         "--trial-timeout", type=_limit(parse_duration), default=3600.0, help="kill a trial after this long (1h; none)"
     )
@@ -203,6 +213,12 @@ def _progress_renderable(p: Any) -> Any:
         keys = ("trial_id", "accuracy", "val_accuracy", "latency_ms", "energy_mj", "macs")
         best = "  ".join(f"{k}={_fmt(p.best.get(k))}" for k in keys if p.best.get(k) is not None)
         lines.append(Text.from_markup(f"[bold]best[/] {best}"))
+    if p.predictor_checked:
+        lines.append(
+            Text(f"latency predictor: {p.predictor_hit_rate:.0%} of {p.predictor_checked} predictions within ±10 %")
+        )
+    if p.drift_warning:
+        lines.append(Text.from_markup(f"[bold yellow]warning[/] {p.drift_warning}"))
     lines += [Text(f"  {tid}: {what}") for tid, what in list(p.running.items())[:8]]
     return Group(*lines)
 
@@ -242,6 +258,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                 trial_timeout_s=args.trial_timeout,
                 trial_memory_bytes=args.trial_memory,
                 warm_start=args.warm_start,
+                sampler=args.sampler,
+                predictor=not args.no_predictor,
+                constraint_first=not args.no_constraint_first,
+                reference_every=args.reference_every,
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:

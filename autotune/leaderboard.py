@@ -26,13 +26,14 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Leaderboard",
+    "flag_drift",
     "merge_leaderboards",
     "pareto_ranks",
     "read_leaderboard",
     "write_csv",
 ]
 
-SCHEMA_VERSION = 2  # 2: compression columns (deploy_precision ... compress_s)
+SCHEMA_VERSION = 3  # 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -52,6 +53,8 @@ COLUMNS: tuple[str, ...] = (
     "latency_ci_low_ms",
     "latency_ci_high_ms",
     "timing",
+    "latency_pred_ms",
+    "screened",
     "energy_mj",
     "energy_source",
     "size_bytes",
@@ -95,6 +98,9 @@ COLUMNS: tuple[str, ...] = (
     "measure_s",
     "threads",
     "load_avg",
+    "reference_latency_ms",
+    "drift",
+    "drift_flag",
     "cpu_model",
     "cpu_governor",
     "tvm_version",
@@ -134,6 +140,9 @@ DETAIL_COLUMNS: tuple[str, ...] = (
     "peak_mem_bytes",
     "params",
     "max_abs_diff",
+    "latency_pred_ms",
+    "screened",
+    "drift_flag",
 )
 
 
@@ -231,6 +240,41 @@ def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns
         rows[i]["pareto_rank"] = rank
 
 
+#: A reference re-timing further than this from the run's first one is drift.
+DRIFT_THRESHOLD = 0.10
+
+
+def flag_drift(rows: list[dict[str, Any]], threshold: float = DRIFT_THRESHOLD) -> list[dict[str, Any]]:
+    """Set ``drift`` on rows that timed the reference model (its latency over the run's first
+    reference timing, minus 1) and ``drift_flag`` on every timed row whose nearest reference timing
+    before or after it (by ``finished_at``) drifted more than ``threshold``. Returns the drifted
+    reference rows, in time order."""
+    timed = sorted(
+        (r for r in rows if isinstance(r.get("latency_ms"), int | float) or r.get("reference_latency_ms")),
+        key=lambda r: (r.get("finished_at") or "", str(r.get("trial_id"))),
+    )
+    refs = [i for i, r in enumerate(timed) if isinstance(r.get("reference_latency_ms"), int | float)]
+    for r in rows:
+        r.pop("drift", None)
+        r.pop("drift_flag", None)
+    if not refs:
+        return []
+    base = timed[refs[0]]["reference_latency_ms"]
+    drifted = set()
+    for i in refs:
+        d = timed[i]["reference_latency_ms"] / base - 1.0
+        timed[i]["drift"] = d
+        if abs(d) > threshold:
+            drifted.add(i)
+    for pos, r in enumerate(timed):
+        before = [i for i in refs if i <= pos]
+        after = [i for i in refs if i >= pos]
+        near = {before[-1]} if before else set()
+        near |= {after[0]} if after else set()
+        r["drift_flag"] = bool(near & drifted)
+    return [timed[i] for i in sorted(drifted)]
+
+
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -261,9 +305,15 @@ class Leaderboard:
     """
 
     def __init__(
-        self, run_dir: str | os.PathLike[str], *, objectives: Mapping[str, str], metric_columns: Mapping[str, str]
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        objectives: Mapping[str, str],
+        metric_columns: Mapping[str, str],
+        drift_threshold: float = DRIFT_THRESHOLD,
     ):
         self.run_dir = Path(run_dir)
+        self.drift_threshold = drift_threshold
         self.objectives = dict(objectives)
         self.metric_columns = dict(metric_columns)
         self.store = self.run_dir / "trials.jsonl"
@@ -309,6 +359,7 @@ class Leaderboard:
     def _write_csv(self) -> list[dict[str, Any]]:
         rows = self.rows()
         rank_rows(rows, self.objectives, self.metric_columns)
+        flag_drift(rows, self.drift_threshold)
         write_csv(rows, self.csv_path)
         return rows
 

@@ -30,13 +30,16 @@ from autotune.records import CompiledArtifact, TrialConfig
 from autotune.space import PARAM_PREFIXES, split_params
 
 __all__ = [
+    "Screening",
     "Task",
     "base_row",
     "evaluate",
     "load_trained_model",
     "make_trial_config",
+    "measure_reference",
     "prepare_task",
     "retune",
+    "structure_fixed",
     "violations",
     "worker_env",
 ]
@@ -306,6 +309,211 @@ def _uncompressed_latency(
     return {"latency_uncompressed_ms": m.latency_ms, "speedup_vs_uncompressed": m.latency_ms / latency_ms}
 
 
+@dataclass(frozen=True)
+class Screening:
+    """What may stop a candidate before it is trained (``evaluate``'s screen).
+
+    Attributes:
+        constraint_first: compile and time the untrained network first when a hard constraint on a
+            weight-independent metric exists and the predictor cannot already tell (see ``evaluate``).
+        predictor: a fitted ``autotune.predictor.LatencyPredictor`` (or None): every candidate gets
+            ``latency_pred_ms``; one confidently over a latency constraint is skipped.
+        history: where measurements are appended for later predictors (``predictor.history_path``).
+        key: the environment key stored with each measurement (``predictor.environment_key``).
+        skip_sigmas: a candidate is skipped as predicted-infeasible when even ``pred·exp(-k·sigma)``
+            breaks the constraint; it is timed untrained when ``pred·exp(+k·sigma)`` might.
+        reference_every: every N-th study trial (0: never) also times the fixed reference model
+            (``reference_latency_ms``, for drift detection; see ``leaderboard.flag_drift``).
+    """
+
+    constraint_first: bool = True
+    predictor: Any = None
+    history: Path | None = None
+    key: Mapping[str, Any] | None = None
+    skip_sigmas: float = 3.0
+    reference_every: int = 0
+
+
+def structure_fixed(config: TrialConfig) -> bool:
+    """True when nothing after training changes the deployed network's shape or precision (no
+    structured pruning, low-rank factorization or quantization): its latency, size and MACs are then
+    those of the untrained network."""
+    c = config.compress
+    on = {t: s for t, s in c.items() if s.get("enabled", True)}
+    if "lowrank" in on or "quantize" in on:
+        return False
+    return not ("prune" in on and on["prune"].get("kind", "structured") == "structured")
+
+
+def _weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> dict[str, tuple[float | None, float | None]]:
+    """Hard constraints on metrics that do not depend on the weights (all but accuracy)."""
+    from autotune.config.search_space import TRAINED_METRICS
+
+    out = {n: (c.min, c.max) for n, c in space.constraints.items() if n not in TRAINED_METRICS}
+    if profile.limits.memory_bytes:
+        out.setdefault("peak_mem_bytes", (None, None))
+    if profile.limits.size_bytes:
+        out.setdefault("size_bytes", (None, None))
+    return out
+
+
+def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str | None, bool]:
+    """(a violation the prediction makes near-certain, whether the prediction leaves it in doubt)."""
+    c = space.constraints.get("latency_ms")
+    if pred is None or c is None:
+        return None, True
+    lo, hi = pred.bounds(k)
+    if c.max is not None and lo > c.max:
+        return f"latency_ms~{pred.latency_ms:.6g}>{c.max:g}", False
+    if c.min is not None and hi < c.min:
+        return f"latency_ms~{pred.latency_ms:.6g}<{c.min:g}", False
+    doubt = (c.max is not None and hi > c.max) or (c.min is not None and lo < c.min)
+    return None, doubt
+
+
+def _estimates(features: Mapping[str, float]) -> dict[str, float]:
+    """Upper estimates of fp32 weight and peak memory bytes from the structure alone (weights plus
+    every activation written, all live at once; TVM's memory plan reuses storage, so it needs less)."""
+    written = sum(v for k, v in features.items() if k.startswith("out_"))
+    return {"size_bytes": 4.0 * features["params"], "peak_mem_bytes": 4.0 * (features["params"] + written)}
+
+
+def _in_doubt(
+    bounds: Mapping[str, tuple[float | None, float | None]], features: Mapping[str, float], latency_doubt: bool
+) -> bool:
+    """Whether timing the untrained network could find a violation the cheap checks cannot rule out."""
+    est = _estimates(features)
+    for name, (lo, hi) in bounds.items():
+        if name in ("macs", "params"):
+            continue  # known exactly
+        if name == "latency_ms":
+            if latency_doubt:
+                return True
+        elif name in est and lo is None:
+            if hi is None or est[name] > hi:
+                return True
+        else:
+            return True  # energy, p90, artifact size: no cheap estimate
+    return False
+
+
+def _screen(
+    model: Any,
+    features: Mapping[str, float],
+    pred: Any,
+    row: dict[str, Any],
+    task: Task,
+    screening: Screening,
+    work: Path,
+    request: Any,
+    lock: QuietLock,
+    enter: Callable[[str], None],
+) -> bool:
+    """Screen an untrained candidate (see ``evaluate``); True when it is infeasible (row filled)."""
+    from autotune.predictor import MIN_FOR_SKIP
+
+    space, profile = task.space, task.profile
+    bounds = _weight_free_bounds(space, profile)
+    if not bounds:
+        return False
+    limits = dict(space.constraints)
+    broken = [v for v in violations(row, space, profile) if v.split("=")[0] in ("macs", "params")]
+    how = "constraint-first"
+    if not broken and pred is not None and pred.samples >= MIN_FOR_SKIP:
+        sure, doubt = _predicted_violation(pred, space, screening.skip_sigmas)
+        if sure:
+            broken, how = [sure], "predicted"
+    else:
+        doubt = True
+    if not broken and screening.constraint_first and _in_doubt(bounds, features, doubt and "latency_ms" in limits):
+        from autotune.exporter import export_program
+        from autotune.measure import RUNNERS
+
+        enter("constraint-first: compile untrained")
+        with lock.shared():
+            program, _, _ = export_program(model, task.data.input_shape)
+        artifact = _compile(program, task, work / "untrained", request, lock)
+        enter("constraint-first: measure untrained")
+        m = RUNNERS.get(profile.runner.kind)(artifact, profile, task.data.x_test[:1], lock=lock)
+        probe = {**_columns(artifact), **_columns(m), "size_bytes": artifact.weights_bytes}
+        probe["timing"] = m.extra.get("timing", "local")
+        _record(screening, features, {**row, **probe})
+        broken = violations({**row, **probe}, space, profile)
+        if broken:
+            row.update(probe)
+    if not broken:
+        return False
+    row.update(status="infeasible", screened=how, violations=";".join(broken))
+    return True
+
+
+def _record(screening: Screening | None, features: Mapping[str, float] | None, row: Mapping[str, Any]) -> None:
+    if screening is None or screening.history is None or features is None or screening.key is None:
+        return
+    if not isinstance(row.get("latency_ms"), int | float) or row.get("timing") == "emulated":
+        return  # emulated timings are never latency
+    from autotune.predictor import record_measurement
+
+    record_measurement(
+        screening.history,
+        screening.key,
+        features,
+        float(row["latency_ms"]),
+        run=str(row.get("run") or ""),
+        trial_id=str(row.get("trial_id") or ""),
+    )
+
+
+def reference_model(input_shape: tuple[int, ...], num_classes: int) -> Any:
+    """The fixed network re-timed every few trials to detect drift: an MLP (512-512) over the
+    flattened input, seeded weights, so every measurement of a run times the same computation."""
+    import torch
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(0)
+    n_in = int(math.prod(input_shape))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(n_in, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()
+
+
+def measure_reference(task: Task, cache_dir: str | Path, lock: QuietLock) -> dict[str, Any]:
+    """Time the reference network on the profile's device: ``reference_latency_ms``. It is compiled
+    once per run (``<cache>/reference``, under an flock) and timed like a candidate. A failure leaves
+    the column empty (drift detection is advisory)."""
+    import fcntl
+    import json
+
+    from autotune.measure import RUNNERS
+
+    ref = Path(cache_dir) / "reference"
+    ref.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(ref / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            record = ref / "artifact.json"
+            if record.exists():
+                fields = json.loads(record.read_text())
+                artifact = CompiledArtifact(**{**fields, "input_shape": tuple(fields["input_shape"])})
+            else:
+                from autotune.exporter import export_program
+
+                model = reference_model(task.data.input_shape, task.data.num_classes)
+                with lock.shared():
+                    program, _, _ = export_program(model, task.data.input_shape)
+                artifact = _compile(program, task, ref, None, lock)
+                record.write_text(json.dumps(dataclasses.asdict(artifact)))
+        m = RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
+    except CandidateFailed as err:
+        log.warning("the reference model could not be timed: %s", err)
+        return {}
+    return {"reference_latency_ms": m.latency_ms}
+
+
 def _columns(record: Any) -> dict[str, Any]:
     """The fields of a stage record that are leaderboard columns (same names)."""
     return {k: v for k, v in dataclasses.asdict(record).items() if k in COLUMNS}
@@ -326,8 +534,16 @@ def evaluate(
     on_stage: Callable[[str], None] | None = None,
     tuning_db: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    screening: Screening | None = None,
 ) -> dict[str, Any]:
     """Build, train, compress, compile, verify and measure one candidate; return its leaderboard row.
+
+    With ``screening``, a candidate whose deployed structure is fixed before training
+    (``structure_fixed``) is screened against the hard constraints on weight-independent metrics
+    first: MACs and parameters from the built model; latency from the predictor when it is sure
+    (``status=infeasible``, ``screened=predicted``, no latency measured); otherwise, when a constraint
+    could be broken, the untrained network is compiled and timed (``screened=constraint-first``, the
+    measured figures in the row). A screened-out candidate is never trained (``train_s`` 0).
 
     A compressed candidate is checked against its compressed PyTorch model (for quantized
     activations, its fake-quantized twin, on the whole test set; see ``numerics.tolerance_for``), and
@@ -387,6 +603,19 @@ def evaluate(
             macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
         row.update(params=int(n_params), macs=int(macs), build_s=time.perf_counter() - t_build)
         ctx, plan = _compression(config, task, work, cache_dir, lock)
+        features = None
+        if screening is not None:
+            from autotune.predictor import structure_features
+
+            features = structure_features(model, data.input_shape)
+            fixed = structure_fixed(config)
+            pred = screening.predictor.predict(features) if fixed and screening.predictor is not None else None
+            if pred is not None:
+                row["latency_pred_ms"] = pred.latency_ms
+            request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
+            if fixed and _screen(model, features, pred, row, task, screening, work, request, lock, enter):
+                row.update(epochs=0, train_s=0.0, finished_at=_now())
+                return row
         if plan:
             enter("compress: prepare")
             for step, settings in plan:
@@ -411,6 +640,12 @@ def evaluate(
             model = _compress(model, plan, ctx, row)
             torch.save(model, work / "model.pt")
         deploy = _deployment(config, model)
+        if screening is not None and not structure_fixed(config):  # the deployed structure is known now
+            from autotune.predictor import structure_features
+
+            features = structure_features(model, data.input_shape, precision=deploy[0])
+            pred = screening.predictor.predict(features) if screening.predictor is not None else None
+            row["latency_pred_ms"] = pred.latency_ms if pred is not None else None
         enter("export")
         with lock.shared():
             program, exported, export_s = export_program(model, data.input_shape)
@@ -433,6 +668,7 @@ def evaluate(
         m = runner(artifact, profile, data.x_test[:1], lock=lock)
         row.update(_columns(m), timing=m.extra.get("timing", "local"))
         row.update(fingerprint(profile.runner.kind, profile.runner.key))
+        _record(screening, features, row)
         if uncompressed is not None:
             enter("measure uncompressed")
             row.update(_uncompressed_latency(uncompressed, task, work / "uncompressed", request, lock, m.latency_ms))

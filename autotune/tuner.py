@@ -28,11 +28,15 @@ from autotune.errors import UserError
 from autotune.leaderboard import SCHEMA_VERSION, Leaderboard
 from autotune.space import PARAM_PREFIXES, sample_params
 
-__all__ = ["Progress", "SearchSettings", "run_search"]
+__all__ = ["SAMPLERS", "Progress", "SearchSettings", "run_search"]
 
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "autotune"
+
+#: Optuna samplers a search may use: multi-objective TPE (default; reads the trials' constraint
+#: values, so infeasible candidates steer it away), NSGA-II, or uniform random sampling.
+SAMPLERS = ("tpe", "nsga2", "random")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ class SearchSettings:
     trial_memory_bytes: int | None = 8 * 2**30
     enqueue: tuple[dict[str, Any], ...] = ()  # parameter sets the study tries first
     priors: tuple[dict[str, Any], ...] = ()  # finished trials of an earlier run (autotune.warmstart)
+    sampler: str = "tpe"  # one of SAMPLERS
+    predictor: bool = True  # latency predictor per profile (autotune.predictor); skips sure violations
+    constraint_first: bool = True  # time untrained networks that might break a hard constraint
+    reference_every: int = 10  # re-time the reference model every N trials (0: never)
+    drift_threshold: float = 0.10  # a reference timing this far from the first is drift
 
     @property
     def run_dir(self) -> Path:
@@ -74,6 +83,9 @@ class Progress:
     infeasible: int = 0
     best: dict[str, Any] | None = None
     objectives: dict[str, str] = field(default_factory=dict)
+    predictor_hit_rate: float | None = None  # share of predictions within ±10 % of the measurement
+    predictor_checked: int = 0  # rows with both a prediction and a measurement
+    drift_warning: str | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -155,6 +167,9 @@ def _trainable(
     timeout_s: float | None,
     memory_bytes: int | None,
     tuning_db: str | None,
+    predictor: bool = True,
+    constraint_first: bool = True,
+    reference_every: int = 0,
 ) -> None:
     """Ray Tune function trainable: evaluate one candidate in a sandboxed child, reporting each epoch."""
     import ray
@@ -162,9 +177,10 @@ def _trainable(
     from ray import tune
 
     from autotune.errors import CandidateFailed
+    from autotune.predictor import environment_key, fit_history, history_path
     from autotune.quiet import QuietLock
     from autotune.sandbox import run_isolated
-    from autotune.trial import base_row, evaluate, make_trial_config, prepare_task
+    from autotune.trial import Screening, base_row, evaluate, make_trial_config, measure_reference, prepare_task
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
@@ -176,6 +192,17 @@ def _trainable(
     seed = int(config.get("seed", 0)) + int(config.get("study_trial") or 0)
     cfg = make_trial_config(params, space, trial_id=trial_id, seed=seed)
     stage = ["start"]
+    history = history_path(profile, Path(run_dir).parent)
+    key = environment_key(profile)
+    screening = Screening(
+        constraint_first=constraint_first,
+        predictor=fit_history(history, key) if predictor else None,
+        history=history,
+        key=key,
+    )
+    number = config.get("study_trial")
+    reference = bool(reference_every) and isinstance(number, int) and number % reference_every == 0
+    lock_dir = Path(run_dir) / ".quiet" / socket.gethostname()  # per machine: nodes do not disturb each other
 
     def on_message(message: tuple) -> None:  # in this (parent) process: Tune reports happen here
         if message[0] == "epoch":
@@ -186,19 +213,23 @@ def _trainable(
             tune.report({"stage": message[1]})
 
     def work(send: Any) -> dict[str, Any]:  # in the forked child
-        return evaluate(
+        lock = QuietLock(lock_dir)
+        row = evaluate(
             cfg,
             task,
             run=run,
             work_dir=Path(run_dir) / "trials" / trial_id,
-            lock=QuietLock(
-                Path(run_dir) / ".quiet" / socket.gethostname()
-            ),  # per machine: nodes do not disturb each other
+            lock=lock,
             on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
             on_stage=lambda name: send(("stage", name)),
             tuning_db=tuning_db,
             cache_dir=Path(run_dir) / "cache",
+            screening=screening,
         )
+        if reference:
+            send(("stage", "re-timing the reference model (drift check)"))
+            row.update(measure_reference(task, Path(run_dir) / "cache", lock))
+        return row
 
     row = _stored_row(run_dir, trial_id)
     if row is None:
@@ -224,6 +255,8 @@ def _violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: Devi
     out = {}
     for name, c in space.constraints.items():
         v = row.get(METRICS[name])
+        if v is None and name == "latency_ms":
+            v = row.get("latency_pred_ms")  # skipped on the prediction
         if not isinstance(v, int | float):
             out[name] = 1.0
             continue
@@ -239,7 +272,17 @@ def _violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: Devi
 # --------------------------------------------------------------------------- searcher and callback
 
 
-def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
+def _make_sampler(name: str, seed: int) -> Any:
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+
+
+def _make_searcher(space: SearchSpace, run_dir: Path, seed: int, sampler_name: str = "tpe") -> Any:
     import optuna
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
@@ -270,6 +313,10 @@ def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
                     isinstance(v, int | float) and math.isfinite(v) for v in vals
                 ):
                     self._ot_study.tell(ot_trial, vals)
+                elif result.get("status") == "infeasible":
+                    # screened out before training: no objective values, but its constraint values
+                    # are set, and TPE reads those of pruned trials (the infeasible group)
+                    self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                 else:
                     self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             else:
@@ -278,7 +325,7 @@ def _make_searcher(space: SearchSpace, run_dir: Path, seed: int) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = list(space.objectives)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+    sampler = _make_sampler(sampler_name, seed)
     storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
     return RobustOptunaSearch(
         functools.partial(_define_by_run, space=space),
@@ -303,6 +350,7 @@ class _RunCallbackBase:
     def __init__(self, *, board: Leaderboard, run: str, space: SearchSpace, profile: DeviceProfile, progress: Progress):
         self.board, self.run, self.space, self.profile = board, run, space, profile
         self.progress = progress
+        self.drift_threshold = board.drift_threshold
         self.started: dict[str, str] = {}
         self.live: dict[str, Any] = {}  # trial id -> Tune trial, while it runs
         self.on_progress: ProgressHook | None = None
@@ -328,6 +376,17 @@ class _RunCallbackBase:
         p.failed += status == "failed"
         p.pruned += status == "pruned"
         p.infeasible += status == "infeasible"
+        from autotune.leaderboard import flag_drift
+        from autotune.predictor import hit_rate
+
+        p.predictor_hit_rate, p.predictor_checked = hit_rate(rows)
+        drifted = flag_drift(list(rows), self.drift_threshold)
+        if drifted:
+            last = drifted[-1]
+            p.drift_warning = (
+                f"latency drift {last['drift']:+.0%}: the reference model timed {last['reference_latency_ms']:.4g} ms "
+                f"in trial {last['trial_id']} ({len(drifted)} drifted re-timings; affected rows have drift_flag)"
+            )
         front = [r for r in rows if r.get("pareto_rank") == 1]
         if front:
             first = next(iter(self.space.objectives))
@@ -520,7 +579,9 @@ def run_search(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
     run_dir = settings.run_dir.resolve()
-    board = Leaderboard(run_dir, objectives=space.objectives, metric_columns=METRICS)
+    board = Leaderboard(
+        run_dir, objectives=space.objectives, metric_columns=METRICS, drift_threshold=settings.drift_threshold
+    )
     previous = board.rows()
     progress = Progress(total=settings.trials, time_budget_s=settings.time_budget_s, objectives=dict(space.objectives))
     progress.done = len(previous)
@@ -574,6 +635,9 @@ def _run(
             timeout_s=settings.trial_timeout_s,
             memory_bytes=settings.trial_memory_bytes,
             tuning_db=str(_tuning_db(profile, run_dir)),
+            predictor=settings.predictor,
+            constraint_first=settings.constraint_first,
+            reference_every=settings.reference_every,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
@@ -614,7 +678,7 @@ def _run(
             trainable,
             param_space={"seed": settings.seed},
             tune_config=tune.TuneConfig(
-                search_alg=_make_searcher(space, run_dir, settings.seed),
+                search_alg=_make_searcher(space, run_dir, settings.seed, settings.sampler),
                 scheduler=scheduler,
                 num_samples=remaining,
                 max_concurrent_trials=concurrency,
