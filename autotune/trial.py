@@ -321,7 +321,7 @@ class Screening:
         history: where measurements are appended for later predictors (``predictor.history_path``).
         key: the environment key stored with each measurement (``predictor.environment_key``).
         skip_sigmas: a candidate is skipped as predicted-infeasible when even ``pred·exp(-k·sigma)``
-            breaks the constraint; it is timed untrained when ``pred·exp(+k·sigma)`` might.
+            breaks the latency constraint; it is timed untrained when ``pred·exp(±(k-1)·sigma)`` might.
         reference_every: every N-th study trial (0: never) also times the fixed reference model
             (``reference_latency_ms``, for drift detection; see ``leaderboard.flag_drift``).
     """
@@ -358,7 +358,8 @@ def _weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> dict[str,
 
 
 def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str | None, bool]:
-    """(a violation the prediction makes near-certain, whether the prediction leaves it in doubt)."""
+    """(a violation the prediction makes near-certain: even at ``k`` sigmas, whether the prediction
+    leaves one in doubt: within ``k - 1`` sigmas)."""
     c = space.constraints.get("latency_ms")
     if pred is None or c is None:
         return None, True
@@ -367,6 +368,7 @@ def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str |
         return f"latency_ms~{pred.latency_ms:.6g}>{c.max:g}", False
     if c.min is not None and hi < c.min:
         return f"latency_ms~{pred.latency_ms:.6g}<{c.min:g}", False
+    lo, hi = pred.bounds(k - 1)
     doubt = (c.max is not None and hi > c.max) or (c.min is not None and lo < c.min)
     return None, doubt
 

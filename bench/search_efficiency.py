@@ -1,0 +1,328 @@
+"""Search efficiency: how fast each search strategy finds a good accuracy/latency front, and how well
+the latency predictor predicts.
+
+Part 1, the predictor: ``--predictor-candidates`` (default 130) architectures sampled uniformly from
+the space are built untrained, compiled by TVM and timed on the profile (latency does not depend on
+the weights). The predictor (``autotune.predictor``) is fitted on the first ``--predictor-train``
+(default 100) and scored on the rest: the share predicted within ±10 % (floor 80 %, goal 90 %). These
+measurements are the profile's predictor history the ``autotune`` runs of part 2 start with, as a
+second run on a profile would.
+
+Part 2, the searches: the same ``--trials``-trial search (default 16, concurrency 2, ASHA on)
+with the space's latency constraint tightened to ``--latency-max`` ms (default 0.08: about two
+thirds of the digits space's architectures break it on this machine; the shipped 5 ms bound breaks
+none, so nothing could be screened) run for each strategy and each of ``--seeds`` (default 0 1 2):
+
+- ``autotune``: multi-objective TPE (constraint-aware) + the latency predictor + constraint-first
+- ``tpe``: the same sampler, every candidate trained (``--no-predictor --no-constraint-first``)
+- ``random``: uniform random sampling, every candidate trained
+
+Each run's hypervolume (held-out test accuracy ↑, latency ↓; feasible ``ok`` rows; reference point
+accuracy 0.5 and latency = the constraint) is computed after every finished trial against the wall
+time since the run started. Headline: the share of random sampling's wall time that autotune needs
+to reach random sampling's final hypervolume, per seed (floor ≤ 70 %, goal ≤ 50 %).
+
+Run from the repository root (about 35-45 minutes on 2 cores):
+
+    python bench/search_efficiency.py [--trials 16] [--seeds 0 1 2] [--latency-max 0.08]
+
+Prints two tables; writes ``results/bench/search_efficiency-<profile>-<YYYYMMDD>.json`` and a plot
+of hypervolume against wall time beside it (``.png``, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "autotune": {"sampler": "tpe", "predictor": True, "constraint_first": True},
+    "tpe": {"sampler": "tpe", "predictor": False, "constraint_first": False},
+    "random": {"sampler": "random", "predictor": False, "constraint_first": False},
+}
+
+
+def hypervolume(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (accuracy ↑, latency ↓) and bounded by ``ref`` (accuracy, latency)."""
+    pts = sorted((lat, acc) for acc, lat in points if acc > ref[0] and lat < ref[1])
+    area, best = 0.0, ref[0]
+    for i, (lat, acc) in enumerate(pts):  # sweep latency upwards, keeping the best accuracy so far
+        best = max(best, acc)
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref[1]
+        area += (nxt - lat) * (best - ref[0])
+    return area
+
+
+def _seconds(iso: str, t0: float) -> float:
+    return dt.datetime.fromisoformat(iso).timestamp() - t0
+
+
+def curve(rows: Sequence[Mapping[str, Any]], t0: float, ref: tuple[float, float]) -> list[tuple[float, float]]:
+    """(seconds since the run started, hypervolume of the rows finished by then), one point per row."""
+    done = sorted(rows, key=lambda r: r.get("finished_at") or "")
+    pts: list[tuple[float, float]] = []
+    out = []
+    for r in done:
+        acc, lat = r.get("accuracy"), r.get("latency_ms")
+        if r.get("status") == "ok" and isinstance(acc, int | float) and isinstance(lat, int | float):
+            pts.append((float(acc), float(lat)))
+        out.append((_seconds(r["finished_at"], t0), hypervolume(pts, ref)))
+    return out
+
+
+def time_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, hv in points if hv >= target - 1e-12), None)
+
+
+def predictor_part(space_path: Path, device: str, n: int, n_train: int, results: Path, seed: int) -> dict[str, Any]:
+    """Time ``n`` random untrained candidates; fit on ``n_train``, score the rest; keep the history."""
+    import numpy as np
+    import optuna
+    import torch
+
+    import autotune
+    from autotune.compiler import compile_artifact
+    from autotune.exporter import export_program
+    from autotune.measure.local import measure_local
+    from autotune.models import build_model
+    from autotune.predictor import (
+        LatencyPredictor,
+        environment_key,
+        history_path,
+        record_measurement,
+        structure_features,
+    )
+    from autotune.space import sample_params
+    from autotune.trial import make_trial_config, prepare_task
+
+    space, profile = autotune.load_space(space_path), autotune.load_profile(device)
+    task = prepare_task(space, profile)
+    key, hist = environment_key(profile), history_path(profile, results)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    feats, lats = [], []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="predictor-") as work:
+        for i in range(n):
+            cfg = make_trial_config(sample_params(space, study.ask()), space, trial_id=f"p{i}", seed=i)
+            torch.manual_seed(i)
+            model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes).eval()
+            f = structure_features(model, task.data.input_shape)
+            program, _, _ = export_program(model, task.data.input_shape)
+            art = compile_artifact(
+                program, profile=profile, out_dir=Path(work) / str(i), input_shape=task.data.input_shape
+            )
+            m = measure_local(art, profile, task.data.x_test[:1])
+            record_measurement(hist, key, f, m.latency_ms, run="bench-predictor", trial_id=cfg.trial_id)
+            feats.append(f)
+            lats.append(m.latency_ms)
+            print(f"  predictor data {i + 1}/{n}: {m.latency_ms:.4f} ms", file=sys.stderr, flush=True)
+    collect_s = time.perf_counter() - t0
+    pred = LatencyPredictor().fit(feats[:n_train], lats[:n_train])
+    errs = np.array([pred.predict(f).latency_ms / y - 1 for f, y in zip(feats[n_train:], lats[n_train:], strict=True)])
+    return {
+        "candidates": n,
+        "train": n_train,
+        "held_out": int(len(errs)),
+        "within_10pct": float(np.mean(np.abs(errs) <= 0.10)),
+        "within_5pct": float(np.mean(np.abs(errs) <= 0.05)),
+        "median_abs_error": float(np.median(np.abs(errs))),
+        "max_abs_error": float(np.max(np.abs(errs))),
+        "cv_sigma": pred.sigma_,
+        "latency_range_ms": [float(min(lats)), float(max(lats))],
+        "share_over_constraint": None,
+        "collect_s": collect_s,
+        "latencies_ms": lats,
+    }
+
+
+def search_part(
+    space_path: Path, device: str, strategy: str, seed: int, trials: int, concurrency: int, base: Path, history: Path
+) -> dict[str, Any]:
+    import autotune
+
+    results = base / f"{strategy}-s{seed}"
+    results.mkdir(parents=True)
+    if history.exists():  # every run starts from the same predictor history (used by 'autotune' only)
+        (results / ".predictor").mkdir()
+        shutil.copy(history, results / ".predictor" / history.name)
+    t0 = time.time()
+    rows = autotune.search(
+        str(space_path), device, name="run", results_dir=results, trials=trials, concurrency=concurrency,
+        seed=seed, reference_every=0, **STRATEGIES[strategy],
+    )  # fmt: skip
+    wall = time.time() - t0
+    statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "wall_s": wall,
+        "t0": t0,
+        "statuses": statuses,
+        "screened": sum(bool(r.get("screened")) for r in rows),
+        "train_s": sum(float(r.get("train_s") or 0) for r in rows),
+        "rows": [
+            {
+                k: r.get(k)
+                for k in (
+                    "trial_id",
+                    "status",
+                    "screened",
+                    "accuracy",
+                    "latency_ms",
+                    "latency_pred_ms",
+                    "train_s",
+                    "finished_at",
+                )
+            }
+            for r in rows
+        ],  # fmt: skip
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="digits_cnn")
+    p.add_argument("--device", default="host")
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--latency-max", type=float, default=0.08, help="the bench space's latency constraint (ms)")
+    p.add_argument("--predictor-candidates", type=int, default=130)
+    p.add_argument("--predictor-train", type=int, default=100)
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    args = p.parse_args(argv)
+    if not 0 < args.predictor_train < args.predictor_candidates:
+        p.error("--predictor-train must be between 0 and --predictor-candidates")
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
+    import autotune
+    from autotune.api import resolve_space_path
+    from autotune.predictor import history_path
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from candidate_cost import environment
+
+    profile = autotune.load_profile(args.device)
+    started = dt.datetime.now().astimezone()
+    ref = (0.5, args.latency_max)
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
+        base = Path(tmp)
+        spec = yaml.safe_load(resolve_space_path(args.space).read_text())
+        spec["constraints"] = {**spec.get("constraints", {}), "latency_ms": {"max": args.latency_max}}
+        space_path = base / "space.yaml"
+        space_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        print(f"part 1: timing {args.predictor_candidates} untrained candidates", file=sys.stderr)
+        pred = predictor_part(
+            space_path, args.device, args.predictor_candidates, args.predictor_train, base / "history", 1000
+        )
+        lats = pred.pop("latencies_ms")
+        pred["share_over_constraint"] = sum(v > args.latency_max for v in lats) / len(lats)
+        history = history_path(profile, base / "history")
+        runs = []
+        for seed in args.seeds:
+            for strategy in args.strategies:
+                print(f"part 2: {strategy}, seed {seed}", file=sys.stderr, flush=True)
+                runs.append(
+                    search_part(space_path, args.device, strategy, seed, args.trials, args.concurrency, base, history)
+                )
+    for r in runs:
+        r["curve"] = curve(r["rows"], r["t0"], ref)
+        r["final_hv"] = r["curve"][-1][1] if r["curve"] else 0.0
+    by = {(r["strategy"], r["seed"]): r for r in runs}
+    reach = []
+    for seed in args.seeds:
+        rnd, auto = by.get(("random", seed)), by.get(("autotune", seed))
+        if rnd is None or auto is None:
+            continue
+        t = time_to_reach(auto["curve"], rnd["final_hv"]) if rnd["final_hv"] > 0 else 0.0
+        reach.append({"seed": seed, "random_final_hv": rnd["final_hv"], "random_wall_s": rnd["wall_s"],
+                      "autotune_time_to_reach_s": t,
+                      "share_of_random_wall": None if t is None else t / rnd["wall_s"]})  # fmt: skip
+
+    console = Console()
+    t1 = Table(title=f"Latency predictor on {profile.name}: fitted on {pred['train']}, scored on {pred['held_out']}")
+    for col in ("within ±10 %", "within ±5 %", "median |error|", "max |error|", "CV sigma (log)", "latency range ms"):
+        t1.add_column(col, justify="right")
+    t1.add_row(
+        f"{pred['within_10pct']:.0%}", f"{pred['within_5pct']:.0%}", f"{pred['median_abs_error']:.1%}",
+        f"{pred['max_abs_error']:.0%}", f"{pred['cv_sigma']:.3f}",
+        f"{pred['latency_range_ms'][0]:.3f}-{pred['latency_range_ms'][1]:.3f}",
+    )  # fmt: skip
+    console.print(t1)
+    t2 = Table(
+        title=f"Search efficiency, {args.trials} trials, latency ≤ {args.latency_max} ms "
+        f"({pred['share_over_constraint']:.0%} of random architectures break it)"
+    )
+    for col in ("strategy", "seed", "wall s", "final HV", "ok/infeasible/pruned/failed", "screened", "train s"):
+        t2.add_column(col, justify="right")
+    for r in runs:
+        s = r["statuses"]
+        t2.add_row(
+            r["strategy"], str(r["seed"]), f"{r['wall_s']:.0f}", f"{r['final_hv']:.5f}",
+            f"{s['ok']}/{s['infeasible']}/{s['pruned']}/{s['failed']}", str(r["screened"]), f"{r['train_s']:.0f}",
+        )  # fmt: skip
+    console.print(t2)
+    for x in reach:
+        share = "not reached" if x["share_of_random_wall"] is None else f"{x['share_of_random_wall']:.0%}"
+        console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in {share} of random's wall time")
+    shares = [x["share_of_random_wall"] for x in reach]
+    median = statistics.median([s if s is not None else float("inf") for s in shares]) if shares else None
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "space": args.space,
+        "latency_max_ms": args.latency_max,
+        "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
+        "trials": args.trials,
+        "concurrency": args.concurrency,
+        "predictor": pred,
+        "runs": [{k: v for k, v in r.items() if k not in ("rows", "t0")} for r in runs],
+        "reach": reach,
+        "median_share_of_random_wall": median if median != float("inf") else None,
+        **environment(profile, profile.measure.threads),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"search_efficiency-{profile.name}-{started:%Y%m%d}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    _plot(runs, path.with_suffix(".png"), args.latency_max)
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+def _plot(runs: Sequence[Mapping[str, Any]], path: Path, latency_max: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"autotune": "tab:blue", "tpe": "tab:orange", "random": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        xs = [0.0] + [t for t, _ in r["curve"]]
+        ys = [0.0] + [hv for _, hv in r["curve"]]
+        ax.step(xs, ys, where="post", color=colors[r["strategy"]], alpha=0.8, label=f"{r['strategy']} s{r['seed']}")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel(f"hypervolume (accuracy ≥ 0.5, latency ≤ {latency_max} ms)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
