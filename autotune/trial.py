@@ -350,10 +350,10 @@ def _weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> dict[str,
     from autotune.config.search_space import TRAINED_METRICS
 
     out = {n: (c.min, c.max) for n, c in space.constraints.items() if n not in TRAINED_METRICS}
-    if profile.limits.memory_bytes:
-        out.setdefault("peak_mem_bytes", (None, None))
-    if profile.limits.size_bytes:
-        out.setdefault("size_bytes", (None, None))
+    for name, limit in (("peak_mem_bytes", profile.limits.memory_bytes), ("size_bytes", profile.limits.size_bytes)):
+        if limit:
+            lo, hi = out.get(name, (None, None))
+            out[name] = (lo, limit if hi is None else min(hi, limit))
     return out
 
 

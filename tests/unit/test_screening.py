@@ -1,0 +1,109 @@
+"""Screening before training (which candidates qualify, what the prediction decides) and drift flags."""
+
+from __future__ import annotations
+
+import pytest
+
+import autotune
+from autotune.leaderboard import flag_drift
+from autotune.predictor import Prediction
+from autotune.records import TrialConfig
+from autotune.trial import _in_doubt, _predicted_violation, _weight_free_bounds, structure_fixed
+
+
+def _cfg(compress: dict) -> TrialConfig:
+    return TrialConfig(trial_id="t", params={}, arch={}, train=None, seed=0, compress=compress)
+
+
+@pytest.mark.parametrize(
+    ("compress", "fixed"),
+    [
+        ({}, True),
+        ({"distill": {"enabled": True, "alpha": 0.5}}, True),
+        ({"prune": {"enabled": True, "kind": "unstructured", "ratio": 0.5}}, True),  # dense kernels: same shape
+        ({"prune": {"enabled": True, "kind": "structured", "ratio": 0.5}}, False),
+        ({"prune": {"enabled": False, "kind": "structured"}}, True),
+        ({"lowrank": {"enabled": True, "rank_ratio": 0.5}}, False),
+        ({"quantize": {"enabled": True, "deploy": "int8"}}, False),
+        ({"quantize": {"enabled": False}}, True),
+    ],
+)
+def test_structure_fixed(compress, fixed):
+    assert structure_fixed(_cfg(compress)) is fixed
+
+
+def _space(write_yaml, constraints: str):
+    path = write_yaml(
+        f"""
+        task: {{data: digits, model: mobilenet}}
+        arch: {{stages: 1}}
+        objectives: {{latency_ms: min}}
+        constraints: {constraints}
+        """
+    )
+    return autotune.load_space(path)
+
+
+def test_prediction_decides_only_when_sure(write_yaml):
+    space = _space(write_yaml, "{latency_ms: {max: 1.0}}")
+    sure, doubt = _predicted_violation(Prediction(3.0, 0.1, 100), space, 3.0)  # 3·e^-0.3 = 2.2 > 1
+    assert sure and sure.startswith("latency_ms~3>1") and not doubt
+    sure, doubt = _predicted_violation(Prediction(0.3, 0.1, 100), space, 3.0)  # 0.3·e^0.2 < 1: clearly fine
+    assert sure is None and not doubt
+    sure, doubt = _predicted_violation(Prediction(0.9, 0.1, 100), space, 3.0)  # near the bound
+    assert sure is None and doubt
+    assert _predicted_violation(None, space, 3.0) == (None, True)
+
+
+def test_lower_bounds_are_screened_too(write_yaml):
+    space = _space(write_yaml, "{latency_ms: {min: 1.0}}")
+    sure, _ = _predicted_violation(Prediction(0.1, 0.1, 100), space, 3.0)
+    assert sure and "<1" in sure
+
+
+def test_cheap_estimates_rule_out_memory_limits(write_yaml):
+    host = autotune.load_profile("host")  # limits.memory_bytes: 1 GiB
+    space = _space(write_yaml, "{}")
+    bounds = _weight_free_bounds(space, host)
+    assert set(bounds) == {"peak_mem_bytes"}
+    small = {"params": 1e4, "out_conv3": 1e4}
+    assert not _in_doubt(bounds, small, latency_doubt=False)  # 80 KB against 1 GiB: no need to time it
+    huge = {"params": 3e8, "out_conv3": 1e4}
+    assert _in_doubt(bounds, huge, latency_doubt=False)
+    assert _in_doubt({"energy_mj": (None, 1.0)}, small, latency_doubt=False)  # no cheap estimate
+    assert _in_doubt({"latency_ms": (None, 1.0)}, small, latency_doubt=True)
+    assert not _in_doubt({"latency_ms": (None, 1.0), "macs": (None, 5.0)}, small, latency_doubt=False)
+
+
+def _row(i: int, ref: float | None = None, latency: float | None = 1.0) -> dict:
+    r = {"trial_id": f"t{i}", "finished_at": f"2026-01-01T00:00:{i:02d}+00:00", "latency_ms": latency}
+    if ref is not None:
+        r["reference_latency_ms"] = ref
+    return r
+
+
+def test_drift_flags_rows_next_to_a_drifted_reference():
+    rows = [
+        _row(0, ref=1.0),
+        _row(1),
+        _row(2),
+        _row(3, ref=1.02),  # within 10 %
+        _row(4),
+        _row(5, ref=1.3),  # drifted
+        _row(6),
+        _row(7, ref=1.01),  # back
+        _row(8),
+        _row(9, latency=None),  # failed: nothing timed
+    ]
+    drifted = flag_drift(rows, 0.10)
+    assert [r["trial_id"] for r in drifted] == ["t5"]
+    assert rows[5]["drift"] == pytest.approx(0.3) and rows[3]["drift"] == pytest.approx(0.02)
+    flagged = [r["trial_id"] for r in rows if r.get("drift_flag")]
+    assert flagged == ["t4", "t5", "t6"]  # measured between the last good reference and the next one
+    assert rows[8]["drift_flag"] is False and "drift_flag" not in rows[9]
+
+
+def test_no_reference_no_drift_columns():
+    rows = [_row(0), _row(1)]
+    assert flag_drift(rows) == []
+    assert all("drift_flag" not in r for r in rows)
