@@ -8,6 +8,7 @@ import logging
 import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -443,6 +444,14 @@ def report(run_dir: str | Path) -> Path:
         "host": f"{platform.node()} ({platform.machine()}, {platform.python_version()})",
         "leaderboard": str(run / "leaderboard.csv"),
     }
+    from autotune.predictor import hit_rate
+
+    rate, checked = hit_rate(rows)
+    if checked:
+        facts["latency predictor"] = f"{rate:.0%} of {checked} predictions within ±10 % of the measured latency"
+    screened = Counter(str(r["screened"]) for r in rows if r.get("screened"))
+    if screened:
+        facts["screened out before training"] = ", ".join(f"{n} {how}" for how, n in sorted(screened.items()))
     return write_report(run, rows, objectives=space.objectives, title=f"autotune run {run.name}", facts=facts)
 
 

@@ -124,6 +124,7 @@ class LatencyPredictor:
         self.names_: list[str] = []
         self.sigma_: float = math.inf
         self.samples_: int = 0
+        self.range_: tuple[float, float] | None = None  # smallest and largest latency measured
         self._model: tuple[Any, Any, Any] | None = None
 
     def _matrix(self, features: Iterable[Mapping[str, float]]) -> Any:
@@ -165,6 +166,7 @@ class LatencyPredictor:
         feats = [features[i] for i in keep]
         y = y[keep]
         self.samples_ = len(y)
+        self.range_ = (float(y.min()), float(y.max())) if len(y) else None
         self.names_ = sorted({k for f in feats for k in f})
         if self.samples_ < MIN_TO_PREDICT:
             self._model = None
@@ -262,10 +264,24 @@ def load_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> list[d
     return out
 
 
+#: Most recent comparable measurements a predictor is fitted on.
+MAX_HISTORY = 2000
+_FITTED: dict[tuple[str, str], tuple[int, LatencyPredictor]] = {}
+
+
 def fit_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> LatencyPredictor:
-    """A predictor fitted on the comparable history (unfitted when there is none)."""
-    recs = load_history(path, key)
-    return LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
+    """A predictor fitted on the comparable history (the latest ``MAX_HISTORY`` measurements;
+    unfitted when there are none). A process refits when the history grew: always while it is
+    short, past 200 measurements once it grew by 5 %."""
+    recs = load_history(path, key)[-MAX_HISTORY:]
+    cache = (str(path), json.dumps(dict(key), sort_keys=True))
+    n = len(recs)
+    done = _FITTED.get(cache)
+    if done is not None and (done[0] == n or (n > 200 and n < done[0] * 1.05)):
+        return done[1]
+    fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
+    _FITTED[cache] = (n, fitted)
+    return fitted
 
 
 def hit_rate(rows: Iterable[Mapping[str, Any]], within: float = 0.10) -> tuple[float | None, int]:

@@ -113,6 +113,17 @@ def write_report(
     top = ranked[:15]
     params = sorted({k for r in top for k in r if k.startswith(PARAM_PREFIXES)})
     failures = [r for r in rows if r.get("status") == "failed"]
+    refs = [r for r in rows if isinstance(r.get("drift"), int | float)]
+    drifted = [r for r in rows if r.get("drift_flag")]
+    drift_note = ""
+    if drifted:
+        worst = max(refs, key=lambda r: abs(r["drift"]))
+        drift_note = (
+            f'<p id="drift" class="err">Warning: latency drift. The reference model, re-timed {len(refs)} times, '
+            f"moved up to {worst['drift']:+.0%} from its first timing (trial {html.escape(str(worst['trial_id']))}); "
+            f"{len(drifted)} rows measured around a drifted re-timing have <code>drift_flag</code> set: "
+            "compare their latencies with care.</p>"
+        )
     summary = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
     )
@@ -125,6 +136,7 @@ def write_report(
 <p id="counts">{len(rows)} trials: {html.escape(status)}. Objectives: {html.escape(objective_text)}
 (accuracy is optimised on validation data and reported on the held-out test split).</p>
 <table id="summary">{summary}</table>
+{drift_note}
 <h2>Accuracy against latency</h2>
 <p>The front is ranked on validation accuracy; the tables give the held-out test accuracy as
 <code>accuracy</code>, which no part of the search selected on.</p>

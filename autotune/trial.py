@@ -322,8 +322,8 @@ class Screening:
         key: the environment key stored with each measurement (``predictor.environment_key``).
         skip_sigmas: a candidate is skipped as predicted-infeasible when even ``pred·exp(-k·sigma)``
             breaks the latency constraint; it is timed untrained when ``pred·exp(±(k-1)·sigma)`` might.
-        reference_every: every N-th study trial (0: never) also times the fixed reference model
-            (``reference_latency_ms``, for drift detection; see ``leaderboard.flag_drift``).
+        seen: the smallest and largest comparable latency measured so far (None: none); decides
+            whether to time an untrained network when there is no prediction.
     """
 
     constraint_first: bool = True
@@ -331,7 +331,7 @@ class Screening:
     history: Path | None = None
     key: Mapping[str, Any] | None = None
     skip_sigmas: float = 3.0
-    reference_every: int = 0
+    seen: tuple[float, float] | None = None
 
 
 def structure_fixed(config: TrialConfig) -> bool:
@@ -399,6 +399,19 @@ def _in_doubt(
     return False
 
 
+def _doubt_without_prediction(seen: tuple[float, float] | None, space: SearchSpace) -> bool:
+    """Without a prediction: a latency bound is in doubt when nothing comparable was measured yet
+    (the first candidate on a profile is timed untrained), or once a measurement (``seen``: the
+    smallest and largest) came within a factor 2 of it. A bound far from every latency seen costs no
+    untrained timing."""
+    c = space.constraints.get("latency_ms")
+    if c is None:
+        return False
+    if seen is None:
+        return True
+    return (c.max is not None and seen[1] > c.max / 2) or (c.min is not None and seen[0] < c.min * 2)
+
+
 def _screen(
     model: Any,
     features: Mapping[str, float],
@@ -420,13 +433,13 @@ def _screen(
         return False
     limits = dict(space.constraints)
     broken = [v for v in violations(row, space, profile) if v.split("=")[0] in ("macs", "params")]
-    how = "constraint-first"
-    if not broken and pred is not None and pred.samples >= MIN_FOR_SKIP:
+    how, doubt = "constraint-first", _doubt_without_prediction(screening.seen, space)
+    if not broken and pred is not None:
         sure, doubt = _predicted_violation(pred, space, screening.skip_sigmas)
-        if sure:
+        if sure and pred.samples >= MIN_FOR_SKIP:
             broken, how = [sure], "predicted"
-    else:
-        doubt = True
+        elif sure:
+            doubt = True  # too few measurements to skip on a prediction: time it
     if not broken and screening.constraint_first and _in_doubt(bounds, features, doubt and "latency_ms" in limits):
         from autotune.exporter import export_program
         from autotune.measure import RUNNERS

@@ -194,11 +194,13 @@ def _trainable(
     stage = ["start"]
     history = history_path(profile, Path(run_dir).parent)
     key = environment_key(profile)
+    fitted = fit_history(history, key)
     screening = Screening(
         constraint_first=constraint_first,
-        predictor=fit_history(history, key) if predictor else None,
+        predictor=fitted if predictor else None,
         history=history,
         key=key,
+        seen=fitted.range_,
     )
     number = config.get("study_trial")
     reference = bool(reference_every) and isinstance(number, int) and number % reference_every == 0

@@ -138,3 +138,19 @@ def test_real_models_give_finite_features():
     f = structure_features(model, (1, 8, 8))
     assert all(math.isfinite(v) and v >= 0 for v in f.values())
     assert f["n_dw3"] >= 2 and f["macs_linear"] > 0
+
+
+def test_fit_history_refits_when_the_history_grows(tmp_path):
+    from autotune.predictor import fit_history
+
+    path = tmp_path / "h.jsonl"
+    key = {"profile": "p"}
+    feats, lats = _synthetic(12)
+    for f, y in zip(feats[:10], lats[:10], strict=True):
+        record_measurement(path, key, f, y)
+    first = fit_history(path, key)
+    assert first.samples_ == 10 and first.range_ == (min(lats[:10]), max(lats[:10]))
+    assert fit_history(path, key) is first  # nothing new: the same fit
+    record_measurement(path, key, feats[10], lats[10])
+    assert fit_history(path, key).samples_ == 11
+    assert fit_history(tmp_path / "none.jsonl", key).range_ is None

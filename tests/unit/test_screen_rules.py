@@ -107,3 +107,13 @@ def test_no_reference_no_drift_columns():
     rows = [_row(0), _row(1)]
     assert flag_drift(rows) == []
     assert all("drift_flag" not in r for r in rows)
+
+
+def test_without_a_prediction_only_a_near_bound_is_timed(write_yaml):
+    from autotune.trial import _doubt_without_prediction
+
+    space = _space(write_yaml, "{latency_ms: {max: 5.0}}")
+    assert _doubt_without_prediction(None, space)  # nothing measured on this profile yet
+    assert not _doubt_without_prediction((0.01, 0.6), space)  # every latency far below the bound
+    assert _doubt_without_prediction((0.01, 3.0), space)  # within a factor 2
+    assert not _doubt_without_prediction((0.01, 3.0), _space(write_yaml, "{macs: {max: 5}}"))
