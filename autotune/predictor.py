@@ -119,7 +119,7 @@ class Prediction:
 class LatencyPredictor:
     """Per-operator costs (ridge on relative error) with a boosted log correction; see the module doc."""
 
-    def __init__(self, alpha: float = 1e-3) -> None:
+    def __init__(self, alpha: float = 1e-4) -> None:
         self.alpha = alpha
         self.names_: list[str] = []
         self.sigma_: float = math.inf
@@ -143,7 +143,7 @@ class LatencyPredictor:
         if len(y) >= MIN_FOR_BOOST:
             base = np.maximum(ridge.predict(x / scale), 1e-6)
             boost = GradientBoostingRegressor(
-                n_estimators=200, max_depth=2, learning_rate=0.05, subsample=0.8, random_state=0
+                n_estimators=60, max_depth=2, learning_rate=0.15, subsample=0.8, random_state=0
             ).fit(np.log1p(np.maximum(x, 0)), np.log(y / base))
         return scale, ridge, boost
 
