@@ -324,6 +324,7 @@ class Screening:
             breaks the latency constraint; it is timed untrained when ``pred·exp(±(k-1)·sigma)`` might.
         seen: the smallest and largest comparable latency measured so far (None: none); decides
             whether to time an untrained network when there is no prediction.
+        fit_s: seconds spent fitting ``predictor`` (added to the row's ``screen_s``).
     """
 
     constraint_first: bool = True
@@ -332,6 +333,7 @@ class Screening:
     key: Mapping[str, Any] | None = None
     skip_sigmas: float = 3.0
     seen: tuple[float, float] | None = None
+    fit_s: float = 0.0
 
 
 def structure_fixed(config: TrialConfig) -> bool:
@@ -359,7 +361,7 @@ def _weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> dict[str,
 
 def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str | None, bool]:
     """(a violation the prediction makes near-certain: even at ``k`` sigmas, whether the prediction
-    leaves one in doubt: within ``k - 1`` sigmas)."""
+    leaves one in doubt: the bound within ``k - 1`` sigmas of it, or within a factor 2)."""
     c = space.constraints.get("latency_ms")
     if pred is None or c is None:
         return None, True
@@ -368,8 +370,10 @@ def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str |
         return f"latency_ms~{pred.latency_ms:.6g}>{c.max:g}", False
     if c.min is not None and hi < c.min:
         return f"latency_ms~{pred.latency_ms:.6g}<{c.min:g}", False
-    lo, hi = pred.bounds(k - 1)
-    doubt = (c.max is not None and hi > c.max) or (c.min is not None and lo < c.min)
+    factor = min(math.exp((k - 1) * pred.sigma), 2.0)  # a young predictor's wide sigma: as if none (2x)
+    doubt = (c.max is not None and pred.latency_ms * factor > c.max) or (
+        c.min is not None and pred.latency_ms / factor < c.min
+    )
     return None, doubt
 
 
@@ -622,13 +626,16 @@ def evaluate(
         if screening is not None:
             from autotune.predictor import structure_features
 
+            t_screen, waited0 = time.perf_counter(), lock.waited_s
             features = structure_features(model, data.input_shape)
             fixed = structure_fixed(config)
             pred = screening.predictor.predict(features) if fixed and screening.predictor is not None else None
             if pred is not None:
                 row["latency_pred_ms"] = pred.latency_ms
             request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
-            if fixed and _screen(model, features, pred, row, task, screening, work, request, lock, enter):
+            out = fixed and _screen(model, features, pred, row, task, screening, work, request, lock, enter)
+            row["screen_s"] = screening.fit_s + time.perf_counter() - t_screen - (lock.waited_s - waited0)
+            if out:
                 row.update(epochs=0, train_s=0.0, finished_at=_now())
                 return row
         if plan:

@@ -148,7 +148,7 @@ def _warm_imports(with_compression: bool) -> None:
 
     names = ["tvm", "tvm.relax", "tvm.relax.frontend.torch", "autotune.compiler", "autotune.numerics"]
     names += ["autotune.measure.local", "autotune.measure.rpc", "autotune.exporter", "autotune.train"]
-    names += ["torch_pruning"] + (
+    names += ["torch_pruning", "sklearn.linear_model", "sklearn.ensemble"] + (
         ["autotune.compress.pipeline", "autotune.compress.fakequant"] if with_compression else []
     )
     for name in names:
@@ -194,8 +194,10 @@ def _trainable(
     stage = ["start"]
     history = history_path(profile, Path(run_dir).parent)
     key = environment_key(profile)
+    t_fit = time.perf_counter()
     fitted = fit_history(history, key)
     screening = Screening(
+        fit_s=time.perf_counter() - t_fit,
         constraint_first=constraint_first,
         predictor=fitted if predictor else None,
         history=history,
@@ -216,6 +218,7 @@ def _trainable(
 
     def work(send: Any) -> dict[str, Any]:  # in the forked child
         lock = QuietLock(lock_dir)
+        waited0 = 0.0
         row = evaluate(
             cfg,
             task,
@@ -228,9 +231,12 @@ def _trainable(
             cache_dir=Path(run_dir) / "cache",
             screening=screening,
         )
+        waited0 = lock.waited_s
         if reference:
             send(("stage", "re-timing the reference model (drift check)"))
+            t0 = time.perf_counter()
             row.update(measure_reference(task, Path(run_dir) / "cache", lock))
+            row["reference_s"] = time.perf_counter() - t0 - (lock.waited_s - waited0)
         return row
 
     row = _stored_row(run_dir, trial_id)

@@ -4,8 +4,8 @@ Runs the same ``--trials``-trial search (default 20, digits_cnn on the host prof
 off so every trial's stage times are complete) once per concurrency in ``--concurrency`` (default
 1 and 2), each in a fresh embedded Ray, and reports
 
-    overhead = 1 - (sum over trials of build + train + compress + export + import + compile + verify + measure)
-                   / (wall time x concurrency)
+    overhead = 1 - (sum over trials of build + screen + train + compress + export + import + compile
+                    + verify + measure + reference re-timing) / (wall time x concurrency)
 
 Wall time runs from the ``autotune.search`` call to its return, so it includes Ray's start and
 shutdown, the pre-flight checks, worker start-up and imports, the forked trial sandboxes, Tune's
@@ -35,7 +35,8 @@ from rich.table import Table
 import autotune
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("build_s", "train_s", "compress_s", "export_s", "import_s", "compile_s", "verify_s", "measure_s")
+STAGES = ("build_s", "screen_s", "train_s", "compress_s", "export_s", "import_s", "compile_s", "verify_s", "measure_s")
+STAGES += ("reference_s",)  # the drift check's re-timing: measurement work, not orchestration
 
 
 def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, results: Path) -> dict[str, Any]:

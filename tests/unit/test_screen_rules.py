@@ -117,3 +117,10 @@ def test_without_a_prediction_only_a_near_bound_is_timed(write_yaml):
     assert not _doubt_without_prediction((0.01, 0.6), space)  # every latency far below the bound
     assert _doubt_without_prediction((0.01, 3.0), space)  # within a factor 2
     assert not _doubt_without_prediction((0.01, 3.0), _space(write_yaml, "{macs: {max: 5}}"))
+
+
+def test_an_unsure_predictor_doubts_only_near_the_bound(write_yaml):
+    space = _space(write_yaml, "{latency_ms: {max: 5.0}}")
+    # sigma 1.5: e^(2·1.5) = 20x would put a 0.6 ms network "near" 5 ms; the doubt factor stays 2
+    assert _predicted_violation(Prediction(0.6, 1.5, 10), space, 3.0) == (None, False)
+    assert _predicted_violation(Prediction(3.0, 1.5, 10), space, 3.0) == (None, True)
