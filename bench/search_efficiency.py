@@ -9,7 +9,7 @@ and, since that held-out set is small, the same over 20 random splits of the sam
 measurements are the profile's predictor history the ``autotune`` runs of part 2 start with, as a
 second run on a profile would.
 
-Part 2, the searches: the same ``--trials``-trial search (default 16, concurrency 2, ASHA on)
+Part 2, the searches: the same ``--trials``-trial search (default 24, concurrency 2, ASHA on)
 with the space's latency constraint tightened to ``--latency-max`` ms (default 0.08: about two
 thirds of the digits space's architectures break it on this machine; the shipped 5 ms bound breaks
 none, so nothing could be screened) run for each strategy and each of ``--seeds`` (default 0 1 2):
@@ -23,12 +23,14 @@ accuracy 0.5 and latency = the constraint) is computed after every finished tria
 time since the run started. Headline: the share of random sampling's wall time that autotune needs
 to reach random sampling's final hypervolume, per seed (floor ≤ 70 %, goal ≤ 50 %).
 
-Run from the repository root (about 35-45 minutes on 2 cores):
+Run from the repository root (about 30 minutes on 2 cores):
 
-    python bench/search_efficiency.py [--trials 16] [--seeds 0 1 2] [--latency-max 0.08]
+    python bench/search_efficiency.py [--trials 24] [--seeds 0 1 2] [--latency-max 0.08]
 
+Also reported: the same for the seed-averaged hypervolume curves (against random's mean wall time).
 Prints two tables; writes ``results/bench/search_efficiency-<profile>-<YYYYMMDD>.json`` and a plot
-of hypervolume against wall time beside it (``.png``, not committed).
+of hypervolume against wall time beside it (``.png``, not committed). ``--summarize JSON`` re-prints
+a saved result (recomputing the summary figures from its curves).
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="digits_cnn")
     p.add_argument("--device", default="host")
-    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--trials", type=int, default=24)
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--latency-max", type=float, default=0.08, help="the bench space's latency constraint (ms)")
@@ -216,7 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictor-train", type=int, default=100)
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    p.add_argument("--summarize", type=Path, metavar="JSON", help="re-print (and update) a saved result; no runs")
     args = p.parse_args(argv)
+    if args.summarize:
+        report = json.loads(args.summarize.read_text())
+        summarize(report)
+        args.summarize.write_text(json.dumps(report, indent=1) + "\n")
+        return
     if not 0 < args.predictor_train < args.predictor_candidates:
         p.error("--predictor-train must be between 0 and --predictor-candidates")
     os.environ.setdefault("TVM_NUM_THREADS", "1")
@@ -254,9 +262,45 @@ def main(argv: list[str] | None = None) -> None:
     for r in runs:
         r["curve"] = curve(r["rows"], r["t0"], ref)
         r["final_hv"] = r["curve"][-1][1] if r["curve"] else 0.0
+    report = {
+        "date": started.isoformat(timespec="seconds"),
+        "space": args.space,
+        "latency_max_ms": args.latency_max,
+        "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
+        "trials": args.trials,
+        "concurrency": args.concurrency,
+        "predictor": pred,
+        "runs": [{k: v for k, v in r.items() if k not in ("rows", "t0")} for r in runs],
+        **environment(profile, profile.measure.threads),
+    }
+    summarize(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"search_efficiency-{profile.name}-{started:%Y%m%d}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    _plot(report["runs"], path.with_suffix(".png"), args.latency_max)
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+
+
+def _mean_curve(curves: Sequence[Sequence[Sequence[float]]], grid: Sequence[float]) -> list[float]:
+    """The seeds' hypervolume curves averaged at each time of ``grid`` (a run's last value holds on)."""
+
+    def at(c: Sequence[Sequence[float]], t: float) -> float:
+        return max((hv for tt, hv in c if tt <= t), default=0.0)
+
+    return [statistics.fmean(at(c, t) for c in curves) for t in grid]
+
+
+def summarize(report: dict[str, Any]) -> None:
+    """Add the headline figures to ``report`` (in place) and print the tables.
+
+    Per seed: when autotune's hypervolume first reaches random sampling's final one, as a share of
+    random's wall time. Over seeds: the same for the seed-averaged curves, against random's mean
+    wall time (one number for the floor, less noisy than any one seed)."""
+    runs, pred = report["runs"], report["predictor"]
     by = {(r["strategy"], r["seed"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs})
     reach = []
-    for seed in args.seeds:
+    for seed in seeds:
         rnd, auto = by.get(("random", seed)), by.get(("autotune", seed))
         if rnd is None or auto is None:
             continue
@@ -264,9 +308,26 @@ def main(argv: list[str] | None = None) -> None:
         reach.append({"seed": seed, "random_final_hv": rnd["final_hv"], "random_wall_s": rnd["wall_s"],
                       "autotune_time_to_reach_s": t,
                       "share_of_random_wall": None if t is None else t / rnd["wall_s"]})  # fmt: skip
+    report["reach"] = reach
+    shares = [x["share_of_random_wall"] for x in reach]
+    median = statistics.median([s if s is not None else float("inf") for s in shares]) if shares else None
+    report["median_share_of_random_wall"] = median if median != float("inf") else None
+    averaged: dict[str, Any] = {}
+    strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in runs)]
+    if "random" in strategies:
+        horizon = max(r["wall_s"] for r in runs)
+        grid = [horizon * i / 2000 for i in range(2001)]
+        mean = {s: _mean_curve([r["curve"] for r in runs if r["strategy"] == s], grid) for s in strategies}
+        walls = {s: statistics.fmean(r["wall_s"] for r in runs if r["strategy"] == s) for s in strategies}
+        target = mean["random"][-1]
+        for s in strategies:
+            t = next((g for g, hv in zip(grid, mean[s], strict=True) if hv >= target - 1e-12), None)
+            averaged[s] = {"mean_final_hv": mean[s][-1], "mean_wall_s": walls[s], "time_to_random_final_s": t,
+                           "share_of_random_wall": None if t is None else t / walls["random"]}  # fmt: skip
+    report["seed_averaged"] = averaged
 
     console = Console()
-    t1 = Table(title=f"Latency predictor on {profile.name}: fitted on {pred['train']}, scored on {pred['held_out']}")
+    t1 = Table(title=f"Latency predictor: fitted on {pred['train']}, scored on {pred['held_out']}")
     cols = ("within ±10 %", "same, 20 random splits", "within ±5 %", "median |error|", "max |error|", "CV sigma")
     for col in cols:
         t1.add_column(col, justify="right")
@@ -279,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     console.print(t1)
     t2 = Table(
-        title=f"Search efficiency, {args.trials} trials, latency ≤ {args.latency_max} ms "
+        title=f"Search efficiency, {report['trials']} trials, latency ≤ {report['latency_max_ms']} ms "
         f"({pred['share_over_constraint']:.0%} of random architectures break it)"
     )
     for col in ("strategy", "seed", "wall s", "final HV", "ok/infeasible/pruned/failed", "screened", "train s"):
@@ -291,29 +352,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{s['ok']}/{s['infeasible']}/{s['pruned']}/{s['failed']}", str(r["screened"]), f"{r['train_s']:.0f}",
         )  # fmt: skip
     console.print(t2)
+
+    def pct(v: float | None) -> str:
+        return "not reached" if v is None else f"{v:.0%}"
+
     for x in reach:
-        share = "not reached" if x["share_of_random_wall"] is None else f"{x['share_of_random_wall']:.0%}"
-        console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in {share} of random's wall time")
-    shares = [x["share_of_random_wall"] for x in reach]
-    median = statistics.median([s if s is not None else float("inf") for s in shares]) if shares else None
-    report = {
-        "date": started.isoformat(timespec="seconds"),
-        "space": args.space,
-        "latency_max_ms": args.latency_max,
-        "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
-        "trials": args.trials,
-        "concurrency": args.concurrency,
-        "predictor": pred,
-        "runs": [{k: v for k, v in r.items() if k not in ("rows", "t0")} for r in runs],
-        "reach": reach,
-        "median_share_of_random_wall": median if median != float("inf") else None,
-        **environment(profile, profile.measure.threads),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"search_efficiency-{profile.name}-{started:%Y%m%d}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    _plot(runs, path.with_suffix(".png"), args.latency_max)
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+        console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in "
+                      f"{pct(x['share_of_random_wall'])} of random's wall time")  # fmt: skip
+    for s, a in averaged.items():
+        console.print(f"averaged over seeds, {s}: final HV {a['mean_final_hv']:.5f} in {a['mean_wall_s']:.0f} s; "
+                      f"reaches random's in {pct(a['share_of_random_wall'])} of random's wall time")  # fmt: skip
 
 
 def _plot(runs: Sequence[Mapping[str, Any]], path: Path, latency_max: float) -> None:
