@@ -435,7 +435,6 @@ def _screen(
     bounds = _weight_free_bounds(space, profile)
     if not bounds:
         return False
-    limits = dict(space.constraints)
     broken = [v for v in violations(row, space, profile) if v.split("=")[0] in ("macs", "params")]
     how, doubt = "constraint-first", _doubt_without_prediction(screening.seen, space)
     if not broken and pred is not None:
@@ -444,7 +443,8 @@ def _screen(
             broken, how = [sure], "predicted"
         elif sure:
             doubt = True  # too few measurements to skip on a prediction: time it
-    if not broken and screening.constraint_first and _in_doubt(bounds, features, doubt and "latency_ms" in limits):
+    latency_doubt = doubt and "latency_ms" in space.constraints
+    if not broken and screening.constraint_first and _in_doubt(bounds, features, latency_doubt):
         from autotune.exporter import export_program
         from autotune.measure import RUNNERS
 

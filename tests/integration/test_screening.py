@@ -70,7 +70,7 @@ def test_a_confident_prediction_skips_the_candidate(tmp_path, repo):
     assert row["train_s"] == 0 and row["violations"].startswith("latency_ms~")
     assert not (tmp_path / "p0" / "weights.pt").exists()  # never trained
 
-    # without screening the same candidate is trained, compiled and timed (and meets 0.5 ms)
+    # without screening the same candidate is trained, compiled and timed, and meets the 0.5 ms bound
     plain = evaluate(cfg, task, work_dir=tmp_path / "p1")
-    assert plain["status"] == "ok" and plain["train_s"] > 0 and plain["latency_ms"] < 0.5
+    assert plain["status"] == "ok" and plain["train_s"] > 0 and not plain["violations"]
     assert "latency_pred_ms" not in plain
