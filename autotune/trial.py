@@ -290,19 +290,33 @@ def _compress(model: Any, plan: list[tuple[Any, dict[str, Any]]], ctx: Any, row:
     return model
 
 
+def _export_compile(model: Any, task: Task, work: Path, request: Any, lock: QuietLock) -> CompiledArtifact:
+    """Export and compile a model at fp32 (the uncompressed, untrained and reference networks).
+
+    Raises:
+        CandidateFailed: the model cannot be imported or compiled.
+    """
+    from autotune.exporter import export_program
+
+    with lock.shared():
+        program, _, _ = export_program(model, task.data.input_shape)
+    return _compile(program, task, work, request, lock)
+
+
+def _time(artifact: CompiledArtifact, task: Task, lock: QuietLock) -> Any:
+    """Time a compiled model on one test input with the profile's runner (a ``Measurement``)."""
+    from autotune.measure import RUNNERS
+
+    return RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
+
+
 def _uncompressed_latency(
     model: Any, task: Task, work: Path, request: Any, lock: QuietLock, latency_ms: float
 ) -> dict[str, Any]:
     """Compile and time the uncompressed model like the compressed one: ``latency_uncompressed_ms`` and
     ``speedup_vs_uncompressed`` (> 1: the compressed model is faster). A failure leaves them empty."""
-    from autotune.exporter import export_program
-    from autotune.measure import RUNNERS
-
     try:
-        with lock.shared():
-            program, _, _ = export_program(model, task.data.input_shape)
-        artifact = _compile(program, task, work, request, lock)
-        m = RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
+        m = _time(_export_compile(model, task, work, request, lock), task, lock)
     except CandidateFailed as err:
         log.warning("the uncompressed model could not be timed: %s", err)
         return {}
@@ -321,7 +335,8 @@ class Screening:
         history: where measurements are appended for later predictors (``predictor.history_path``).
         key: the environment key stored with each measurement (``predictor.environment_key``).
         skip_sigmas: a candidate is skipped as predicted-infeasible when even ``pred·exp(-k·sigma)``
-            breaks the latency constraint; it is timed untrained when ``pred·exp(±(k-1)·sigma)`` might.
+            breaks the latency constraint; it is timed untrained when the bound lies within
+            ``min(exp((k-1)·sigma), 2)``× of ``pred``.
         seen: the smallest and largest comparable latency measured so far (None: none); decides
             whether to time an untrained network when there is no prediction.
         fit_s: seconds spent fitting ``predictor`` (added to the row's ``screen_s``).
@@ -416,6 +431,19 @@ def _doubt_without_prediction(seen: tuple[float, float] | None, space: SearchSpa
     return (c.max is not None and seen[1] > c.max / 2) or (c.min is not None and seen[0] < c.min * 2)
 
 
+def _predict(
+    screening: Screening, model: Any, input_shape: tuple[int, ...], precision: str, row: dict[str, Any]
+) -> tuple[dict[str, float], Any]:
+    """The model's structural features and the predictor's latency for it (``latency_pred_ms``)."""
+    from autotune.predictor import structure_features
+
+    features = structure_features(model, input_shape, precision=precision)
+    pred = screening.predictor.predict(features) if screening.predictor is not None else None
+    if pred is not None:
+        row["latency_pred_ms"] = pred.latency_ms
+    return features, pred
+
+
 def _screen(
     model: Any,
     features: Mapping[str, float],
@@ -445,15 +473,10 @@ def _screen(
             doubt = True  # too few measurements to skip on a prediction: time it
     latency_doubt = doubt and "latency_ms" in space.constraints
     if not broken and screening.constraint_first and _in_doubt(bounds, features, latency_doubt):
-        from autotune.exporter import export_program
-        from autotune.measure import RUNNERS
-
         enter("constraint-first: compile untrained")
-        with lock.shared():
-            program, _, _ = export_program(model, task.data.input_shape)
-        artifact = _compile(program, task, work / "untrained", request, lock)
+        artifact = _export_compile(model, task, work / "untrained", request, lock)
         enter("constraint-first: measure untrained")
-        m = RUNNERS.get(profile.runner.kind)(artifact, profile, task.data.x_test[:1], lock=lock)
+        m = _time(artifact, task, lock)
         probe = {**_columns(artifact), **_columns(m), "size_bytes": artifact.weights_bytes}
         probe["timing"] = m.extra.get("timing", "local")
         _record(screening, features, {**row, **probe})
@@ -507,8 +530,6 @@ def measure_reference(task: Task, cache_dir: str | Path, lock: QuietLock) -> dic
     import fcntl
     import json
 
-    from autotune.measure import RUNNERS
-
     ref = Path(cache_dir) / "reference"
     ref.mkdir(parents=True, exist_ok=True)
     try:
@@ -519,14 +540,10 @@ def measure_reference(task: Task, cache_dir: str | Path, lock: QuietLock) -> dic
                 fields = json.loads(record.read_text())
                 artifact = CompiledArtifact(**{**fields, "input_shape": tuple(fields["input_shape"])})
             else:
-                from autotune.exporter import export_program
-
                 model = reference_model(task.data.input_shape, task.data.num_classes)
-                with lock.shared():
-                    program, _, _ = export_program(model, task.data.input_shape)
-                artifact = _compile(program, task, ref, None, lock)
+                artifact = _export_compile(model, task, ref, None, lock)
                 record.write_text(json.dumps(dataclasses.asdict(artifact)))
-        m = RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
+        m = _time(artifact, task, lock)
     except CandidateFailed as err:
         log.warning("the reference model could not be timed: %s", err)
         return {}
@@ -589,7 +606,6 @@ def evaluate(
     import torch_pruning as tp
 
     from autotune.exporter import export_program
-    from autotune.measure import RUNNERS
     from autotune.measure.base import fingerprint
     from autotune.numerics import check_numerics, tolerance_for
     from autotune.train import train
@@ -622,18 +638,12 @@ def evaluate(
             macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
         row.update(params=int(n_params), macs=int(macs), build_s=time.perf_counter() - t_build)
         ctx, plan = _compression(config, task, work, cache_dir, lock)
+        request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
         features = None
-        if screening is not None:
-            from autotune.predictor import structure_features
-
+        if screening is not None and structure_fixed(config):
             t_screen, waited0 = time.perf_counter(), lock.waited_s
-            features = structure_features(model, data.input_shape)
-            fixed = structure_fixed(config)
-            pred = screening.predictor.predict(features) if fixed and screening.predictor is not None else None
-            if pred is not None:
-                row["latency_pred_ms"] = pred.latency_ms
-            request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
-            out = fixed and _screen(model, features, pred, row, task, screening, work, request, lock, enter)
+            features, pred = _predict(screening, model, data.input_shape, "fp32", row)
+            out = _screen(model, features, pred, row, task, screening, work, request, lock, enter)
             row["screen_s"] = screening.fit_s + time.perf_counter() - t_screen - (lock.waited_s - waited0)
             if out:
                 row.update(epochs=0, train_s=0.0, finished_at=_now())
@@ -662,16 +672,11 @@ def evaluate(
             model = _compress(model, plan, ctx, row)
             torch.save(model, work / "model.pt")
         deploy = _deployment(config, model)
-        if screening is not None and not structure_fixed(config):  # the deployed structure is known now
-            from autotune.predictor import structure_features
-
-            features = structure_features(model, data.input_shape, precision=deploy[0])
-            pred = screening.predictor.predict(features) if screening.predictor is not None else None
-            row["latency_pred_ms"] = pred.latency_ms if pred is not None else None
+        if screening is not None and features is None:  # compressed: the deployed structure is known now
+            features, _ = _predict(screening, model, data.input_shape, deploy[0], row)
         enter("export")
         with lock.shared():
             program, exported, export_s = export_program(model, data.input_shape)
-        request = _tuning_request(task, tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
         enter(f"compile (tuning {request.trials} trials)" if request else "compile")
         artifact = _compile(program, task, work, request, lock, deploy)
         row.update(_columns(artifact), size_bytes=artifact.weights_bytes, export_s=export_s)
@@ -686,8 +691,7 @@ def evaluate(
             numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote, tolerance=tol)
         row.update(_columns(numerics))
         enter("measure")
-        runner = RUNNERS.get(profile.runner.kind)
-        m = runner(artifact, profile, data.x_test[:1], lock=lock)
+        m = _time(artifact, task, lock)
         row.update(_columns(m), timing=m.extra.get("timing", "local"))
         row.update(fingerprint(profile.runner.kind, profile.runner.key))
         _record(screening, features, row)

@@ -218,7 +218,6 @@ def _trainable(
 
     def work(send: Any) -> dict[str, Any]:  # in the forked child
         lock = QuietLock(lock_dir)
-        waited0 = 0.0
         row = evaluate(
             cfg,
             task,
@@ -384,11 +383,14 @@ class _RunCallbackBase:
         p.failed += status == "failed"
         p.pruned += status == "pruned"
         p.infeasible += status == "infeasible"
-        from autotune.leaderboard import flag_drift
         from autotune.predictor import hit_rate
 
         p.predictor_hit_rate, p.predictor_checked = hit_rate(rows)
-        drifted = flag_drift(list(rows), self.drift_threshold)
+        # the board's rewrite derived drift and drift_flag (leaderboard.flag_drift)
+        drifted = sorted(
+            (r for r in rows if r.get("drift") is not None and abs(r["drift"]) > self.drift_threshold),
+            key=lambda r: r.get("finished_at") or "",
+        )
         if drifted:
             last = drifted[-1]
             p.drift_warning = (
