@@ -393,7 +393,16 @@ def read_leaderboard(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     p = Path(run_dir)
     p = p / "leaderboard.csv" if p.is_dir() else p
     with open(p, newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: v if k in TEXT_COLUMNS and v else _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+#: Columns that hold text even when a value looks like a number (Ray's hex trial id ``6191e151``
+#: reads as 6.191e154; node ids and versions likewise).
+TEXT_COLUMNS = frozenset(
+    ("run", "trial_id", "status", "error", "device", "timing", "energy_source", "peak_mem_source")
+    + ("deploy_precision", "screened", "violations", "cpu_model", "cpu_governor", "tvm_version")
+    + ("torch_version", "node", "target", "started_at", "finished_at")
+)
 
 
 def _parse(v: str) -> Any:

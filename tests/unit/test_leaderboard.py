@@ -159,3 +159,13 @@ def test_overlapping_latency_intervals_tie_and_separated_ones_rank():
 
 def test_interval_dominance_needs_separation():
     assert pareto_ranks([[(1.0, 2.0)], [(1.5, 2.5)], [(3.0, 4.0)]]) == [1, 1, 2]
+
+
+def test_ids_that_look_like_numbers_read_back_as_text(tmp_path):
+    board = Leaderboard(tmp_path, objectives={"accuracy": "max"}, metric_columns=METRICS)
+    board.add({"trial_id": "6191e151", "status": "ok", "run": "1", "node": "00123456789a", "val_accuracy": 0.9})
+    board.add({"trial_id": "12345678", "status": "failed", "run": "1", "node": "0e5", "error": "x"})
+    rows = {r["trial_id"]: r for r in read_leaderboard(tmp_path)}
+    assert set(rows) == {"6191e151", "12345678"}
+    assert {r["run"] for r in rows.values()} == {"1"} and rows["12345678"]["node"] == "0e5"
+    assert rows["6191e151"]["val_accuracy"] == 0.9 and rows["12345678"]["accuracy"] is None
