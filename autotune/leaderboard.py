@@ -33,7 +33,8 @@ __all__ = [
     "write_csv",
 ]
 
-SCHEMA_VERSION = 3  # 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift
+#: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift; 4: quiet_wait_s
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -98,6 +99,7 @@ COLUMNS: tuple[str, ...] = (
     "verify_s",
     "measure_s",
     "reference_s",
+    "quiet_wait_s",
     "threads",
     "load_avg",
     "reference_latency_ms",

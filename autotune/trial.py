@@ -599,7 +599,7 @@ def evaluate(
     import os
     import sys
 
-    if "tvm" not in sys.modules:  # in-process use (the API); Ray workers get this from runtime_env
+    if "tvm" not in sys.modules:  # in-process use (the API); Ray workers already have it (tuner._init_ray)
         for k, v in worker_env(task.profile).items():
             os.environ.setdefault(k, v)
     import torch
@@ -611,6 +611,7 @@ def evaluate(
     from autotune.train import train
 
     lock = lock or QuietLock(None)
+    waited_at_start = lock.waited_s
     space, profile, data = task.space, task.profile, task.data
     row = base_row(config, task, run=run, status="failed")
     work = Path(work_dir)
@@ -646,7 +647,7 @@ def evaluate(
             out = _screen(model, features, pred, row, task, screening, work, request, lock, enter)
             row["screen_s"] = screening.fit_s + time.perf_counter() - t_screen - (lock.waited_s - waited0)
             if out:
-                row.update(epochs=0, train_s=0.0, finished_at=_now())
+                row.update(epochs=0, train_s=0.0, finished_at=_now(), quiet_wait_s=lock.waited_s - waited_at_start)
                 return row
         if plan:
             enter("compress: prepare")
@@ -710,5 +711,5 @@ def evaluate(
         v = row.get(k)
         if isinstance(v, float) and not math.isfinite(v):
             row[k] = None
-    row["finished_at"] = _now()
+    row.update(finished_at=_now(), quiet_wait_s=lock.waited_s - waited_at_start)
     return row

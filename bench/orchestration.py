@@ -10,7 +10,10 @@ off so every trial's stage times are complete) once per concurrency in ``--concu
 Wall time runs from the ``autotune.search`` call to its return, so it includes Ray's start and
 shutdown, the pre-flight checks, worker start-up and imports, the forked trial sandboxes, Tune's
 bookkeeping, waits for the quiet-measurement lock (a timing trial holds the machine alone) and the
-report. Run from the repository root (about 5-6 minutes on 2 cores):
+report. The overhead is split into the run's start, its end, the slots idle while the last trials
+finish, quiet-lock waits (``quiet_wait_s``) and the per-trial rest; ``steady`` is the share without
+the three per-run constants, which a longer run spreads over more trials. Run from the repository
+root (about 5-6 minutes on 2 cores):
 
     python bench/orchestration.py [--trials 20] [--concurrency 1 2] [--space digits_cnn] [--device host]
 
@@ -39,17 +42,47 @@ STAGES = ("build_s", "screen_s", "train_s", "compress_s", "export_s", "import_s"
 STAGES += ("reference_s",)  # the drift check's re-timing: measurement work, not orchestration
 
 
+def _epoch(stamp: str | None) -> float | None:
+    return dt.datetime.fromisoformat(stamp).timestamp() if stamp else None
+
+
+def breakdown(rows: list[dict[str, Any]], t_start: float, t_end: float, concurrency: int) -> dict[str, float]:
+    """Where the overhead went, in slot-seconds (a slot idle for 1 s of wall time = 1).
+
+    ``startup``: from the call to the first trial's start (Ray, pre-flight, workers' imports), for
+    every slot. ``shutdown``: from the last trial's end to the return (report, Ray's shutdown).
+    ``tail``: slots left idle at the end while the last trials finish (from the ``concurrency``
+    latest ends). ``quiet_wait``: trials standing still while another trial timed a candidate.
+    ``per_trial``: the rest (Tune's scheduling, the sandbox's fork, passing results). Trial start
+    and end times have whole-second resolution, so the split is good to about a second a slot.
+    """
+    starts = [t for r in rows if (t := _epoch(r.get("started_at"))) is not None]
+    ends = sorted(t for r in rows if (t := _epoch(r.get("finished_at"))) is not None)
+    busy = sum(float(r.get(k) or 0.0) for r in rows for k in STAGES)
+    total = (t_end - t_start) * concurrency - busy
+    parts = {
+        "startup": max(0.0, min(starts) - t_start) * concurrency if starts else 0.0,
+        "shutdown": max(0.0, t_end - ends[-1]) * concurrency if ends else 0.0,
+        "tail": sum(ends[-1] - e for e in ends[-concurrency:-1]) if len(ends) >= concurrency else 0.0,
+        "quiet_wait": sum(float(r.get("quiet_wait_s") or 0.0) for r in rows),
+    }
+    parts["per_trial"] = total - sum(parts.values())
+    return parts
+
+
 def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, results: Path) -> dict[str, Any]:
-    """One search; its wall time, stage seconds and overhead share."""
-    t0 = time.perf_counter()
+    """One search; its wall time, stage seconds, overhead share and where the overhead went."""
+    t0, e0 = time.perf_counter(), time.time()
     rows = autotune.search(
         space, device, name=f"orch-c{concurrency}", results_dir=results, trials=trials,
         concurrency=concurrency, seed=seed, early_stopping=False,
     )  # fmt: skip
-    wall = time.perf_counter() - t0
+    wall, e1 = time.perf_counter() - t0, time.time()
     busy = sum(float(r.get(k) or 0.0) for r in rows for k in STAGES)
     per_stage = {k: sum(float(r.get(k) or 0.0) for r in rows) for k in STAGES}
     statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
+    parts = breakdown(rows, e0, e1, concurrency)
+    slots = wall * concurrency
     return {
         "concurrency": concurrency,
         "trials": len(rows),
@@ -57,8 +90,13 @@ def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, 
         "wall_s": wall,
         "stage_s": busy,
         "stage_split_s": per_stage,
-        "overhead_share": 1 - busy / (wall * concurrency),
-        "overhead_s_per_trial": (wall * concurrency - busy) / max(1, len(rows)),
+        "overhead_share": 1 - busy / slots,
+        "overhead_s_per_trial": (slots - busy) / max(1, len(rows)),
+        "overhead_split_slot_s": parts,
+        "overhead_split_share": {k: v / slots for k, v in parts.items()},
+        # the per-run constants (start, end, last trials) left out: what a longer run tends to
+        "steady_overhead_share": (parts["quiet_wait"] + parts["per_trial"])
+        / (slots - parts["startup"] - parts["shutdown"] - parts["tail"]),
         "load_avg_end": os.getloadavg()[0],
     }
 
@@ -80,14 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
         runs = [run_once(args.space, args.device, args.trials, c, args.seed, Path(tmp)) for c in args.concurrency]
     table = Table(title=f"Orchestration overhead, {args.trials}-trial search ({args.space} on {profile.name})")
-    for col in ("concurrency", "trials ok/failed", "wall s", "stage s", "overhead", "overhead s/trial"):
+    cols = ("concurrency", "trials ok/failed", "wall s", "stage s", "overhead", "startup", "shutdown", "tail")
+    for col in (*cols, "quiet waits", "per trial", "steady"):
         table.add_column(col, justify="right")
     for r in runs:
+        share = r["overhead_split_share"]
         table.add_row(
             str(r["concurrency"]), f"{r['statuses']['ok']}/{r['statuses']['failed']}", f"{r['wall_s']:.1f}",
-            f"{r['stage_s']:.1f}", f"{100 * r['overhead_share']:.1f}%", f"{r['overhead_s_per_trial']:.2f}",
+            f"{r['stage_s']:.1f}", f"{100 * r['overhead_share']:.1f}%",
+            *(f"{100 * share[k]:.1f}%" for k in ("startup", "shutdown", "tail", "quiet_wait", "per_trial")),
+            f"{100 * r['steady_overhead_share']:.1f}%",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=150).print(table)
     report = {
         "date": started.isoformat(timespec="seconds"),
         "space": args.space,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.exporter import export_program
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.numerics import check_numerics, load_vm, run_compiled
+from autotune.quiet import QuietLock
+from autotune.trial import evaluate, make_trial_config, prepare_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 
@@ -76,6 +80,7 @@ def test_evaluate_candidate_row(tmp_path, space, profile):
     assert row["cpu_model"] and row["tvm_version"] and row["torch_version"]  # the environment fingerprint
     assert row["deploy_precision"] == "fp32" and row["int8_ops"] == 0 < row["compute_ops"]
     assert row["epochs"] == 6 and row["train_s"] > 0 and row["compile_s"] > 0
+    assert row["quiet_wait_s"] == 0.0  # no other trial: nothing to wait for
     assert (tmp_path / "model.so").exists() and (tmp_path / "weights.pt").exists()
 
 
@@ -106,6 +111,12 @@ def test_diverging_training_is_a_failed_row(tmp_path, space, profile):
     assert row["error"].startswith("train: loss is")
 
 
+def _hold_exclusive(lock_dir, seconds, ready):
+    with QuietLock(lock_dir).exclusive():
+        ready.set()
+        time.sleep(seconds)
+
+
 def test_latency_only_space(tmp_path, write_yaml, profile):
     space = autotune.load_space(
         write_yaml(
@@ -120,6 +131,19 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     assert row["status"] == "ok", row.get("error")
     assert row["train_s"] == 0 and row.get("accuracy") is None
     assert row["latency_ms"] > 0 and row["macs"] > 0
+
+    # another trial timing a candidate holds the machine: this one stands still, and says so
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_exclusive, args=(tmp_path / "quiet", 1.0, ready))
+    holder.start()
+    assert ready.wait(10)
+    task = prepare_task(space, profile)
+    cfg = make_trial_config({}, space, trial_id="waits", seed=0)
+    waited = evaluate(cfg, task, work_dir=tmp_path / "waits", lock=QuietLock(tmp_path / "quiet"))
+    holder.join()
+    assert waited["status"] == "ok", waited.get("error")
+    assert waited["quiet_wait_s"] >= 0.5  # blocked until the holder let go
 
 
 def test_plugin_task(tmp_path, repo, profile, monkeypatch):
