@@ -288,6 +288,7 @@ def start_device(
     host: str = "127.0.0.1",
     threads: int = 1,
     timeout_s: float = 300.0,
+    native: bool = False,
 ) -> EmulatedDevice:
     """Build the device if needed, start a tracker and the emulated server, and wait for registration.
 
@@ -299,12 +300,15 @@ def start_device(
         threads: TVM runtime threads on the device (``TVM_NUM_THREADS``); one keeps emulated timings
             steadier on a shared machine.
         timeout_s: how long to wait for the tracker and the server to be up.
+        native: serve with this machine's own Python instead (no QEMU, nothing built): a loopback
+            device, so the RPC path can be exercised and its cost measured against local timing.
 
     Raises:
         UserError: the tracker port is taken, the build failed, or the server is not registered in time.
     """
-    wrapper = build_device(cache_dir)
+    wrapper = Path(sys.executable) if native else build_device(cache_dir)
     cache = _cache(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
     if _port_open(host, tracker_port):
         raise UserError(
             f"port {host}:{tracker_port} is already in use, so no tracker can be started there",
@@ -329,7 +333,7 @@ def start_device(
         while _registered(device) < 1:
             if time.monotonic() > deadline or not _group(device.server_pid, "rpc_server"):
                 raise UserError(
-                    f"the emulated RPC server did not register with the tracker in {timeout_s:.0f} s: "
+                    f"the RPC server did not register with the tracker in {timeout_s:.0f} s: "
                     f"{_tail(device.server_log)}"
                 )
             time.sleep(0.5)
@@ -379,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracker-port", type=int, default=9190, help="(start only)")
     parser.add_argument("--server-port", type=int, default=9090, help="(start only)")
     parser.add_argument("--threads", type=int, default=1, help="TVM runtime threads on the device (start only)")
+    parser.add_argument("--native", action="store_true", help="a loopback device: this machine's Python, no QEMU")
     args = parser.parse_args(argv)
     cache = _cache(args.cache_dir)
     try:
@@ -397,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server_port=args.server_port,
                 host=args.host,
                 threads=args.threads,
+                native=args.native,
             )
             print(f"started in {time.perf_counter() - t0:.0f} s: tracker {device.tracker}, key {device.key!r}")
             print(f"query it: python -m tvm.exec.query_rpc_tracker --host {device.host} --port {device.tracker_port}")
