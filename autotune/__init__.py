@@ -7,6 +7,7 @@ an evaluation runs.
 from __future__ import annotations
 
 from autotune.api import (
+    calibrate_device,
     check,
     evaluate,
     export,
@@ -28,6 +29,7 @@ __all__ = [
     "CandidateFailed",
     "UserError",
     "__version__",
+    "calibrate_device",
     "check",
     "evaluate",
     "export",

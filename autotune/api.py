@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PACKAGE_ROOT",
+    "calibrate_device",
     "check",
     "device",
     "evaluate",
@@ -421,6 +422,43 @@ def device(argv: Sequence[str]) -> int:
     from autotune.emulate import main
 
     return int(main(list(argv)) or 0)
+
+
+def calibrate_device(
+    name: str,
+    *,
+    threads: int | None = None,
+    base: str | Path | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+) -> Path:
+    """Measure this machine's peaks (and power, with a meter) and write profile ``name``.
+
+    Args:
+        threads: threads to measure with; default the base profile's ``measure.threads``.
+        base: the profile the new one starts from (default ``host``: this CPU, detected).
+        out: where to write it (default ``device_profiles/<name>.yaml`` under the working directory).
+        force: overwrite an existing file.
+
+    Raises:
+        UserError: a bad name, a base that does not load, or ``out`` exists (without ``force``).
+    """
+    from autotune.calibrate import calibrate, check_name, write_profile
+
+    check_name(name)
+    base_path = resolve_profile_path(base)
+    base_profile = load_profile(base_path)
+    if base_profile.runner.kind != "local":
+        raise UserError("calibrate measures this machine: the base profile must use the local runner", key="--base")
+    path = Path(out) if out else Path("device_profiles") / f"{name}.yaml"
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists", hint="pass --force to overwrite it, or --out another file")
+    n = threads or base_profile.measure.threads
+    if n < 1:
+        raise UserError(f"threads must be at least 1, got {n}", key="--threads")
+    log.info("calibrating with %d thread%s (about 10 s) ...", n, "s" * (n > 1))
+    cal = calibrate(n, meter_kind=base_profile.meter)
+    return write_profile(name, _load.read_yaml(base_path), cal, path)
 
 
 def report(run_dir: str | Path) -> Path:

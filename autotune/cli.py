@@ -112,9 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("trial_id")
     ex.add_argument("--out", default=None, help="bundle folder (default: RUN_DIR/export/TRIAL_ID)")
-    dv = sub.add_parser("device", help="devices: 'device emulate build|start|stop|status' (an emulated aarch64 Pi)")
-    dv.add_argument("what", choices=["emulate"])
-    dv.add_argument("args", nargs=argparse.REMAINDER, help="build | start | stop | status, and their options")
+    dv = sub.add_parser(
+        "device",
+        help="devices: 'device emulate build|start|stop|status' (an emulated aarch64 Pi); "
+        "'device calibrate NAME' (measure this machine, write a profile)",
+    )
+    dv.add_argument("what", choices=["emulate", "calibrate"])
+    dv.add_argument("args", nargs=argparse.REMAINDER, help="emulate: build | start | stop | status; calibrate: NAME")
     sub.add_parser("spaces", help="list shipped search spaces")
     sub.add_parser("profiles", help="list shipped device profiles")
     sc = sub.add_parser("schema", help="print the JSON Schema of a YAML kind")
@@ -311,6 +315,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="autotune device calibrate", description="Measure this machine; write a profile.")
+    p.add_argument("name", help="the new profile's name")
+    p.add_argument("--threads", type=int, default=None, help="threads to measure with (default: the base's)")
+    p.add_argument("--base", default=None, help="profile to start from (default: host)")
+    p.add_argument("--out", default=None, help="file to write (default: device_profiles/NAME.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    a = p.parse_args(list(argv))
+    path = autotune.calibrate_device(a.name, threads=a.threads, base=a.base, out=a.out, force=a.force)
+    peak = autotune.load_profile(path).peak
+    assert peak is not None  # written by calibrate
+    bandwidth = f", {peak.bandwidth_gbs:.1f} GB/s" if peak.bandwidth_gbs else ""
+    print(f"peak {peak.fp32_gflops:.1f} fp32 GFLOP/s{bandwidth} with {peak.threads} thread(s); wrote {path}")
+    return 0
+
+
 def cmd_list(kind: str) -> int:
     items = autotune.list_spaces() if kind == "spaces" else autotune.list_profiles()
     width = max((len(n) for n, _, _ in items), default=0)
@@ -349,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return cmd_export(args)
         if args.command == "device":
+            if args.what == "calibrate":
+                return cmd_calibrate(args.args)
             from autotune.api import device
 
             return device(args.args)

@@ -333,8 +333,7 @@ def start_device(
         while _registered(device) < 1:
             if time.monotonic() > deadline or not _group(device.server_pid, "rpc_server"):
                 raise UserError(
-                    f"the RPC server did not register with the tracker in {timeout_s:.0f} s: "
-                    f"{_tail(device.server_log)}"
+                    f"the RPC server did not register with the tracker in {timeout_s:.0f} s: {_tail(device.server_log)}"
                 )
             time.sleep(0.5)
     except BaseException:

@@ -33,7 +33,8 @@ __all__ = [
     "write_csv",
 ]
 
-#: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift; 4: quiet_wait_s
+#: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
+#: 4: quiet_wait_s, roofline_fraction
 SCHEMA_VERSION = 4
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
@@ -64,6 +65,7 @@ COLUMNS: tuple[str, ...] = (
     "peak_mem_source",
     "params",
     "macs",
+    "roofline_fraction",
     "deploy_precision",
     "int8_ops",
     "compute_ops",

@@ -126,6 +126,15 @@ def worker_env(profile: DeviceProfile) -> dict[str, str]:
     return {"TVM_NUM_THREADS": str(profile.measure.threads), "TVM_BIND_THREADS": "0"}
 
 
+def roofline_fraction(row: Mapping[str, Any], profile: DeviceProfile) -> float | None:
+    """Achieved GFLOP/s (2 x MACs per inference over the latency) over the profile's fp32 peak;
+    None without a measured ``peak`` or a latency."""
+    macs, latency = row.get("macs"), row.get("latency_ms")
+    if profile.peak is None or not macs or not latency or latency <= 0:
+        return None
+    return 2 * macs / (latency * 1e-3) / (profile.peak.fp32_gflops * 1e9)
+
+
 def base_row(config: TrialConfig, task: Task, *, run: str, status: str, error: str | None = None) -> dict[str, Any]:
     """The row of a trial before (or without) any measurement: identity, parameters, status."""
     return {
@@ -648,6 +657,7 @@ def evaluate(
             row["screen_s"] = screening.fit_s + time.perf_counter() - t_screen - (lock.waited_s - waited0)
             if out:
                 row.update(epochs=0, train_s=0.0, finished_at=_now(), quiet_wait_s=lock.waited_s - waited_at_start)
+                row["roofline_fraction"] = roofline_fraction(row, profile)
                 return row
         if plan:
             enter("compress: prepare")
@@ -712,4 +722,5 @@ def evaluate(
         if isinstance(v, float) and not math.isfinite(v):
             row[k] = None
     row.update(finished_at=_now(), quiet_wait_s=lock.waited_s - waited_at_start)
+    row["roofline_fraction"] = roofline_fraction(row, profile)
     return row

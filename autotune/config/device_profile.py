@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Power", "Runner", "TARGET_KINDS", "Tuning"]
+__all__ = ["DeviceProfile", "Limits", "Measure", "Numerics", "Peak", "Power", "Runner", "TARGET_KINDS", "Tuning"]
 
 TARGET_KINDS = ("llvm", "cuda", "rocm", "vulkan", "opencl", "metal")
 
@@ -48,6 +48,15 @@ class Power(_Strict):
         if self.active_w < self.idle_w:
             raise ValueError(f"active_w ({self.active_w}) must be >= idle_w ({self.idle_w})")
         return self
+
+
+class Peak(_Strict):
+    """The device's measured peaks (``autotune device calibrate``); ``roofline_fraction`` divides by them."""
+
+    fp32_gflops: float = Field(gt=0, description="Peak fp32 GFLOP/s with 'threads' threads (a tuned matmul).")
+    bandwidth_gbs: float | None = Field(default=None, gt=0, description="Memory bandwidth, GB/s (STREAM-like).")
+    threads: int = Field(ge=1, description="Threads the peaks were measured with: must be measure.threads.")
+    source: str = Field(min_length=1, description="How and when the peaks were measured.")
 
 
 class Runner(_Strict):
@@ -143,6 +152,7 @@ class DeviceProfile(_Strict):
         default="auto", description="Energy meter; 'auto' uses the first readable one, else the model."
     )
     power: Power
+    peak: Peak | None = None
     limits: Limits = Limits()
     tuning: Tuning = Tuning()
 
@@ -170,6 +180,15 @@ class DeviceProfile(_Strict):
             raise ValueError(
                 "tuning measures candidates on this machine (runner: local), so it needs an llvm target "
                 "built here, without 'compiler'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_peak(self) -> DeviceProfile:
+        if self.peak is not None and self.peak.threads != self.measure.threads:
+            raise ValueError(
+                f"peak.threads ({self.peak.threads}) must equal measure.threads ({self.measure.threads}): "
+                "re-run 'autotune device calibrate' with --threads"
             )
         return self
 
