@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
-#: 4: quiet_wait_s, roofline_fraction
+#: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle)
 SCHEMA_VERSION = 4
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
@@ -59,6 +59,7 @@ COLUMNS: tuple[str, ...] = (
     "screened",
     "energy_mj",
     "energy_source",
+    "idle_w",
     "size_bytes",
     "artifact_bytes",
     "peak_mem_bytes",

@@ -101,4 +101,5 @@ class Measurement:
     load_avg: float
     measure_s: float
     lock_wait_s: float = 0.0
+    idle_w: float | None = None  # the idle power subtracted from the energy (measured, or the profile's)
     extra: dict[str, Any] = field(default_factory=dict)

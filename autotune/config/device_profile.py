@@ -148,7 +148,7 @@ class DeviceProfile(_Strict):
     runner: Runner = Runner()
     measure: Measure = Measure()
     numerics: Numerics = Numerics()
-    meter: Literal["auto", "none", "rapl", "nvml"] = Field(
+    meter: Literal["auto", "none", "rapl", "nvml", "jetson"] = Field(
         default="auto", description="Energy meter; 'auto' uses the first readable one, else the model."
     )
     power: Power

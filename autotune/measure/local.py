@@ -11,7 +11,7 @@ import numpy as np
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed
 from autotune.measure.base import RUNNERS, summarize_latency
-from autotune.measure.energy import open_meter
+from autotune.measure.energy import idle_power_w, open_meter
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -35,7 +35,8 @@ def measure_local(
 
     Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
     repeat lasts ``min_repeat_ms``). Energy is read from a meter over the same window when one can
-    be read, else modelled as ``active_w × latency`` (``energy_source='model'``).
+    be read, less the meter's idle power (measured quietly under the same lock, reused for
+    ``energy.IDLE_TTL_S``); else modelled as ``(active_w - idle_w) × latency`` (``energy_source='model'``).
 
     Raises:
         CandidateFailed: the module cannot be loaded or run.
@@ -63,6 +64,7 @@ def measure_local(
             timer = vm.time_evaluator(
                 "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
             )
+            idle_w = idle_power_w(meter) if meter else profile.power.idle_w
             e0 = meter.read_j() if meter else 0.0
             w0 = time.perf_counter()
             res = timer("main")
@@ -70,6 +72,9 @@ def measure_local(
             e1 = meter.read_j() if meter else 0.0
         except Exception as err:  # TVMError while running: a broken candidate
             raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
+        finally:
+            if meter is not None and hasattr(meter, "close"):
+                meter.close()
         load = os.getloadavg()[0]
         measure_s = time.perf_counter() - t0
     if threads != cfg.threads:
@@ -80,10 +85,10 @@ def measure_local(
     # calls in the window: repeats x number; number is chosen by TVM to fill min_repeat_ms
     per_call_s = float(np.mean(res.results))
     calls = max(1, round(window_s / per_call_s)) if per_call_s > 0 else 1
-    if meter is not None:
-        energy_mj, source = (e1 - e0) / calls * 1e3, meter.name
+    if meter is not None:  # above idle; noise can take a tiny network's share below 0: none is 0
+        energy_mj, source = max(0.0, (e1 - e0 - idle_w * window_s) / calls * 1e3), meter.name
     else:
-        energy_mj, source = profile.power.active_w * stats["latency_ms"], "model"  # W x ms = mJ
+        energy_mj, source = (profile.power.active_w - idle_w) * stats["latency_ms"], "model"  # W x ms = mJ
     return Measurement(
         **stats,
         repeats=len(res.results),
@@ -91,6 +96,7 @@ def measure_local(
         threads=threads,
         energy_mj=energy_mj,
         energy_source=source,
+        idle_w=idle_w,
         load_avg=load,
         measure_s=measure_s,
         lock_wait_s=lock.waited_s - waited0,

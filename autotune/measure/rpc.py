@@ -259,8 +259,8 @@ def measure_rpc(
     """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
 
     Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
-    repeat lasts ``min_repeat_ms``). Energy is modelled as ``active_w × latency`` (``energy_source =
-    'model'``). ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then
+    repeat lasts ``min_repeat_ms``). Energy is modelled as ``(active_w - idle_w) × latency``
+    (``energy_source = 'model'``). ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then
     held exclusively, since the device runs on this machine), else ``'device'``; ``load_avg`` is this
     machine's for an emulated device, else NaN (unknown). The profile's ``meter`` is not read: it
     would measure this machine, not the device.
@@ -299,8 +299,9 @@ def measure_rpc(
         repeats=len(results),
         number=cfg.number,
         threads=threads,
-        energy_mj=profile.power.active_w * stats["latency_ms"],  # W x ms = mJ
+        energy_mj=(profile.power.active_w - profile.power.idle_w) * stats["latency_ms"],  # W x ms = mJ
         energy_source="model",
+        idle_w=profile.power.idle_w,
         load_avg=os.getloadavg()[0] if runner.emulated else float("nan"),
         measure_s=time.perf_counter() - t0,
         lock_wait_s=lock.waited_s - waited0,

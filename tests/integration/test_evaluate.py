@@ -65,6 +65,33 @@ def test_compiled_model_matches_pytorch(tmp_path, profile):
     assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
 
 
+class _SteadyMeter:
+    """A meter that reads a constant 3 W: idle and busy alike, so nothing is above idle."""
+
+    name = "steady"
+
+    def read_j(self):
+        return 3.0 * time.perf_counter()
+
+
+def test_metered_energy_is_above_idle(tmp_path, profile, monkeypatch):
+    from autotune.measure import energy
+    from autotune.measure.local import measure_local
+    from autotune.sandbox import run_isolated
+
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10).eval()
+    program, _, _ = export_program(model, (1, 8, 8))
+    art = compile_artifact(program, profile=profile, out_dir=tmp_path, input_shape=(1, 8, 8))
+    monkeypatch.setattr("autotune.measure.local.open_meter", lambda kind: _SteadyMeter())
+    monkeypatch.setattr(energy, "_IDLE", {})
+    # in a forked child, as a trial times: TVM's runtime pool, once started here, would pin this
+    # process's later training to one core
+    m = run_isolated(lambda send: measure_local(art, profile, np.zeros((1, 1, 8, 8), np.float32)))
+    assert m.energy_source == "steady" and m.idle_w == pytest.approx(3.0, rel=0.01)
+    # 3 W over the window, less 3 W idle: at most the rounding of one window's clock reads per call
+    assert 0.0 <= m.energy_mj < 0.01 * 3.0 * m.latency_ms
+
+
 def test_evaluate_candidate_row(tmp_path, space, profile):
     row = autotune.evaluate(TINY, profile, space=space, work_dir=tmp_path)
     assert row["status"] == "ok", row.get("error")
@@ -74,7 +101,8 @@ def test_evaluate_candidate_row(tmp_path, space, profile):
     assert row["max_abs_diff"] < 1e-4 and row["top1_agreement"] == 1.0
     assert row["energy_source"] in ("model", "rapl", "nvml") and row["energy_mj"] > 0
     if row["energy_source"] == "model":
-        assert row["energy_mj"] == pytest.approx(profile.power.active_w * row["latency_ms"])
+        assert row["energy_mj"] == pytest.approx((profile.power.active_w - profile.power.idle_w) * row["latency_ms"])
+        assert row["idle_w"] == profile.power.idle_w
     assert row["params"] > 0 and row["macs"] > row["params"]
     assert row["size_bytes"] <= 4 * row["params"] and row["size_bytes"] > 0  # fp32 weights, BN folded away
     assert row["cpu_model"] and row["tvm_version"] and row["torch_version"]  # the environment fingerprint

@@ -97,7 +97,8 @@ def test_measurement_is_labelled_emulated(device, compiled: tuple[CompiledArtifa
     assert isinstance(m, Measurement)
     assert m.latency_ms > 0 and m.repeats == profile.measure.repeat
     assert m.extra["timing"] == "emulated" and m.energy_source == "model"
-    assert m.energy_mj == pytest.approx(profile.power.active_w * m.latency_ms)
+    assert m.energy_mj == pytest.approx((profile.power.active_w - profile.power.idle_w) * m.latency_ms)
+    assert m.idle_w == profile.power.idle_w
 
 
 def test_trial_pipeline_verifies_and_times_on_the_device(device, tmp_path, repo):
