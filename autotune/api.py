@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -235,6 +236,13 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
     from autotune.trial import make_trial_config, prepare_task
 
     target = resolve_target(profile, file=profile_file)
+    if profile.compiler and shutil.which(profile.compiler.split()[0]) is None:
+        raise UserError(
+            f"the cross compiler {profile.compiler!r} is not on PATH",
+            file=profile_file,
+            key="compiler",
+            hint="install it (the profile's comment says how) or put its directory on PATH",
+        )
     triple = str(profile.target.get("mtriple", ""))
     here = platform.machine().replace("arm64", "aarch64")
     if profile.runner.kind == "local" and triple and not triple.startswith(here):

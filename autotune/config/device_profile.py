@@ -145,6 +145,10 @@ class DeviceProfile(_Strict):
         "or {host: true} to detect this machine's CPU."
     )
     compiler: str | None = Field(default=None, description="Cross compiler for export_library.")
+    attach: tuple[str, ...] = Field(
+        default=(),
+        description="Commands run on the device to attach it to the tracker (for people; autotune does not run them).",
+    )
     runner: Runner = Runner()
     measure: Measure = Measure()
     numerics: Numerics = Numerics()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import autotune
@@ -35,11 +37,34 @@ def test_shipped_spaces_load(name):
     assert space.task.model in ("mobilenet", "mlp")
 
 
-@pytest.mark.parametrize("name", ["host", "host_tuned", "x86_avx512_server", "rpi4", "rpi4_emulated"])
+SHIPPED_PROFILES = sorted(p.stem for p in (Path(__file__).parents[2] / "device_profiles").glob("*.yaml"))
+
+
+def test_every_device_of_the_issue_has_a_profile():
+    assert {"host", "x86_avx512_server", "rpi4", "rpi5", "jetson_orin_nano", "android_arm64"} <= set(SHIPPED_PROFILES)
+
+
+@pytest.mark.parametrize("name", SHIPPED_PROFILES)
 def test_shipped_profiles_load(name):
+    from autotune.compiler import resolve_target
+
     profile = autotune.load_profile(name)
     assert profile.name == name
     assert profile.power.source
+    assert resolve_target(profile).kind.name == "llvm"  # TVM accepts the target dict
+    if profile.runner.kind == "rpc" and not profile.runner.emulated:  # a real device: say how to attach it
+        assert any(profile.runner.key in cmd for cmd in profile.attach)
+        assert profile.runner.tracker.startswith("127.0.0.1:")  # unauthenticated RPC stays on loopback
+
+
+def test_missing_cross_compiler_is_a_clear_error_before_the_search(write_yaml):
+    from autotune.api import _preflight
+
+    text = (Path(__file__).parents[2] / "device_profiles/rpi4.yaml").read_text()
+    path = write_yaml(text.replace("compiler: aarch64-linux-gnu-gcc", "compiler: no-such-gcc"), name="p.yaml")
+    with pytest.raises(UserError, match="the cross compiler 'no-such-gcc' is not on PATH") as err:
+        _preflight(autotune.load_space("digits_cnn"), autotune.load_profile(path), profile_file=str(path))
+    assert err.value.key == "compiler" and str(path) in err.value.render()
 
 
 def test_good_space_and_profile(write_yaml):
