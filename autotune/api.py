@@ -236,6 +236,13 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
     from autotune.trial import make_trial_config, prepare_task
 
     target = resolve_target(profile, file=profile_file)
+    if str(target.kind.name) != "llvm":
+        raise UserError(
+            f"the {profile.runner.kind} runner measures CPU (llvm) targets only, got {target.kind.name!r}",
+            file=profile_file,
+            key="target.kind",
+            hint="GPU targets are not supported yet",
+        )
     if profile.compiler and shutil.which(profile.compiler.split()[0]) is None:
         raise UserError(
             f"the cross compiler {profile.compiler!r} is not on PATH",
@@ -257,12 +264,6 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
         from autotune.measure.rpc import check_tracker
 
         check_tracker(profile.runner, file=profile_file)
-    if profile.runner.kind == "local" and str(target.kind.name) != "llvm":
-        raise UserError(
-            f"the local runner measures CPU (llvm) targets only, got {target.kind.name!r}",
-            file=profile_file,
-            key="target.kind",
-        )
     task = prepare_task(space, profile)
     if ":" in space.task.model:
         cfg = make_trial_config(example_params(space), space, trial_id="preflight", seed=0)

@@ -197,3 +197,15 @@ def test_bad_profile_names_file_and_key(write_yaml, text, key, words):
 
 def test_every_metric_maps_to_a_leaderboard_column():
     assert set(METRICS.values()) <= set(autotune.COLUMNS)
+
+
+def test_gpu_target_is_refused_before_the_search(write_yaml):
+    from autotune.api import _preflight
+
+    text = (Path(__file__).parents[2] / "device_profiles/rpi5.yaml").read_text()
+    cuda = "target: {kind: cuda, arch: sm_87, host: {kind: llvm, mtriple: aarch64-linux-gnu}}\n"
+    text = text[: text.index("target:")] + cuda + text[text.index("compiler:") :]
+    path = write_yaml(text, name="gpu.yaml")
+    with pytest.raises(UserError, match="the rpc runner measures CPU \\(llvm\\) targets only, got 'cuda'") as err:
+        _preflight(autotune.load_space("digits_cnn"), autotune.load_profile(path), profile_file=str(path))
+    assert err.value.key == "target.kind"
