@@ -277,9 +277,43 @@ def _preflight(space: SearchSpace, profile: DeviceProfile, *, profile_file: str)
             )
 
 
+def _saved_devices(run_dir: Path) -> list[str]:
+    """The other devices a run was started with (``run.json``), in order."""
+    run_json = run_dir / "run.json"
+    return list(json.loads(run_json.read_text()).get("devices", [])) if run_json.exists() else []
+
+
+def _other_devices(
+    space: SearchSpace, first: DeviceProfile, others: Sequence[DeviceProfile], *, space_file: str
+) -> None:
+    """Check the devices of a multi-device search against each other and the space's device metrics.
+
+    Raises:
+        UserError: two devices share a name, or an objective or constraint names a device that is
+            not one of the others (the first device's figures are named without ``@``).
+    """
+    names = [first.name, *(o.name for o in others)]
+    for n in names:
+        if names.count(n) > 1:
+            raise UserError(f"device profile {n!r} is given twice; each device needs its own name", key="--device")
+    for section in ("objectives", "constraints"):
+        for full in getattr(space, section):
+            _, at, device = full.partition("@")
+            if at and device not in names[1:]:
+                hint = (
+                    f"the first device's figures are named without '@' ({full.partition('@')[0]!r})"
+                    if device == first.name
+                    else f"devices of this search after the first: {', '.join(names[1:]) or 'none'}"
+                )
+                raise UserError(
+                    f"{full!r} names a device that is not in the search", file=space_file, key=f"{section}.{full}",
+                    hint=hint,
+                )  # fmt: skip
+
+
 def search(
     space: str | Path | None = None,
-    device: str | Path | None = None,
+    device: str | Path | Sequence[str | Path] | None = None,
     *,
     name: str | None = None,
     results_dir: str | Path = "results",
@@ -315,6 +349,9 @@ def search(
     ``autotune.trial.evaluate``); every ``reference_every`` trials the reference model is re-timed
     to detect drift (0: never).
     A resumed run keeps the settings it started with (``run.json``); only ``address`` may change.
+    ``device`` may list several profiles: every candidate is then compiled, checked and timed on each;
+    the first device's figures fill the usual columns, the others' ``<column>@<profile name>`` (see
+    ``_other_devices``), and objectives or constraints may name a device (``latency_ms@rpi5``).
 
     Raises:
         UserError: a bad space or profile, a run that already exists (without ``resume``), an
@@ -337,6 +374,7 @@ def search(
         if not saved_space.exists():
             raise UserError(f"no run to resume at {run_dir}", key="--resume")
         space_path, profile_path = saved_space, saved_profile
+        other_paths = [run_dir / f"profile@{n}.yaml" for n in _saved_devices(run_dir)]
     else:
         if (run_dir / "leaderboard.csv").exists() or saved_space.exists():
             raise UserError(
@@ -344,9 +382,15 @@ def search(
                 key="--name",
                 hint=f"continue it with --resume {run_dir}, or choose another --name",
             )
-        space_path, profile_path = resolve_space_path(space), resolve_profile_path(device)
+        devices = [device] if device is None or isinstance(device, str | Path) else list(device)
+        if not devices:
+            raise UserError("no device profile given", key="--device")
+        space_path, profile_path = resolve_space_path(space), resolve_profile_path(devices[0])
+        other_paths = [resolve_profile_path(d) for d in devices[1:]]
     sp = load_space(space_path)
     prof = _load.load_profile(profile_path)
+    others = tuple(_load.load_profile(p) for p in other_paths)
+    _other_devices(sp, prof, others, space_file=str(space_path))
     values = {
         "trials": trials,
         "time_budget_s": time_budget_s,
@@ -387,13 +431,18 @@ def search(
         resume=resume,
         enqueue=tuple(dict(p) for p in enqueue) + (warm.enqueue if warm else ()),
         priors=warm.priors if warm else (),
+        others=others,
         **values,
     )
     fresh = not run_dir.exists()
     # The checks that need torch and TVM run while Ray starts (both take seconds); no trial starts,
     # and nothing is written to the run directory, before they pass.
     with ThreadPoolExecutor(1, thread_name_prefix="autotune-preflight") as pool:
-        checked = pool.submit(_preflight, sp, prof, profile_file=str(profile_path))
+        def preflight() -> None:
+            for profile, path in ((prof, profile_path), *zip(others, other_paths, strict=True)):
+                _preflight(sp, profile, profile_file=str(path))
+
+        checked = pool.submit(preflight)
 
         def ready() -> None:
             checked.result()  # re-raises the UserError of a failed check
@@ -401,9 +450,12 @@ def search(
                 run_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(space_path, saved_space)
                 shutil.copyfile(profile_path, saved_profile)
+                for other, path in zip(others, other_paths, strict=True):
+                    shutil.copyfile(path, run_dir / f"profile@{other.name}.yaml")
                 from autotune import __version__
 
                 record = {"autotune": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                record["devices"] = [o.name for o in others]
                 run_json.write_text(json.dumps({**record, "settings": values}, indent=1) + "\n")
 
         try:

@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run (or resume) a search", description="Run an Optuna search under Ray Tune.")
     s.add_argument("--space", default=None, help="search-space YAML or shipped name (default: digits_cnn)")
-    s.add_argument("--device", default=None, help="device-profile YAML or shipped name (default: host)")
+    s.add_argument(
+        "--device",
+        action="append",
+        default=None,
+        help="device-profile YAML or shipped name (default: host); repeat it to time every candidate on each",
+    )
     s.add_argument("--trials", type=int, default=12, help="number of trials (default: 12)")
     s.add_argument("--time-budget", type=parse_duration, default=None, help="stop after this long, e.g. 30m, 8h")
     s.add_argument("--name", default=None, help="run name: results go to RESULTS_DIR/NAME")
@@ -236,7 +241,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume).resolve()
         results_dir, name, resume = str(run_dir.parent), run_dir.name, True
     if not resume:
-        autotune.check(args.space, args.device)  # fail fast, before Ray and TVM start
+        for device in args.device or [None]:
+            autotune.check(args.space, device)  # fail fast, before Ray and TVM start
     live = Live(console=console, refresh_per_second=2, transient=False)
     t0 = time.monotonic()
 

@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Leaderboard",
+    "device_objectives",
     "flag_drift",
     "merge_leaderboards",
     "pareto_ranks",
@@ -190,11 +191,13 @@ def pareto_ranks(points: Sequence[Sequence[float | Interval]]) -> list[int]:
 
 def _interval(row: Mapping[str, Any], column: str, value: float) -> Interval:
     """The measured spread of a timed value: the confidence interval of the median latency (energy
-    scaled with it); a point for everything else, and for finalists' tuned latency."""
-    lo, hi = row.get("latency_ci_low_ms"), row.get("latency_ci_high_ms")
-    lat = row.get("latency_ms")
-    if column in ("latency_ms", "energy_mj") and isinstance(lo, int | float) and isinstance(hi, int | float):
-        if column == "latency_ms":
+    scaled with it); a point for everything else, and for finalists' tuned latency. A device's
+    column (``latency_ms@rpi5``) uses that device's interval."""
+    base, at, device = column.partition("@")
+    lo, hi = row.get(f"latency_ci_low_ms{at}{device}"), row.get(f"latency_ci_high_ms{at}{device}")
+    lat = row.get(f"latency_ms{at}{device}")
+    if base in ("latency_ms", "energy_mj") and isinstance(lo, int | float) and isinstance(hi, int | float):
+        if base == "latency_ms":
             return (float(min(lo, value)), float(max(hi, value)))
         if isinstance(lat, int | float) and lat > 0:
             return (value * lo / lat, value * hi / lat)
@@ -220,8 +223,21 @@ def _objective_vector(
 _TIMED = {"latency_ms", "latency_p90_ms", "energy_mj"}
 
 
-def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns: Mapping[str, str]) -> None:
-    """Set ``pareto_rank`` on the ``ok`` rows (in place); other rows get none.
+def device_objectives(objectives: Mapping[str, str], device: str) -> dict[str, str]:
+    """The objectives as seen on ``device`` of a multi-device search: its own latency and energy
+    in place of the first device's (objectives that already name a device are kept)."""
+    return {(f"{n}@{device}" if n in _TIMED else n): d for n, d in objectives.items()}
+
+
+def rank_rows(
+    rows: list[dict[str, Any]],
+    objectives: Mapping[str, str],
+    columns: Mapping[str, str],
+    *,
+    rank_column: str = "pareto_rank",
+    timing_column: str = "timing",
+) -> None:
+    """Set ``rank_column`` (default ``pareto_rank``) on the ``ok`` rows (in place); other rows get none.
 
     Ranking is noise-aware: latency (and energy, which is derived from the same timing) compare by
     their confidence intervals of the median, so a dominance counts only when the intervals
@@ -230,21 +246,27 @@ def rank_rows(rows: list[dict[str, Any]], objectives: Mapping[str, str], columns
     When the timings come from an emulated device (``timing == 'emulated'``), latency and energy
     objectives are left out of the ranking; with nothing left, no row is ranked.
     """
-    if any(r.get("timing") == "emulated" for r in rows):
-        objectives = {k: v for k, v in objectives.items() if columns.get(k, k) not in _TIMED}
+    emulated = {timing_column.partition("@")[2]} if any(r.get(timing_column) == "emulated" for r in rows) else set()
+    emulated |= {c.partition("@")[2] for r in rows for c, v in r.items() if c.startswith("timing@") and v == "emulated"}
+    if emulated:  # leave out the timed objectives measured on an emulated device ('' is the first device)
+        objectives = {
+            k: v
+            for k, v in objectives.items()
+            if not (columns.get(k, k).partition("@")[0] in _TIMED and columns.get(k, k).partition("@")[2] in emulated)
+        }
         if not objectives:
             for r in rows:
-                r["pareto_rank"] = None
+                r[rank_column] = None
             return
     idx, pts = [], []
     for i, r in enumerate(rows):
-        r["pareto_rank"] = None
+        r[rank_column] = None
         vec = _objective_vector(r, objectives, columns) if r.get("status") == "ok" else None
         if vec is not None:
             idx.append(i)
             pts.append(vec)
     for i, rank in zip(idx, pareto_ranks(pts), strict=True):
-        rows[i]["pareto_rank"] = rank
+        rows[i][rank_column] = rank
 
 
 #: A reference re-timing further than this from the run's first one is drift.
@@ -318,8 +340,11 @@ class Leaderboard:
         objectives: Mapping[str, str],
         metric_columns: Mapping[str, str],
         drift_threshold: float = DRIFT_THRESHOLD,
+        devices: Sequence[str] = (),
     ):
+        """``devices``: the other devices of a multi-device search, each ranked in ``pareto_rank@<device>``."""
         self.run_dir = Path(run_dir)
+        self.devices = tuple(devices)
         self.drift_threshold = drift_threshold
         self.objectives = dict(objectives)
         self.metric_columns = dict(metric_columns)
@@ -366,14 +391,18 @@ class Leaderboard:
     def _write_csv(self) -> list[dict[str, Any]]:
         rows = self.rows()
         rank_rows(rows, self.objectives, self.metric_columns)
+        for device in self.devices:
+            objectives = device_objectives(self.objectives, device)
+            rank_rows(rows, objectives, self.metric_columns, rank_column=f"pareto_rank@{device}")
         flag_drift(rows, self.drift_threshold)
         write_csv(rows, self.csv_path)
         return rows
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Write rows with the fixed columns first, then the rest sorted; replace ``path`` atomically."""
-    extra = sorted({k for r in rows for k in r if k not in COLUMNS})
+    """Write rows with the fixed columns first, then the other devices' columns (``<column>@<device>``,
+    sorted), then the rest (the sampled parameters) sorted; replace ``path`` atomically."""
+    extra = sorted({k for r in rows for k in r if k not in COLUMNS}, key=lambda k: ("@" not in k, k))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow([*COLUMNS, *extra])
@@ -398,7 +427,10 @@ def read_leaderboard(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     p = Path(run_dir)
     p = p / "leaderboard.csv" if p.is_dir() else p
     with open(p, newline="") as f:
-        return [{k: v if k in TEXT_COLUMNS and v else _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: v if k.partition("@")[0] in TEXT_COLUMNS and v else _parse(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 #: Columns that hold text even when a value looks like a number (Ray's hex trial id ``6191e151``

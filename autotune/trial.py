@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.config.search_space import METRICS, TRAIN_KEYS, SearchSpace
+from autotune.config.search_space import TRAIN_KEYS, SearchSpace, metric_column
 from autotune.data import DataSplits, load_data
 from autotune.errors import CandidateFailed
 from autotune.leaderboard import COLUMNS, SCHEMA_VERSION
@@ -58,9 +58,10 @@ class Task:
     profile: DeviceProfile
     data: DataSplits
     family: ModelFamily
+    others: tuple[DeviceProfile, ...] = ()  # a multi-device search's other devices
 
 
-def prepare_task(space: SearchSpace, profile: DeviceProfile) -> Task:
+def prepare_task(space: SearchSpace, profile: DeviceProfile, *, others: tuple[DeviceProfile, ...] = ()) -> Task:
     """Load the data set and resolve the model family (once per worker)."""
     t = space.task
     data = load_data(
@@ -71,7 +72,7 @@ def prepare_task(space: SearchSpace, profile: DeviceProfile) -> Task:
         input_shape=t.input_shape,
         num_classes=t.num_classes,
     )
-    return Task(space=space, profile=profile, data=data, family=resolve_family(t.model))
+    return Task(space=space, profile=profile, data=data, family=resolve_family(t.model), others=tuple(others))
 
 
 def make_trial_config(params: Mapping[str, Any], space: SearchSpace, *, trial_id: str, seed: int) -> TrialConfig:
@@ -107,7 +108,7 @@ def violations(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfil
         bounds["size_bytes"] = (lo, min(x for x in (hi, profile.limits.size_bytes) if x is not None))
     out = []
     for name, (lo, hi) in bounds.items():
-        v = row.get(METRICS.get(name, name))
+        v = row.get(metric_column(name))
         if v is None:
             continue
         if hi is not None and v > hi:
@@ -319,6 +320,41 @@ def _time(artifact: CompiledArtifact, task: Task, lock: QuietLock) -> Any:
     return RUNNERS.get(task.profile.runner.kind)(artifact, task.profile, task.data.x_test[:1], lock=lock)
 
 
+#: The columns a multi-device search fills for each other device, as ``<column>@<profile name>``.
+OTHER_DEVICE_COLUMNS = (
+    "latency_ms", "latency_p90_ms", "latency_cov", "latency_ci_low_ms", "latency_ci_high_ms", "timing",
+    "energy_mj", "energy_source", "idle_w", "max_abs_diff", "artifact_bytes", "compile_s", "verify_s", "measure_s",
+)  # fmt: skip
+
+
+def _on_other_device(
+    program: Any, exported: Any, task: Task, other: DeviceProfile, work: Path, lock: QuietLock, deploy: tuple[str, str]
+) -> dict[str, Any]:
+    """Compile the deployed model for ``other`` (untuned), check it against PyTorch there and time it.
+
+    Raises:
+        CandidateFailed: any stage on that device, the reason prefixed ``on <name>:``.
+    """
+    from autotune.numerics import check_numerics, tolerance_for
+
+    sub = dataclasses.replace(task, profile=other, others=())
+    try:
+        artifact = _compile(program, sub, work, None, lock, deploy)
+        remote = None
+        if other.runner.kind == "rpc":
+            from autotune.measure.rpc import run_remote
+
+            remote = functools.partial(run_remote, artifact, other.runner)
+        tol = tolerance_for(other, precision=deploy[0], act_bits=_activation_bits(exported))
+        with lock.shared():
+            numerics = check_numerics(artifact, exported, task.data.x_test, profile=other, run=remote, tolerance=tol)
+        m = _time(artifact, sub, lock)
+    except CandidateFailed as err:
+        raise CandidateFailed(err.stage, f"on {other.name}: {err.reason}") from err
+    cols = {**_columns(artifact), **_columns(numerics), **_columns(m), "timing": m.extra.get("timing", "local")}
+    return {f"{k}@{other.name}": cols.get(k) for k in OTHER_DEVICE_COLUMNS}
+
+
 def _uncompressed_latency(
     model: Any, task: Task, work: Path, request: Any, lock: QuietLock, latency_ms: float
 ) -> dict[str, Any]:
@@ -375,7 +411,7 @@ def _weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> dict[str,
     """Hard constraints on metrics that do not depend on the weights (all but accuracy)."""
     from autotune.config.search_space import TRAINED_METRICS
 
-    out = {n: (c.min, c.max) for n, c in space.constraints.items() if n not in TRAINED_METRICS}
+    out = {n: (c.min, c.max) for n, c in space.constraints.items() if n not in TRAINED_METRICS and "@" not in n}
     for name, limit in (("peak_mem_bytes", profile.limits.memory_bytes), ("size_bytes", profile.limits.size_bytes)):
         if limit:
             lo, hi = out.get(name, (None, None))
@@ -706,6 +742,9 @@ def evaluate(
         row.update(_columns(m), timing=m.extra.get("timing", "local"))
         row.update(fingerprint(profile.runner.kind, profile.runner.key))
         _record(screening, features, row)
+        for other in task.others:
+            enter(f"on {other.name}")
+            row.update(_on_other_device(program, exported, task, other, work / f"@{other.name}", lock, deploy))
         if uncompressed is not None:
             enter("measure uncompressed")
             row.update(_uncompressed_latency(uncompressed, task, work / "uncompressed", request, lock, m.latency_ms))

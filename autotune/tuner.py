@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.config.search_space import METRICS, SearchSpace
+from autotune.config.search_space import METRICS, SearchSpace, metric_column
 from autotune.errors import UserError
 from autotune.leaderboard import SCHEMA_VERSION, Leaderboard
 from autotune.space import PARAM_PREFIXES, sample_params
@@ -63,6 +63,7 @@ class SearchSettings:
     constraint_first: bool = True  # time untrained networks that might break a hard constraint
     reference_every: int = 10  # re-time the reference model every N trials (0: never)
     drift_threshold: float = 0.10  # a reference timing this far from the first is drift
+    others: tuple[DeviceProfile, ...] = ()  # the other devices every candidate is also timed on
 
     @property
     def run_dir(self) -> Path:
@@ -114,7 +115,7 @@ def _define_by_run(trial: Any, space: SearchSpace) -> dict[str, Any]:
 def _objective_values(row: Mapping[str, Any], objectives: Mapping[str, str]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name in objectives:
-        v = row.get(METRICS[name])
+        v = row.get(metric_column(name))
         out[f"obj/{name}"] = float(v) if isinstance(v, int | float) and math.isfinite(v) else None
     return out
 
@@ -170,6 +171,7 @@ def _trainable(
     predictor: bool = True,
     constraint_first: bool = True,
     reference_every: int = 0,
+    others: tuple[DeviceProfile, ...] = (),
 ) -> None:
     """Ray Tune function trainable: evaluate one candidate in a sandboxed child, reporting each epoch."""
     import ray
@@ -186,7 +188,7 @@ def _trainable(
     trial_id = ctx.get_trial_id()
     cpus = max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1)))
     torch.set_num_threads(cpus)
-    task = prepare_task(space, profile)
+    task = prepare_task(space, profile, others=others)
     _warm_imports(bool(space.compress))
     params = {k: v for k, v in config.items() if k.startswith(PARAM_PREFIXES)}
     seed = int(config.get("seed", 0)) + int(config.get("study_trial") or 0)
@@ -262,7 +264,7 @@ def _violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: Devi
     """Optuna constraint values (<= 0 is feasible), one per constraint, relative to its bound."""
     out = {}
     for name, c in space.constraints.items():
-        v = row.get(METRICS[name])
+        v = row.get(metric_column(name))
         if v is None and name == "latency_ms":
             v = row.get("latency_pred_ms")  # skipped on the prediction
         if not isinstance(v, int | float):
@@ -401,7 +403,7 @@ class _RunCallbackBase:
         front = [r for r in rows if r.get("pareto_rank") == 1]
         if front:
             first = next(iter(self.space.objectives))
-            key = METRICS[first]
+            key = metric_column(first)
             rev = self.space.objectives[first] == "max"
             p.best = sorted(front, key=lambda r: r.get(key) or 0, reverse=rev)[0]
         p.running.pop(str(row["trial_id"]), None)
@@ -603,7 +605,11 @@ def run_search(
 
     run_dir = settings.run_dir.resolve()
     board = Leaderboard(
-        run_dir, objectives=space.objectives, metric_columns=METRICS, drift_threshold=settings.drift_threshold
+        run_dir,
+        objectives=space.objectives,
+        metric_columns=METRICS,
+        drift_threshold=settings.drift_threshold,
+        devices=[o.name for o in settings.others],
     )
     previous = board.rows()
     progress = Progress(total=settings.trials, time_budget_s=settings.time_budget_s, objectives=dict(space.objectives))
@@ -661,6 +667,7 @@ def _run(
             predictor=settings.predictor,
             constraint_first=settings.constraint_first,
             reference_every=settings.reference_every,
+            others=settings.others,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
@@ -760,9 +767,8 @@ def _tune_finalists(
     cfg = profile.tuning
     first = next(iter(space.objectives))
     rows = [r for r in board.rewrite() if r.get("pareto_rank") == 1 and not r.get("latency_tuned_ms")]
-    rows.sort(
-        key=lambda r: -(r.get(METRICS[first]) or 0) if space.objectives[first] == "max" else r.get(METRICS[first]) or 0
-    )
+    column, sign = metric_column(first), -1 if space.objectives[first] == "max" else 1
+    rows.sort(key=lambda r: sign * (r.get(column) or 0))
     task = prepare_task(space, profile)
     t0 = time.monotonic()
     for row in rows[: cfg.finalists]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autotune.config.search_space import METRICS, SearchSpace
+from autotune.config.search_space import SearchSpace, metric_column
 from autotune.errors import UserError
 from autotune.space import PARAM_PREFIXES, distribution_of, param_sections, param_specs, spec_key
 
@@ -46,7 +46,7 @@ def warm_start(run_dir: str | Path, space: SearchSpace) -> WarmStart:
     rows = [r for r in read_leaderboard(run) if r.get("status") in ("ok", "infeasible")]
     if not rows:
         raise UserError("the run has no finished trial to start from", file=str(run_dir), key="--warm-start")
-    objectives = [(METRICS[name], direction) for name, direction in space.objectives.items()]
+    objectives = [(metric_column(name), direction) for name, direction in space.objectives.items()]
     specs, sections = param_specs(space), param_sections(space)
     enqueue, priors, dropped = [], [], {}
     for row in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import (
+    DEVICE_METRICS,
     METRICS,
     OPTIMIZERS,
     SCHEDULES,
@@ -26,6 +28,7 @@ __all__ = ["load_profile", "load_space", "load_yaml_model", "read_yaml", "valida
 M = TypeVar("M", bound=BaseModel)
 
 # Pydantic inserts union-member tags into error locations; they are not keys the user wrote.
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNION_TAGS = {"categorical", "int", "float", "bool", "str", "list[...]", "dict[...]"}
 
 
@@ -167,7 +170,15 @@ def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> Non
     """Cross-field checks: objectives, constraints, conditions, train keys and choices."""
     measured = set(METRICS) - (set() if space.trains else TRAINED_METRICS)
     for section in ("objectives", "constraints"):
-        for name in getattr(space, section):
+        for full in getattr(space, section):
+            name, at, device = full.partition("@")
+            if at and (name not in DEVICE_METRICS or not _DEVICE_NAME.match(device)):
+                raise UserError(
+                    f"{full!r}: only {', '.join(DEVICE_METRICS)} can name a device, as METRIC@PROFILE_NAME",
+                    file=file,
+                    key=f"{section}.{full}",
+                    hint="the profile name is one given with --device in a multi-device search",
+                )
             if name not in METRICS:
                 near = closest(name, list(METRICS))
                 raise UserError(

@@ -11,12 +11,14 @@ __all__ = [
     "Constraint",
     "FloatParam",
     "IntParam",
+    "DEVICE_METRICS",
     "METRICS",
     "Param",
     "SearchSpace",
     "Split",
     "Task",
     "TRAIN_KEYS",
+    "metric_column",
 ]
 
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
@@ -37,6 +39,16 @@ METRICS: dict[str, str] = {
     "macs": "macs",
 }
 TRAINED_METRICS = {"accuracy", "val_accuracy"}
+#: Metrics measured on each device of a multi-device search: ``latency_ms@rpi5`` names one device's.
+DEVICE_METRICS = ("latency_ms", "latency_p90_ms", "energy_mj")
+
+
+def metric_column(name: str) -> str:
+    """The leaderboard column of an objective or constraint name (``accuracy`` -> ``val_accuracy``,
+    ``latency_ms@rpi5`` -> ``latency_ms@rpi5``)."""
+    base, at, device = name.partition("@")
+    return METRICS[base] + at + device
+
 
 #: Keys of the ``train`` section, with their defaults when a space leaves them out.
 TRAIN_KEYS: dict[str, Any] = {

@@ -1,14 +1,17 @@
-"""A search measured over TVM RPC on a loopback device: a real tracker and RPC server on 127.0.0.1,
-served by this machine's own Python (``emulate.start_device(native=True)``), lost mid-run."""
+"""Searches measured over TVM RPC on a loopback device: a real tracker and RPC server on 127.0.0.1,
+served by this machine's own Python (``emulate.start_device(native=True)``): one that loses the device
+mid-run, and one that times every candidate on two devices."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
+import optuna
 import pytest
 from conftest import search_args
 
@@ -59,3 +62,47 @@ def test_search_over_rpc_records_a_lost_device_and_finishes(tmp_path, repo, loop
     assert first["cpu_model"] == f"rpc:{KEY}"
     assert second["status"] == "failed"
     assert f"no free device for key '{KEY}'" in second["error"]  # the reason, with the stage before it
+
+
+def test_two_device_search_times_every_candidate_on_both(tmp_path, repo, loopback, write_yaml):
+    fast = (repo / "tests/fixtures/host_fast.yaml").read_text().replace("name: host_fast", "name: loop")
+    runner = f"runner: {{kind: rpc, tracker: '{loopback.tracker}', key: {KEY}, request_timeout_s: 10}}\n"
+    other = write_yaml(fast + runner, name="loop.yaml")
+    space_text = (repo / "tests/fixtures/tiny_cnn.yaml").read_text()
+    objectives, constraints = "{accuracy: max, latency_ms: min", "{latency_ms: {max: 50}"
+    space_text = space_text.replace(objectives, objectives + ", latency_ms@loop: min")
+    space_text = space_text.replace(constraints, constraints + ", latency_ms@loop: {max: 50}")
+    space = write_yaml(space_text, name="space.yaml")
+    res = tmp_path / "results"
+    rows = autotune.search(
+        space, [repo / "tests/fixtures/host_fast.yaml", other], name="two", results_dir=res, trials=2,
+        concurrency=1, early_stopping=False, reference_every=0,
+    )  # fmt: skip
+    assert len(rows) == 2
+    for row in autotune.read_leaderboard(res / "two"):  # as a reader of the CSV sees it
+        assert row["status"] == "ok", row.get("error")
+        assert row["device"] == "host_fast" and row["timing"] == "local" and row["latency_ms"] > 0
+        assert row["timing@loop"] == "device" and row["latency_ms@loop"] > 0 and row["max_abs_diff@loop"] < 1e-4
+        assert row["latency_ci_low_ms@loop"] <= row["latency_ms@loop"] <= row["latency_ci_high_ms@loop"]
+        assert row["energy_source@loop"] == "model" and row["pareto_rank@loop"] >= 1 and row["pareto_rank"] >= 1
+    header = (res / "two" / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    fixed = header.index("finished_at")
+    device_cols = [c for c in header if "@" in c]
+    assert header[fixed + 1 : fixed + 1 + len(device_cols)] == sorted(device_cols)  # after the fixed columns
+    study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{res / 'two' / 'study.db'}")
+    assert len(study.directions) == 3  # the second device's latency is an objective of the study
+    assert all(len(t.values) == 3 for t in study.trials)
+    assert json.loads((res / "two" / "run.json").read_text())["devices"] == ["loop"]
+    assert (res / "two" / "profile@loop.yaml").exists()  # --resume measures on the same devices
+
+
+def test_objective_naming_an_unknown_device_is_refused(tmp_path, repo, write_yaml):
+    space_text = (
+        (repo / "tests/fixtures/tiny_cnn.yaml")
+        .read_text()
+        .replace("objectives: {accuracy: max, latency_ms: min}", "objectives: {accuracy: max, latency_ms@rpi5: min}")
+    )
+    space = write_yaml(space_text, name="space.yaml")
+    with pytest.raises(autotune.UserError, match="'latency_ms@rpi5' names a device that is not in the search"):
+        autotune.search(space, repo / "tests/fixtures/host_fast.yaml", name="x", results_dir=tmp_path / "r")
+    assert not (tmp_path / "r" / "x").exists()

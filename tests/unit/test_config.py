@@ -95,6 +95,12 @@ BAD_SPACES = [
     (GOOD_SPACE.replace("choices: [3, 5]", "choices: [3, 4]"), "arch.kernel", "4"),
     (GOOD_SPACE.replace("type: int, low: 1", "type: integer, low: 1"), "arch.stages.type", "did you mean 'int'"),
     (GOOD_SPACE.replace("objectives: {accuracy: max, latency_ms: min}", "objectives: {}"), "objectives", "at least 1"),
+    (
+        GOOD_SPACE.replace("latency_ms: min}", "latency_ms: min, accuracy@rpi5: max}"),
+        "objectives.accuracy@rpi5",
+        "only latency_ms, latency_p90_ms, energy_mj can name a device",
+    ),
+    (GOOD_SPACE.replace("latency_ms: min}", "latency_ms: min, latency_ms@: min}"), "objectives.latency_ms@", "name"),
     (GOOD_SPACE + "compress: {prune: {ratio: 1.0}}\n", "compress.prune.ratio", "must be < 1"),
     (GOOD_SPACE + "compress: {prune: {ratio: {type: float, low: 0.5, high: 1.2}}}\n", "compress.prune.ratio", "1.2"),
     (GOOD_SPACE + "compress: {prune: {ration: 0.5}}\n", "compress.prune.ration", "did you mean 'ratio'"),
@@ -209,3 +215,9 @@ def test_gpu_target_is_refused_before_the_search(write_yaml):
     with pytest.raises(UserError, match="the rpc runner measures CPU \\(llvm\\) targets only, got 'cuda'") as err:
         _preflight(autotune.load_space("digits_cnn"), autotune.load_profile(path), profile_file=str(path))
     assert err.value.key == "target.kind"
+
+
+def test_a_device_metric_may_name_a_device(write_yaml):
+    text = GOOD_SPACE.replace("latency_ms: min}", "latency_ms: min, energy_mj@rpi5: min}")
+    space = autotune.load_space(write_yaml(text, "s.yaml"))
+    assert space.objectives["energy_mj@rpi5"] == "min"

@@ -62,6 +62,28 @@ def test_columns_fixed_then_params(tmp_path):
     assert header[len(COLUMNS) :] == ["arch.width"]
 
 
+def test_each_device_of_a_search_gets_its_own_rank_and_columns(tmp_path):
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS, devices=["pi"])
+    # t1 is faster on the first device, t2 on the Pi (same accuracy): each device has its own front
+    board.add({**_row(1, 0.9, 1.0), "latency_ms@pi": 9.0, "timing@pi": "device", "energy_source@pi": "1e3"})
+    board.add({**_row(2, 0.9, 2.0), "latency_ms@pi": 4.0, "timing@pi": "device", "energy_source@pi": "1e3"})
+    rows = {r["trial_id"]: r for r in read_leaderboard(tmp_path)}
+    assert (rows["t001"]["pareto_rank"], rows["t002"]["pareto_rank"]) == (1, 2)
+    assert (rows["t001"]["pareto_rank@pi"], rows["t002"]["pareto_rank@pi"]) == (2, 1)
+    assert rows["t001"]["energy_source@pi"] == "1e3"  # a device's text column stays text
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[len(COLUMNS) :] == ["energy_source@pi", "latency_ms@pi", "pareto_rank@pi", "timing@pi", "arch.width"]
+
+
+def test_an_objective_may_name_a_device(tmp_path):
+    board = Leaderboard(tmp_path, objectives={"latency_ms@pi": "min"}, metric_columns=METRICS, devices=["pi"])
+    board.add({**_row(1, 0.9, 1.0), "latency_ms@pi": 9.0})
+    board.add({**_row(2, 0.9, 2.0), "latency_ms@pi": 4.0})
+    rows = {r["trial_id"]: r for r in read_leaderboard(tmp_path)}
+    assert (rows["t001"]["pareto_rank"], rows["t002"]["pareto_rank"]) == (2, 1)
+
+
 def test_same_trial_recorded_twice_keeps_one_row(tmp_path):
     board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
     board.add(_row(1, 0.5, 1.0))
