@@ -438,6 +438,7 @@ def search(
     # The checks that need torch and TVM run while Ray starts (both take seconds); no trial starts,
     # and nothing is written to the run directory, before they pass.
     with ThreadPoolExecutor(1, thread_name_prefix="autotune-preflight") as pool:
+
         def preflight() -> None:
             for profile, path in ((prof, profile_path), *zip(others, other_paths, strict=True)):
                 _preflight(sp, profile, profile_file=str(path))

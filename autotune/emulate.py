@@ -289,6 +289,8 @@ def start_device(
     threads: int = 1,
     timeout_s: float = 300.0,
     native: bool = False,
+    server_module: str = "tvm.exec.rpc_server",
+    env: dict[str, str] | None = None,
 ) -> EmulatedDevice:
     """Build the device if needed, start a tracker and the emulated server, and wait for registration.
 
@@ -302,6 +304,9 @@ def start_device(
         timeout_s: how long to wait for the tracker and the server to be up.
         native: serve with this machine's own Python instead (no QEMU, nothing built): a loopback
             device, so the RPC path can be exercised and its cost measured against local timing.
+        server_module: the server to run (``autotune.measure.rpc_server`` adds the device's energy
+            meter; native only: the emulated root filesystem has TVM but not autotune).
+        env: more environment variables for the server.
 
     Raises:
         UserError: the tracker port is taken, the build failed, or the server is not registered in time.
@@ -323,11 +328,11 @@ def start_device(
             if time.monotonic() > deadline or not _group(tracker_pid, "rpc_tracker"):
                 raise UserError(f"the RPC tracker did not start: {_tail(cache / f'tracker-{key}.log')}")
             time.sleep(0.2)
-        server_cmd = [str(wrapper), "-m", "tvm.exec.rpc_server", f"--tracker={host}:{tracker_port}", f"--key={key}"]
+        server_cmd = [str(wrapper), "-m", server_module, f"--tracker={host}:{tracker_port}", f"--key={key}"]
         device.server_pid = _spawn(
             [*server_cmd, f"--host={host}", f"--port={server_port}", f"--port-end={server_port + 10}"],
             device.server_log,
-            env={**os.environ, "TVM_NUM_THREADS": str(threads)},
+            env={**os.environ, "TVM_NUM_THREADS": str(threads), **(env or {})},
         )
         _state_file(cache, key).write_text(json.dumps(asdict(device)))
         while _registered(device) < 1:

@@ -9,6 +9,7 @@ A meter that cannot be read is never reported as 0 J.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from autotune.measure.base import ENERGY_METERS, EnergyMeter
 
 __all__ = ["JetsonMeter", "NvmlMeter", "RaplMeter", "idle_power_w", "open_meter"]
 
-POWERCAP = Path("/sys/class/powercap")
+POWERCAP = Path(os.environ.get("AUTOTUNE_POWERCAP", "/sys/class/powercap"))  # moved by tests
 #: Jetson INA3221 rail monitors: hwmon (JetPack 5 and 6, Orin) and iio (JetPack 4, Xavier and Nano).
 JETSON_RAILS = (Path("/sys/bus/i2c/drivers/ina3221"), Path("/sys/bus/i2c/drivers/ina3221x"))
 #: Seconds an idle-power reading stays valid in this process before it is taken again.

@@ -211,6 +211,19 @@ def _on_device(
     raise CandidateFailed(stage, f"device lost: {_reason(lost)}") from lost
 
 
+#: Seconds of device idle read before each remote timing window.
+_REMOTE_IDLE_S = 0.5
+
+
+def _remote_meter(remote: RPCSession) -> tuple[str, Callable[[], float]] | None:
+    """The device's energy meter, when its server offers one (``autotune.measure.rpc_server``)."""
+    try:
+        name = str(remote.get_function("autotune.meter.name")())
+    except Exception:  # AttributeError / TVMError: a plain TVM server, without autotune's functions
+        return None
+    return (name, remote.get_function("autotune.meter.read_j")) if name else None
+
+
 def _first_output(vm: VirtualMachine) -> np.ndarray:
     """Output 0 of ``main`` after ``invoke_stateful`` (the first leaf of nested tuples).
 
@@ -259,11 +272,13 @@ def measure_rpc(
     """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
 
     Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
-    repeat lasts ``min_repeat_ms``). Energy is modelled as ``(active_w - idle_w) × latency``
-    (``energy_source = 'model'``). ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then
-    held exclusively, since the device runs on this machine), else ``'device'``; ``load_avg`` is this
-    machine's for an emulated device, else NaN (unknown). The profile's ``meter`` is not read: it
-    would measure this machine, not the device.
+    repeat lasts ``min_repeat_ms``). Energy is read on the device when its server offers a meter
+    (``autotune.measure.rpc_server``) and the profile's ``meter`` is not ``none``: the meter's idle
+    power over a quiet 0.5 s on the device is subtracted from its reading over the timing window.
+    Otherwise it is modelled as ``(active_w - idle_w) × latency`` (``energy_source = 'model'``).
+    ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then held
+    exclusively, since the device runs on this machine), else ``'device'``; ``load_avg`` is this
+    machine's for an emulated device, else NaN (unknown).
 
     Args:
         x: float32 input of the compiled shape (batch 1).
@@ -279,29 +294,48 @@ def measure_rpc(
     waited0 = lock.waited_s
     t0 = time.perf_counter()
 
-    def work(remote: RPCSession, vm: VirtualMachine, dev: Device) -> tuple[list[float], int]:
+    def work(remote: RPCSession, vm: VirtualMachine, dev: Device) -> tuple[list[float], int, dict | None]:
         vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev))
+        meter = _remote_meter(remote) if profile.meter != "none" else None
+        energy = None
         with lock.exclusive() if runner.emulated else contextlib.nullcontext():
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
             timer = vm.time_evaluator(
                 "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
             )
+            if meter is not None:
+                name, read_j = meter
+                e0, t0 = read_j(), time.perf_counter()
+                time.sleep(_REMOTE_IDLE_S)  # the device idles: nothing runs there between the reads
+                idle_w = (read_j() - e0) / (time.perf_counter() - t0)
+                e0, t0 = read_j(), time.perf_counter()
             results = list(timer("main").results)
-        return results, _remote_threads(remote)
+            if meter is not None:
+                energy = {"name": name, "joules": read_j() - e0, "window_s": time.perf_counter() - t0}
+                energy["idle_w"] = idle_w
+        return results, _remote_threads(remote), energy
 
-    results, threads = _on_device(artifact, runner, work, stage="measure")
+    results, threads, energy = _on_device(artifact, runner, work, stage="measure")
     if threads != cfg.threads:
         log.warning("timed with %d TVM threads on the device, the profile asks for %d", threads, cfg.threads)
     stats = summarize_latency(results)
+    if energy is not None:  # calls in the window: repeats x number (grown to fill min_repeat_ms)
+        per_call_s = float(np.mean(results))
+        calls = max(1, round(energy["window_s"] / per_call_s)) if per_call_s > 0 else 1
+        above = energy["joules"] - energy["idle_w"] * energy["window_s"]
+        energy_mj, source, idle = max(0.0, above / calls * 1e3), str(energy["name"]), energy["idle_w"]
+    else:
+        energy_mj = (profile.power.active_w - profile.power.idle_w) * stats["latency_ms"]  # W x ms = mJ
+        source, idle = "model", profile.power.idle_w
     return Measurement(
         **stats,
         repeats=len(results),
         number=cfg.number,
         threads=threads,
-        energy_mj=(profile.power.active_w - profile.power.idle_w) * stats["latency_ms"],  # W x ms = mJ
-        energy_source="model",
-        idle_w=profile.power.idle_w,
+        energy_mj=energy_mj,
+        energy_source=source,
+        idle_w=idle,
         load_avg=os.getloadavg()[0] if runner.emulated else float("nan"),
         measure_s=time.perf_counter() - t0,
         lock_wait_s=lock.waited_s - waited0,

@@ -8,9 +8,11 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import optuna
 import pytest
 from conftest import search_args
@@ -106,3 +108,52 @@ def test_objective_naming_an_unknown_device_is_refused(tmp_path, repo, write_yam
     with pytest.raises(autotune.UserError, match="'latency_ms@rpi5' names a device that is not in the search"):
         autotune.search(space, repo / "tests/fixtures/host_fast.yaml", name="x", results_dir=tmp_path / "r")
     assert not (tmp_path / "r" / "x").exists()
+
+
+def _fake_rapl(root, stop, watts=2.0):
+    """A powercap tree whose package counter a thread advances at ``watts``, as a real one would."""
+    d = root / "intel-rapl:0"
+    d.mkdir(parents=True)
+    (d / "max_energy_range_uj").write_text(str(2**40))
+    (d / "energy_uj").write_text("0")
+    t0 = time.perf_counter()
+    while not stop.is_set():
+        tmp = d / "energy_uj.tmp"
+        tmp.write_text(str(int(watts * 1e6 * (time.perf_counter() - t0))))
+        tmp.replace(d / "energy_uj")
+        time.sleep(0.005)
+
+
+def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
+    from autotune.compiler import compile_artifact
+    from autotune.exporter import export_program
+    from autotune.measure import RUNNERS
+    from autotune.models import MODEL_FAMILIES, build_model
+
+    stop = threading.Event()
+    writer = threading.Thread(target=_fake_rapl, args=(tmp_path / "powercap", stop), daemon=True)
+    writer.start()
+    ports = dict(tracker_port=_free_port(), server_port=_free_port())
+    env = {"AUTOTUNE_POWERCAP": str(tmp_path / "powercap")}
+    try:
+        with emulate.start_device(
+            tmp_path / "device", key="metered", native=True, timeout_s=120,
+            server_module="autotune.measure.rpc_server", env=env, **ports,
+        ) as dev:  # fmt: skip
+            host = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
+            runner = host.runner.model_copy(update={"kind": "rpc", "tracker": dev.tracker, "key": "metered"})
+            profile = host.model_copy(update={"runner": runner})
+            model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10)
+            program, _, _ = export_program(model.eval(), (1, 8, 8))
+            art = compile_artifact(program, profile=host, out_dir=tmp_path / "art", input_shape=(1, 8, 8))
+            x = np.zeros((1, 1, 8, 8), np.float32)
+            m = RUNNERS.get("rpc")(art, profile, x)
+            modelled = RUNNERS.get("rpc")(art, profile.model_copy(update={"meter": "none"}), x)
+    finally:
+        stop.set()
+        writer.join()
+    assert m.energy_source == "rapl" and m.extra["timing"] == "device"
+    assert m.idle_w == pytest.approx(2.0, rel=0.1)  # the device's own counter, read over the session
+    # the counter runs at 2 W whether busy or idle: nothing is above idle
+    assert 0.0 <= m.energy_mj <= 0.25 * 2.0 * m.latency_ms
+    assert modelled.energy_source == "model" and modelled.idle_w == profile.power.idle_w
