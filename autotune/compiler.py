@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config.device_profile import DeviceProfile
+from autotune.config.device_profile import DeviceProfile, Runner
 from autotune.errors import CandidateFailed, UserError
 from autotune.lowering import dtype_census, to_fp16, to_int8
 from autotune.quiet import QuietLock
@@ -144,13 +144,35 @@ def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _make_runner() -> ms.runner.Runner:
-    """The MetaSchedule runner that measures candidates: this machine (an RPC runner will plug in here)."""
+def _make_runner(runner: Runner | None = None) -> ms.runner.Runner:
+    """The MetaSchedule runner that measures candidates: this machine, or the profile's RPC device
+    (each build uploaded there and timed by the device's own evaluator)."""
     from tvm.s_tir import meta_schedule as ms
 
     # each candidate: 3 repeats of at least 30 ms (kernels here take µs to ms); MetaSchedule ranks by the mean
     config = ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=30, enable_cpu_cache_flush=False)
-    return ms.runner.LocalRunner(timeout_sec=30, evaluator_config=config)
+    if runner is None or runner.kind == "local":
+        return ms.runner.LocalRunner(timeout_sec=30, evaluator_config=config)
+    host, port = runner.tracker_address
+    rpc = ms.runner.RPCConfig(
+        tracker_host=host,
+        tracker_port=port,
+        tracker_key=runner.key,
+        session_priority=runner.priority,
+        session_timeout_sec=runner.session_timeout_s,
+    )
+    return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=config, max_workers=1)
+
+
+def _export_with(compiler: str, mod: Any) -> str:
+    """MetaSchedule builder export: the built module as a shared library made by ``compiler``."""
+    import tempfile
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="autotune-ms-"), "tvm_tmp_mod.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(compiler))
+    return path
 
 
 def _cost_model() -> str:
@@ -162,7 +184,12 @@ def _cost_model() -> str:
 
 
 def _tune_misses(
-    todo: list[tuple[Any, Workload, int]], *, target: tvm.target.Target, db: TuningDatabase, seed: int
+    todo: list[tuple[Any, Workload, int]],
+    *,
+    target: tvm.target.Target,
+    db: TuningDatabase,
+    seed: int,
+    profile: DeviceProfile | None = None,
 ) -> tuple[int, set[str]]:
     """Tune each task for its missing trials in a staging database, then merge the new records into ``db``.
 
@@ -174,6 +201,8 @@ def _tune_misses(
 
     Args:
         todo: (extracted task, workload, trials to measure) per miss.
+        profile: where candidates are built (its cross ``compiler``) and measured (its ``runner``);
+            None: this machine.
 
     Returns:
         The number of records measured, and the keys of the workloads that now have a valid record.
@@ -195,12 +224,14 @@ def _tune_misses(
         ).clone()
         for (task, _, n), rand_state in zip(todo, ms.utils.fork_seed(seed, len(todo)), strict=True)
     ]
+    compiler = profile.compiler if profile is not None else None
     builder = ms.builder.LocalBuilder(
         max_workers=threads,
         timeout_sec=60,
         initializer=functools.partial(_stub_tensor_intrin, _unused_intrin_tables(target)),
+        **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
     )
-    runner = _make_runner()
+    runner = _make_runner(profile.runner if profile is not None else None)
     with db.staging() as staging:
         with db.reading():
             shared = ms.database.JSONDatabase(work_dir=str(db.directory))
@@ -265,6 +296,7 @@ def tune(
     trials: int,
     lock: QuietLock | None = None,
     seed: int = 0,
+    profile: DeviceProfile | None = None,
 ) -> TuneReport:
     """Tune the workloads of ``mod`` that the database lacks at this budget, and merge the new records.
 
@@ -275,8 +307,11 @@ def tune(
         mod: the Relax module after legalization and fusion, as ``compile_artifact`` lowers it.
         db_dir: the tuning database directory (created if missing).
         trials: MetaSchedule trials for the whole model (0: only count hits).
-        lock: the run's quiet lock, held exclusively while tuning; the caller must not hold it.
+        lock: the run's quiet lock, held exclusively while tuning measures on this machine (shared
+            when an RPC device that is not emulated measures); the caller must not hold it.
         seed: seeds the search.
+        profile: the device: its ``runner`` measures (``rpc``: MetaSchedule's RPC runner through the
+            profile's tracker), its ``compiler`` builds; None: this machine.
 
     Raises:
         CandidateFailed: stage ``tune``, when TVM cannot extract, tune or record the tasks.
@@ -310,10 +345,11 @@ def tune(
             with db.reading():  # the tuner that held the lock may have tuned these workloads
                 plan = plan_tuning(workloads, trials, db.tuned_trials(str(target)))
             todo = [(t, w, plan.todo[w.key]) for t, w in zip(tasks, workloads, strict=True) if w.key in plan.todo]
+            remote = profile is not None and profile.runner.kind == "rpc" and not profile.runner.emulated
             if todo:
-                with quiet.exclusive():
+                with quiet.shared() if remote else quiet.exclusive():
                     try:
-                        measured, valid = _tune_misses(todo, target=target, db=db, seed=seed)
+                        measured, valid = _tune_misses(todo, target=target, db=db, seed=seed, profile=profile)
                     except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
                         raise CandidateFailed("tune", _reason(err)) from err
                 with db.writing():
@@ -444,7 +480,15 @@ def compile_artifact(
             raise CandidateFailed("compile", _reason(err)) from err
         compile_s = time.perf_counter() - t1
     if tuning is not None:
-        report = tune(fused, target=target, db_dir=tuning.db_dir, trials=tuning.trials, lock=lock, seed=tuning.seed)
+        report = tune(
+            fused,
+            target=target,
+            db_dir=tuning.db_dir,
+            trials=tuning.trials,
+            lock=lock,
+            seed=tuning.seed,
+            profile=profile,
+        )
         with _shared(lock):
             t2 = time.perf_counter()
             lowered = _lower_tuned(fused, target, TuningDatabase(tuning.db_dir))

@@ -215,7 +215,6 @@ def retune(
         CandidateFailed: tuning, compiling or the numerical check failed.
     """
     from autotune.exporter import export_program
-    from autotune.measure.local import measure_local
     from autotune.numerics import check_numerics, tolerance_for
 
     lock = QuietLock(None)
@@ -232,8 +231,13 @@ def retune(
         deploy,
     )
     tol = tolerance_for(task.profile, precision=deploy[0], act_bits=_activation_bits(model))
-    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile, tolerance=tol)
-    m = measure_local(artifact, task.profile, task.data.x_test[:1])
+    remote = None
+    if task.profile.runner.kind == "rpc":  # checked and timed where it is deployed
+        from autotune.measure.rpc import run_remote
+
+        remote = functools.partial(run_remote, artifact, task.profile.runner)
+    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile, run=remote, tolerance=tol)
+    m = _time(artifact, task, lock)
     return {
         "latency_tuned_ms": m.latency_ms,
         "latency_tuned_p90_ms": m.latency_p90_ms,

@@ -178,12 +178,14 @@ class DeviceProfile(_Strict):
     @model_validator(mode="after")
     def _check_tuning(self) -> DeviceProfile:
         t = self.tuning
-        if (t.trials_per_candidate or t.trials_per_finalist) and (
-            self.compiler or self.target.get("kind", "llvm") != "llvm"
-        ):
+        if not (t.trials_per_candidate or t.trials_per_finalist):
+            return self
+        if self.target.get("kind", "llvm") != "llvm" and not self.is_host:
+            raise ValueError("tuning needs an llvm (CPU) target")
+        if self.compiler and self.runner.kind == "local":
             raise ValueError(
-                "tuning measures candidates on this machine (runner: local), so it needs an llvm target "
-                "built here, without 'compiler'"
+                "tuning measures where the runner runs: a cross-compiled target needs the rpc runner "
+                "(MetaSchedule's RPC runner times candidates on the device)"
             )
         return self
 

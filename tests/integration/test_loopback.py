@@ -5,6 +5,7 @@ mid-run, and one that times every candidate on two devices."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import optuna
 import pytest
+import torch
 from conftest import search_args
 
 import autotune
@@ -157,3 +159,33 @@ def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
     # the counter runs at 2 W whether busy or idle: nothing is above idle
     assert 0.0 <= m.energy_mj <= 0.25 * 2.0 * m.latency_ms
     assert modelled.energy_source == "model" and modelled.idle_w == profile.power.idle_w
+
+
+def test_tuning_measures_on_the_rpc_device(tmp_path, repo, loopback):
+    """MetaSchedule's RPC runner times the candidates on the device; the builder exports with the
+    profile's compiler (here the native gcc, through the same cross-compiler path)."""
+    from autotune.compiler import compile_artifact
+    from autotune.exporter import export_program
+    from autotune.models import MODEL_FAMILIES, build_model
+    from autotune.quiet import QuietLock
+    from autotune.sandbox import run_isolated
+    from autotune.tuning import TuningDatabase, TuningRequest
+
+    host = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
+    runner = host.runner.model_copy(update={"kind": "rpc", "tracker": loopback.tracker, "key": KEY})
+    profile = host.model_copy(update={"runner": runner, "compiler": "gcc"})
+    db = TuningDatabase(tmp_path / "db")
+    loads = loopback.server_log.read_text().count("load_module")
+
+    def work(send):  # in a forked child: TVM's runtime pool must not pin this test process
+        os.environ.update(TVM_NUM_THREADS="1", TVM_BIND_THREADS="0")
+        torch.manual_seed(0)
+        model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10)
+        program, _, _ = export_program(model.eval(), (1, 8, 8))
+        request = TuningRequest(trials=8, db_dir=str(db.directory), lock=QuietLock(tmp_path / "run"))
+        out = tmp_path / "art"
+        return compile_artifact(program, profile=profile, out_dir=out, input_shape=(1, 8, 8), tuning=request)
+
+    art = run_isolated(work, timeout_s=600)
+    assert art.tuned_trials > 0 and db.record_count() == art.tuned_trials
+    assert loopback.server_log.read_text().count("load_module") >= loads + art.tuned_trials  # each build ran there

@@ -52,11 +52,16 @@ def test_bad_tuning_section_names_the_key(write_yaml, section, key):
         autotune.load_profile(write_yaml(PROFILE + f"tuning: {section}\n"))
 
 
-def test_tuning_needs_a_target_that_runs_here(write_yaml):
+def test_tuning_measures_where_the_runner_runs(write_yaml):
     text = PROFILE.replace("{host: true}", "{kind: llvm, mtriple: aarch64-linux-gnu}") + "compiler: gcc\n"
-    with pytest.raises(UserError, match="tuning"):
+    with pytest.raises(UserError, match="a cross-compiled target needs the rpc runner"):
         autotune.load_profile(write_yaml(text + "tuning: {trials_per_candidate: 8}\n"))
     assert autotune.load_profile(write_yaml(text)).tuning.trials_per_candidate == 0
+    rpc = text + "runner: {kind: rpc, tracker: '127.0.0.1:9190', key: pi}\ntuning: {trials_per_candidate: 8}\n"
+    assert autotune.load_profile(write_yaml(rpc)).tuning.trials_per_candidate == 8  # tuned on the device
+    gpu = PROFILE.replace("{host: true}", "{kind: cuda, arch: sm_80}") + "tuning: {trials_per_candidate: 8}\n"
+    with pytest.raises(UserError, match="tuning needs an llvm"):
+        autotune.load_profile(write_yaml(gpu))
 
 
 def test_database_dir(write_yaml, tmp_path):
