@@ -263,6 +263,15 @@ def engine_table(engines: list[dict[str, Any]], row: dict[str, Any]) -> Table:
     return t
 
 
+def write_report(out: Path, name: str, report: dict[str, Any]) -> Path:
+    """Write a bench's JSON report as ``<out>/<name>.json`` and say where."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def environment(profile: DeviceProfile, threads: int) -> dict[str, Any]:
     import tvm
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import socket
 import statistics
@@ -47,7 +46,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.trial import make_trial_config, prepare_task, worker_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_cost import ROOT, environment  # noqa: E402 - the shared environment record of the benches
+from candidate_cost import ROOT, environment, write_report  # noqa: E402 - the shared environment record of the benches
 from tuning import BEST, BIG  # noqa: E402 - the same candidates as the tuning benchmark
 
 CANDIDATES = {"digits default best": ("digits_cnn", BEST), "mobilenet 3x224x224": ("latency_mobilenet224", BIG)}
@@ -164,10 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_avg_end": os.getloadavg()[0],
         **environment(local, local.measure.threads),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"devices-{local.name}-{started:%Y%m%d}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_report(args.out, f"devices-{local.name}-{started:%Y%m%d}", report)
 
 
 if __name__ == "__main__":

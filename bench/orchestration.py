@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
-    from candidate_cost import environment
+    from candidate_cost import environment, write_report
 
     profile = autotune.load_profile(args.device)
     started = dt.datetime.now().astimezone()
@@ -137,10 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         **environment(profile, profile.measure.threads),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"orchestration-{profile.name}-{started:%Y%m%d}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_report(args.out, f"orchestration-{profile.name}-{started:%Y%m%d}", report)
 
 
 if __name__ == "__main__":

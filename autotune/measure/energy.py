@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autotune.measure.base import ENERGY_METERS, EnergyMeter
@@ -140,20 +141,20 @@ class NvmlMeter:
         return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._h) / 1e3
 
 
-@ENERGY_METERS.register("rapl")
-def _rapl() -> EnergyMeter | None:
-    try:
-        return RaplMeter()
-    except (OSError, ValueError):
-        return None
+def _readable(meter: type) -> Callable[[], EnergyMeter | None]:
+    """An opener for the registry: the meter, or None where this machine has no such counter."""
+
+    def open_meter_of_kind() -> EnergyMeter | None:
+        try:
+            return meter()
+        except (OSError, ValueError):
+            return None
+
+    return open_meter_of_kind
 
 
-@ENERGY_METERS.register("jetson")
-def _jetson() -> EnergyMeter | None:
-    try:
-        return JetsonMeter()
-    except (OSError, ValueError):
-        return None
+ENERGY_METERS.register("rapl")(_readable(RaplMeter))
+ENERGY_METERS.register("jetson")(_readable(JetsonMeter))
 
 
 @ENERGY_METERS.register("nvml")
