@@ -98,6 +98,12 @@ def test_two_device_search_times_every_candidate_on_both(tmp_path, repo, loopbac
     assert all(len(t.values) == 3 for t in study.trials)
     assert json.loads((res / "two" / "run.json").read_text())["devices"] == ["loop"]
     assert (res / "two" / "profile@loop.yaml").exists()  # --resume measures on the same devices
+    again = autotune.search(name="two", results_dir=res, resume=True)  # all done: nothing runs, nothing lost
+
+    def key(r):
+        return r["trial_id"], r["latency_ms@loop"]
+
+    assert [key(r) for r in again] == [key(r) for r in rows]
 
 
 def test_objective_naming_an_unknown_device_is_refused(tmp_path, repo, write_yaml):
