@@ -163,7 +163,7 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     # another trial timing a candidate holds the machine: this one stands still, and says so
     ctx = mp.get_context("fork")
     ready = ctx.Event()
-    holder = ctx.Process(target=_hold_exclusive, args=(tmp_path / "quiet", 1.0, ready))
+    holder = ctx.Process(target=_hold_exclusive, args=(tmp_path / "quiet", 3.0, ready))
     holder.start()
     assert ready.wait(10)
     task = prepare_task(space, profile)
@@ -171,7 +171,7 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     waited = evaluate(cfg, task, work_dir=tmp_path / "waits", lock=QuietLock(tmp_path / "quiet"))
     holder.join()
     assert waited["status"] == "ok", waited.get("error")
-    assert waited["quiet_wait_s"] >= 0.5  # blocked until the holder let go
+    assert waited["quiet_wait_s"] >= 1.5  # blocked until the holder let go (it held the lock 3 s)
 
 
 def test_plugin_task(tmp_path, repo, profile, monkeypatch):
