@@ -6,7 +6,14 @@ an evaluation runs.
 
 from __future__ import annotations
 
-from autotune.api import (
+import os
+
+# TVM pins the thread that starts its runtime pool to one core unless told not to; in a process that
+# also trains (the API, a notebook), PyTorch would then crawl on that core (96 s for a 0.8 s training
+# measured here). Set before TVM is imported; a value the user set wins.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
+
+from autotune.api import (  # noqa: E402 - after the environment TVM reads
     calibrate_device,
     check,
     evaluate,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,15 @@ def test_no_module_shadows_a_public_api_function():
 
     modules = {p.stem for p in PKG.glob("*.py")} | {p.name for p in PKG.iterdir() if p.is_dir()}
     assert not modules & {n for n in autotune.__all__ if callable(getattr(autotune, n, None))}
+
+
+def test_importing_autotune_turns_tvm_thread_binding_off_unless_set():
+    """TVM would pin the thread that starts its pool, and training in the same process with it."""
+    code = "import os, autotune; print(os.environ['TVM_BIND_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "0"
+    mine = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "TVM_BIND_THREADS": "1"}
+    )
+    assert mine.stdout.strip() == "1"  # the user's choice wins
