@@ -235,7 +235,6 @@ def rank_rows(
     columns: Mapping[str, str],
     *,
     rank_column: str = "pareto_rank",
-    timing_column: str = "timing",
 ) -> None:
     """Set ``rank_column`` (default ``pareto_rank``) on the ``ok`` rows (in place); other rows get none.
 
@@ -246,9 +245,11 @@ def rank_rows(
     When the timings come from an emulated device (``timing == 'emulated'``), latency and energy
     objectives are left out of the ranking; with nothing left, no row is ranked.
     """
-    emulated = {timing_column.partition("@")[2]} if any(r.get(timing_column) == "emulated" for r in rows) else set()
-    emulated |= {c.partition("@")[2] for r in rows for c, v in r.items() if c.startswith("timing@") and v == "emulated"}
-    if emulated:  # leave out the timed objectives measured on an emulated device ('' is the first device)
+    # devices whose timings are emulated: '' is the first device (``timing``), 'pi' is ``timing@pi``
+    emulated = {
+        c.partition("@")[2] for r in rows for c, v in r.items() if c.partition("@")[0] == "timing" and v == "emulated"
+    }
+    if emulated:  # leave out the timed objectives measured there
         objectives = {
             k: v
             for k, v in objectives.items()

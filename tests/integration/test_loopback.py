@@ -16,7 +16,6 @@ from collections.abc import Iterator
 import numpy as np
 import optuna
 import pytest
-import torch
 from conftest import search_args
 
 import autotune
@@ -62,7 +61,8 @@ def test_search_over_rpc_records_a_lost_device_and_finishes(tmp_path, repo, loop
 
     first, second = autotune.read_leaderboard(res / "lost")
     assert first["status"] == "ok", first.get("error")
-    assert first["timing"] == "device" and first["latency_ms"] > 0 and first["max_abs_diff"] < 1e-4
+    assert first["timing"] == "device" and first["latency_ms"] > 0
+    assert first["max_abs_diff"] < 1e-4
     assert first["cpu_model"] == f"rpc:{KEY}"
     assert second["status"] == "failed"
     assert f"no free device for key '{KEY}'" in second["error"]  # the reason, with the stage before it
@@ -86,8 +86,9 @@ def test_two_device_search_times_every_candidate_on_both(tmp_path, repo, loopbac
     for row in autotune.read_leaderboard(res / "two"):  # as a reader of the CSV sees it
         assert row["status"] == "ok", row.get("error")
         assert row["device"] == "host_fast" and row["timing"] == "local" and row["latency_ms"] > 0
-        assert row["timing@loop"] == "device" and row["latency_ms@loop"] > 0 and row["max_abs_diff@loop"] < 1e-4
-        assert row["latency_ci_low_ms@loop"] <= row["latency_ms@loop"] <= row["latency_ci_high_ms@loop"]
+        assert row["timing@loop"] == "device" and row["latency_ms@loop"] > 0
+        assert row["max_abs_diff@loop"] < 1e-4  # checked against PyTorch on that device too
+        assert row["latency_ci_high_ms@loop"] >= row["latency_ms@loop"] >= row["latency_ci_low_ms@loop"]
         assert row["energy_source@loop"] == "model" and row["pareto_rank@loop"] >= 1 and row["pareto_rank"] >= 1
     header = (res / "two" / "leaderboard.csv").read_text().splitlines()[0].split(",")
     fixed = header.index("finished_at")
@@ -169,31 +170,43 @@ def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
     assert modelled.energy_source == "model" and modelled.idle_w == profile.power.idle_w
 
 
+#: Tune a tiny MobileNet on the RPC device in a fresh interpreter (argv: tracker, key, database, out):
+#: a fork of this test process, whose TVM runtime pool earlier tests started, can crash in TVM.
+TUNE_REMOTE = """
+import dataclasses, json, sys
+import torch
+import autotune
+from autotune.compiler import compile_artifact
+from autotune.exporter import export_program
+from autotune.models import MODEL_FAMILIES, build_model
+from autotune.tuning import TuningRequest
+
+tracker, key, db, out = sys.argv[1:]
+host = autotune.load_profile("tests/fixtures/host_fast.yaml")
+runner = host.runner.model_copy(update={"kind": "rpc", "tracker": tracker, "key": key})
+profile = host.model_copy(update={"runner": runner, "compiler": "gcc"})
+torch.manual_seed(0)
+model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10)
+program, _, _ = export_program(model.eval(), (1, 8, 8))
+request = TuningRequest(trials=8, db_dir=db)
+art = compile_artifact(program, profile=profile, out_dir=out, input_shape=(1, 8, 8), tuning=request)
+print(json.dumps(dataclasses.asdict(art)))
+"""
+
+
 def test_tuning_measures_on_the_rpc_device(tmp_path, repo, loopback):
     """MetaSchedule's RPC runner times the candidates on the device; the builder exports with the
     profile's compiler (here the native gcc, through the same cross-compiler path)."""
-    from autotune.compiler import compile_artifact
-    from autotune.exporter import export_program
-    from autotune.models import MODEL_FAMILIES, build_model
-    from autotune.quiet import QuietLock
-    from autotune.sandbox import run_isolated
-    from autotune.tuning import TuningDatabase, TuningRequest
+    from autotune.tuning import TuningDatabase
 
-    host = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
-    runner = host.runner.model_copy(update={"kind": "rpc", "tracker": loopback.tracker, "key": KEY})
-    profile = host.model_copy(update={"runner": runner, "compiler": "gcc"})
     db = TuningDatabase(tmp_path / "db")
     loads = loopback.server_log.read_text().count("load_module")
-
-    def work(send):  # in a forked child: TVM's runtime pool must not pin this test process
-        os.environ.update(TVM_NUM_THREADS="1", TVM_BIND_THREADS="0")
-        torch.manual_seed(0)
-        model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10)
-        program, _, _ = export_program(model.eval(), (1, 8, 8))
-        request = TuningRequest(trials=8, db_dir=str(db.directory), lock=QuietLock(tmp_path / "run"))
-        out = tmp_path / "art"
-        return compile_artifact(program, profile=profile, out_dir=out, input_shape=(1, 8, 8), tuning=request)
-
-    art = run_isolated(work, timeout_s=600)
-    assert art.tuned_trials > 0 and db.record_count() == art.tuned_trials
-    assert loopback.server_log.read_text().count("load_module") >= loads + art.tuned_trials  # each build ran there
+    args = [loopback.tracker, KEY, str(db.directory), str(tmp_path / "art")]
+    env = {**os.environ, "TVM_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", TUNE_REMOTE, *args], cwd=repo, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    art = json.loads(r.stdout.strip().splitlines()[-1])
+    assert art["tuned_trials"] > 0 and db.record_count() == art["tuned_trials"]
+    assert loopback.server_log.read_text().count("load_module") >= loads + art["tuned_trials"]  # each build ran there
