@@ -215,7 +215,6 @@ def retune(
         CandidateFailed: tuning, compiling or the numerical check failed.
     """
     from autotune.exporter import export_program
-    from autotune.numerics import check_numerics, tolerance_for
 
     lock = QuietLock(None)
     cfg, model = load_trained_model(row, task, run_dir)
@@ -230,13 +229,7 @@ def retune(
         lock,
         deploy,
     )
-    tol = tolerance_for(task.profile, precision=deploy[0], act_bits=_activation_bits(model))
-    remote = None
-    if task.profile.runner.kind == "rpc":  # checked and timed where it is deployed
-        from autotune.measure.rpc import run_remote
-
-        remote = functools.partial(run_remote, artifact, task.profile.runner)
-    numerics = check_numerics(artifact, exported, task.data.x_test, profile=task.profile, run=remote, tolerance=tol)
+    numerics = _verify(artifact, exported, task, deploy, lock)
     m = _time(artifact, task, lock)
     return {
         "latency_tuned_ms": m.latency_ms,
@@ -317,6 +310,25 @@ def _export_compile(model: Any, task: Task, work: Path, request: Any, lock: Quie
     return _compile(program, task, work, request, lock)
 
 
+def _verify(artifact: CompiledArtifact, exported: Any, task: Task, deploy: tuple[str, str], lock: QuietLock) -> Any:
+    """Check the compiled model against its PyTorch model on held-out inputs, where it is deployed
+    (on the device for an ``rpc`` profile), at the deployment precision's tolerance (a ``NumericsReport``).
+
+    Raises:
+        CandidateFailed: stage ``verify``: the outputs disagree, or the device fails.
+    """
+    from autotune.numerics import check_numerics, tolerance_for
+
+    remote = None
+    if task.profile.runner.kind == "rpc":
+        from autotune.measure.rpc import run_remote
+
+        remote = functools.partial(run_remote, artifact, task.profile.runner)
+    tol = tolerance_for(task.profile, precision=deploy[0], act_bits=_activation_bits(exported))
+    with lock.shared():
+        return check_numerics(artifact, exported, task.data.x_test, profile=task.profile, run=remote, tolerance=tol)
+
+
 def _time(artifact: CompiledArtifact, task: Task, lock: QuietLock) -> Any:
     """Time a compiled model on one test input with the profile's runner (a ``Measurement``)."""
     from autotune.measure import RUNNERS
@@ -339,19 +351,10 @@ def _on_other_device(
     Raises:
         CandidateFailed: any stage on that device, the reason prefixed ``on <name>:``.
     """
-    from autotune.numerics import check_numerics, tolerance_for
-
     sub = dataclasses.replace(task, profile=other, others=())
     try:
         artifact = _compile(program, sub, work, None, lock, deploy)
-        remote = None
-        if other.runner.kind == "rpc":
-            from autotune.measure.rpc import run_remote
-
-            remote = functools.partial(run_remote, artifact, other.runner)
-        tol = tolerance_for(other, precision=deploy[0], act_bits=_activation_bits(exported))
-        with lock.shared():
-            numerics = check_numerics(artifact, exported, task.data.x_test, profile=other, run=remote, tolerance=tol)
+        numerics = _verify(artifact, exported, sub, deploy, lock)
         m = _time(artifact, sub, lock)
     except CandidateFailed as err:
         raise CandidateFailed(err.stage, f"on {other.name}: {err.reason}") from err
@@ -656,7 +659,6 @@ def evaluate(
 
     from autotune.exporter import export_program
     from autotune.measure.base import fingerprint
-    from autotune.numerics import check_numerics, tolerance_for
     from autotune.train import train
 
     lock = lock or QuietLock(None)
@@ -732,15 +734,7 @@ def evaluate(
         artifact = _compile(program, task, work, request, lock, deploy)
         row.update(_columns(artifact), size_bytes=artifact.weights_bytes, export_s=export_s)
         enter("verify")
-        remote = None
-        if profile.runner.kind == "rpc":  # the check runs where the model is deployed
-            from autotune.measure.rpc import run_remote
-
-            remote = functools.partial(run_remote, artifact, profile.runner)
-        tol = tolerance_for(profile, precision=deploy[0], act_bits=_activation_bits(exported))
-        with lock.shared():
-            numerics = check_numerics(artifact, exported, data.x_test, profile=profile, run=remote, tolerance=tol)
-        row.update(_columns(numerics))
+        row.update(_columns(_verify(artifact, exported, task, deploy, lock)))
         enter("measure")
         m = _time(artifact, task, lock)
         row.update(_columns(m), timing=m.extra.get("timing", "local"))

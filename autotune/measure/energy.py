@@ -10,14 +10,16 @@ A meter that cannot be read is never reported as 0 J.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from autotune.config.device_profile import DeviceProfile
 from autotune.measure.base import ENERGY_METERS, EnergyMeter
 
-__all__ = ["JetsonMeter", "NvmlMeter", "RaplMeter", "idle_power_w", "open_meter"]
+__all__ = ["JetsonMeter", "NvmlMeter", "RaplMeter", "idle_power_w", "modelled_mj", "open_meter", "per_inference_mj"]
 
 POWERCAP = Path(os.environ.get("AUTOTUNE_POWERCAP", "/sys/class/powercap"))  # moved by tests
 #: Jetson INA3221 rail monitors: hwmon (JetPack 5 and 6, Orin) and iio (JetPack 4, Xavier and Nano).
@@ -191,3 +193,17 @@ def idle_power_w(meter: EnergyMeter, seconds: float = 0.5, *, ttl_s: float = IDL
     watts = (meter.read_j() - e0) / (time.perf_counter() - t0)
     _IDLE[meter.name] = (watts, time.monotonic())
     return watts
+
+
+def per_inference_mj(joules: float, idle_w: float, window_s: float, call_s: list[float]) -> float:
+    """The energy one inference adds above idle: a meter's ``joules`` over a timing window of
+    ``window_s``, less ``idle_w`` over the window, per call in it (the window over the mean of the
+    per-call times ``call_s``). Noise can take a tiny network's share below 0: that is 0."""
+    per_call = statistics.fmean(call_s)
+    calls = max(1, round(window_s / per_call)) if per_call > 0 else 1
+    return max(0.0, (joules - idle_w * window_s) / calls * 1e3)
+
+
+def modelled_mj(profile: DeviceProfile, latency_ms: float) -> float:
+    """The power model's energy above idle for one inference: (active_w - idle_w) x latency (W x ms = mJ)."""
+    return (profile.power.active_w - profile.power.idle_w) * latency_ms

@@ -11,7 +11,7 @@ import numpy as np
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed
 from autotune.measure.base import RUNNERS, summarize_latency
-from autotune.measure.energy import idle_power_w, open_meter
+from autotune.measure.energy import idle_power_w, modelled_mj, open_meter, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -82,13 +82,10 @@ def measure_local(
             "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
         )
     stats = summarize_latency(list(res.results))
-    # calls in the window: repeats x number; number is chosen by TVM to fill min_repeat_ms
-    per_call_s = float(np.mean(res.results))
-    calls = max(1, round(window_s / per_call_s)) if per_call_s > 0 else 1
-    if meter is not None:  # above idle; noise can take a tiny network's share below 0: none is 0
-        energy_mj, source = max(0.0, (e1 - e0 - idle_w * window_s) / calls * 1e3), meter.name
+    if meter is not None:
+        energy_mj, source = per_inference_mj(e1 - e0, idle_w, window_s, list(res.results)), meter.name
     else:
-        energy_mj, source = (profile.power.active_w - idle_w) * stats["latency_ms"], "model"  # W x ms = mJ
+        energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
     return Measurement(
         **stats,
         repeats=len(res.results),

@@ -25,6 +25,7 @@ import numpy as np
 from autotune.config.device_profile import DeviceProfile, Runner
 from autotune.errors import CandidateFailed, UserError
 from autotune.measure.base import RUNNERS, summarize_latency
+from autotune.measure.energy import modelled_mj, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -320,14 +321,11 @@ def measure_rpc(
     if threads != cfg.threads:
         log.warning("timed with %d TVM threads on the device, the profile asks for %d", threads, cfg.threads)
     stats = summarize_latency(results)
-    if energy is not None:  # calls in the window: repeats x number (grown to fill min_repeat_ms)
-        per_call_s = float(np.mean(results))
-        calls = max(1, round(energy["window_s"] / per_call_s)) if per_call_s > 0 else 1
-        above = energy["joules"] - energy["idle_w"] * energy["window_s"]
-        energy_mj, source, idle = max(0.0, above / calls * 1e3), str(energy["name"]), energy["idle_w"]
+    if energy is not None:
+        energy_mj = per_inference_mj(energy["joules"], energy["idle_w"], energy["window_s"], results)
+        source, idle = str(energy["name"]), energy["idle_w"]
     else:
-        energy_mj = (profile.power.active_w - profile.power.idle_w) * stats["latency_ms"]  # W x ms = mJ
-        source, idle = "model", profile.power.idle_w
+        energy_mj, source, idle = modelled_mj(profile, stats["latency_ms"]), "model", profile.power.idle_w
     return Measurement(
         **stats,
         repeats=len(results),
