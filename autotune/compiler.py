@@ -26,7 +26,19 @@ from autotune.errors import CandidateFailed, UserError
 from autotune.lowering import dtype_census, to_fp16, to_int8
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact
-from autotune.tuning import TRIALS_PER_ITER, TuneReport, TuningDatabase, TuningRequest, Workload, plan_tuning
+from autotune.tuning import (
+    GUIDED_STAGES,
+    TRIALS_PER_ITER,
+    TuneReport,
+    TuningDatabase,
+    TuningPlan,
+    TuningRequest,
+    Workload,
+    guided,
+    model_key,
+    plan_guided,
+    plan_tuning,
+)
 
 if TYPE_CHECKING:
     import tvm
@@ -183,97 +195,127 @@ def _cost_model() -> str:
     return "xgb"
 
 
-def _tune_misses(
-    todo: list[tuple[Any, Workload, int]],
-    *,
-    target: tvm.target.Target,
-    db: TuningDatabase,
-    seed: int,
-    profile: DeviceProfile | None = None,
-) -> tuple[int, set[str]]:
-    """Tune each task for its missing trials in a staging database, then merge the new records into ``db``.
+class _Session:
+    """One tuning's MetaSchedule state: a staging database, the builder and the runner.
 
-    Tasks missing the same number of trials are tuned in one call (MetaSchedule's cap on trials per
-    task is one number for all tasks of a call). The staging database starts with the shared records
-    of the tasks, so a top-up continues from what a smaller budget found. The search population is
-    16 per trial to measure (at most MetaSchedule's default 512): the default costs ~20 s of search
-    per round on a small CPU, more than the 8 measurements it picks.
+    The staging database starts with the shared records of the tasks, so a top-up continues from what
+    a smaller budget found; ``merge`` appends what was measured to the shared database. Each ``tune``
+    call may run several times (stages); tasks missing the same number of trials are tuned in one
+    MetaSchedule call (its cap on trials per task is one number for all tasks of a call). The search
+    population is 16 per trial to measure (at most MetaSchedule's default 512): the default costs ~20 s
+    of search per round on a small CPU, more than the 8 measurements it picks.
 
     Args:
-        todo: (extracted task, workload, trials to measure) per miss.
+        tasks: workload key → extracted task, for every workload this tuning may measure.
         profile: where candidates are built (its cross ``compiler``) and measured (its ``runner``);
             None: this machine.
-
-    Returns:
-        The number of records measured, and the keys of the workloads that now have a valid record.
     """
-    from tvm.s_tir import meta_schedule as ms
 
-    threads = _workers()
-    logger = logging.getLogger("tvm.s_tir.meta_schedule.autotune")  # MetaSchedule's namespace: quiet by default
-    contexts = [
-        ms.TuneContext(
-            mod=task.dispatched[0],
-            target=target,
-            space_generator="post-order-apply",
-            search_strategy=ms.search_strategy.EvolutionarySearch(population_size=min(512, 16 * n)),
-            task_name=task.task_name,
-            logger=logger,
-            rand_state=rand_state,
-            num_threads=threads,
-        ).clone()
-        for (task, _, n), rand_state in zip(todo, ms.utils.fork_seed(seed, len(todo)), strict=True)
-    ]
-    compiler = profile.compiler if profile is not None else None
-    builder = ms.builder.LocalBuilder(
-        max_workers=threads,
-        timeout_sec=60,
-        initializer=functools.partial(_stub_tensor_intrin, _unused_intrin_tables(target)),
-        **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
-    )
-    runner = _make_runner(profile.runner if profile is not None else None)
-    with db.staging() as staging:
+    def __init__(
+        self,
+        tasks: dict[str, Any],
+        staging: str,
+        *,
+        target: tvm.target.Target,
+        db: TuningDatabase,
+        seed: int,
+        profile: DeviceProfile | None = None,
+    ) -> None:
+        from tvm.s_tir import meta_schedule as ms
+
+        self.tasks, self.staging, self.target, self.db, self.seed = tasks, staging, target, db, seed
+        self.threads = _workers()
+        self.calls = 0
+        compiler = profile.compiler if profile is not None else None
+        self.builder = ms.builder.LocalBuilder(
+            max_workers=self.threads,
+            timeout_sec=60,
+            initializer=functools.partial(_stub_tensor_intrin, _unused_intrin_tables(target)),
+            **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
+        )
+        self.runner = _make_runner(profile.runner if profile is not None else None)
         with db.reading():
-            shared = ms.database.JSONDatabase(work_dir=str(db.directory))
-        private = ms.database.JSONDatabase(work_dir=staging)
-        for task, _, _ in todo:
+            self.shared = ms.database.JSONDatabase(work_dir=str(db.directory))
+        self.private = ms.database.JSONDatabase(work_dir=staging)
+        for task in tasks.values():
             mod = task.dispatched[0]
-            if shared.has_workload(mod):
-                for r in shared.get_top_k(shared.commit_workload(mod), 64):
-                    private.commit_tuning_record(_rebind(r, private.commit_workload(mod)))
-        staged = Path(staging, "database_tuning_record.json")
-        seeded_bytes = staged.stat().st_size
-        for n in sorted({n for *_, n in todo}):
-            group = [ctx for ctx, (*_, m) in zip(contexts, todo, strict=True) if m == n]
+            if self.shared.has_workload(mod):
+                for r in self.shared.get_top_k(self.shared.commit_workload(mod), 64):
+                    self.private.commit_tuning_record(_rebind(r, self.private.commit_workload(mod)))
+        self.seeded_bytes = Path(staging, "database_tuning_record.json").stat().st_size
+
+    def tune(self, todo: dict[str, int]) -> None:
+        """Measure ``todo[key]`` more trials of each workload."""
+        from tvm.s_tir import meta_schedule as ms
+
+        logger = logging.getLogger("tvm.s_tir.meta_schedule.autotune")  # MetaSchedule's namespace: quiet
+        for n in sorted(set(todo.values())):
+            keys = [k for k, m in todo.items() if m == n and m > 0]
+            if not keys:
+                continue
+            self.calls += 1
+            seeds = ms.utils.fork_seed(self.seed + 7919 * self.calls, len(keys))
+            group = [
+                ms.TuneContext(
+                    mod=self.tasks[k].dispatched[0],
+                    target=self.target,
+                    space_generator="post-order-apply",
+                    search_strategy=ms.search_strategy.EvolutionarySearch(population_size=min(512, 16 * n)),
+                    task_name=self.tasks[k].task_name,
+                    logger=logger,
+                    rand_state=rand_state,
+                    num_threads=self.threads,
+                ).clone()
+                for k, rand_state in zip(keys, seeds, strict=True)
+            ]
             ms.tune.tune_tasks(
                 tasks=group,
                 task_weights=[1.0] * len(group),
-                work_dir=staging,
+                work_dir=self.staging,
                 max_trials_global=n * len(group),
                 max_trials_per_task=n,
                 num_trials_per_iter=TRIALS_PER_ITER,
-                builder=builder,
-                runner=runner,
-                database=private,
+                builder=self.builder,
+                runner=self.runner,
+                database=self.private,
                 cost_model=_cost_model(),
                 task_scheduler="round-robin",
             )
+
+    def latency_s(self, key: str) -> float | None:
+        """The best measured seconds per call of a workload's schedules so far (None: no valid one)."""
+        mod = self.tasks[key].dispatched[0]
+        if not self.private.has_workload(mod):
+            return None
+        best = self.private.get_top_k(self.private.commit_workload(mod), 1)
+        return sum(float(x) for x in best[0].run_secs) / len(best[0].run_secs) if best else None
+
+    def merge(self) -> tuple[int, set[str]]:
+        """Append the new records to the shared database.
+
+        Returns:
+            The number of records measured, and the keys of the workloads that now have a valid record.
+        """
+        from tvm.s_tir import meta_schedule as ms
+
+        staged = Path(self.staging, "database_tuning_record.json")
         new = staged.with_name("new_records.json")
         with staged.open("rb") as f:
-            f.seek(seeded_bytes)
+            f.seek(self.seeded_bytes)
             new.write_bytes(f.read())
         records = ms.database.JSONDatabase(
             path_workload=str(staged.with_name("database_workload.json")), path_tuning_record=str(new)
         ).get_all_tuning_records()
-        with db.writing():
+        shared = self.shared
+        with self.db.writing():
             for r in records:
                 shared.commit_tuning_record(_rebind(r, shared.commit_workload(r.workload.mod)))
-    valid = {
-        w.key
-        for task, w, _ in todo
-        if shared.has_workload(task.dispatched[0]) and shared.get_top_k(shared.commit_workload(task.dispatched[0]), 1)
-    }
-    return len(records), valid
+        valid = {
+            k
+            for k, task in self.tasks.items()
+            if shared.has_workload(mod := task.dispatched[0]) and shared.get_top_k(shared.commit_workload(mod), 1)
+        }
+        return len(records), valid
 
 
 def _rebind(record: ms.database.TuningRecord, workload: ms.database.Workload) -> ms.database.TuningRecord:
@@ -288,6 +330,42 @@ def _unused_intrin_tables(target: tvm.target.Target) -> tuple[str, ...]:
     return tuple(name for name in _INTRIN_TABLES if name not in keys)
 
 
+def _ledger_plan(
+    workloads: list[Workload], trials: int, db: TuningDatabase, target: tvm.target.Target
+) -> TuningPlan | None:
+    """The plan the ledger gives: the FLOPs split of a small budget, or the latency-guided budgets kept
+    for this model at ``trials`` or more; None when a latency-guided plan must be made by measuring.
+    Call it inside ``db.reading()``."""
+    tuned = db.tuned_trials(str(target))
+    if not guided(workloads, trials):
+        return plan_tuning(workloads, trials, tuned)
+    stored = db.stored_plan(model_key(workloads))
+    if stored is None or stored[0] < trials:
+        return None
+    budgets = stored[1]
+    return TuningPlan(budgets=budgets, todo={k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n})
+
+
+def _tune_guided(session: _Session, workloads: list[Workload], trials: int, tuned: dict[str, int]) -> dict[str, int]:
+    """A latency-guided tuning (``autotune.tuning.plan_guided``): a first round for every workload
+    short of one, then ``GUIDED_STAGES`` of the budget, each split on the latencies measured so far.
+
+    Returns:
+        workload key → the trials it is now tuned with.
+    """
+    done = {w.key: tuned.get(w.key, 0) for w in workloads}
+    first = {k: TRIALS_PER_ITER - n for k, n in done.items() if n < TRIALS_PER_ITER}
+    session.tune(first)
+    done.update({k: TRIALS_PER_ITER for k in first})
+    for share in GUIDED_STAGES:
+        latency = {k: session.latency_s(k) for k in done}
+        stage = plan_guided(workloads, round(trials * share), done, latency)
+        session.tune(stage.todo)
+        done.update({k: stage.budgets[k] for k in stage.todo})
+        log.debug("tuning stage %.0f%%: latency %s, todo %s", 100 * share, latency, stage.todo)
+    return done
+
+
 def tune(
     mod: tvm.IRModule,
     *,
@@ -300,8 +378,9 @@ def tune(
 ) -> TuneReport:
     """Tune the workloads of ``mod`` that the database lacks at this budget, and merge the new records.
 
-    Each fused PrimFunc is a task (workload). ``trials`` is split over the tasks by FLOPs; only the
-    misses are measured (see ``autotune.tuning``), so repeating a tuning measures nothing.
+    Each fused PrimFunc is a task (workload). ``trials`` is split over the tasks by FLOPs, or when it
+    is large enough by measured latency (``autotune.tuning.plan_guided``); only the misses are measured
+    (see ``autotune.tuning``), so repeating a tuning measures nothing.
 
     Args:
         mod: the Relax module after legalization and fusion, as ``compile_artifact`` lowers it.
@@ -332,6 +411,7 @@ def tune(
                 key=str(structural_hash(t.dispatched[0])),
                 name=str(t.task_name),
                 flops=float(estimate_tir_flops(t.dispatched[0])) * int(t.weight),
+                calls=int(t.weight),
             )
             for t in tasks
         ]
@@ -339,24 +419,41 @@ def tune(
         raise CandidateFailed("tune", _reason(err)) from err
     measured = 0
     with db.reading():
-        plan = plan_tuning(workloads, trials, db.tuned_trials(str(target)))
-    if plan.todo:  # hits alone never wait for another tuner
+        plan = _ledger_plan(workloads, trials, db, target)
+    if plan is None or plan.todo:  # hits alone never wait for another tuner
         with db.tuning():
             with db.reading():  # the tuner that held the lock may have tuned these workloads
-                plan = plan_tuning(workloads, trials, db.tuned_trials(str(target)))
-            todo = [(t, w, plan.todo[w.key]) for t, w in zip(tasks, workloads, strict=True) if w.key in plan.todo]
-            remote = profile is not None and profile.runner.kind == "rpc" and not profile.runner.emulated
-            if todo:
-                with quiet.shared() if remote else quiet.exclusive():
+                plan = _ledger_plan(workloads, trials, db, target)
+                tuned = db.tuned_trials(str(target))
+            if plan is None or plan.todo:
+                remote = profile is not None and profile.runner.kind == "rpc" and not profile.runner.emulated
+                by_key = {w.key: t for t, w in zip(tasks, workloads, strict=True)}
+                names = {w.key: w.name for w in workloads}
+                with quiet.shared() if remote else quiet.exclusive(), db.staging() as staging:
                     try:
-                        measured, valid = _tune_misses(todo, target=target, db=db, seed=seed, profile=profile)
+                        keys = plan.todo if plan is not None else by_key
+                        session = _Session(
+                            {k: by_key[k] for k in keys}, staging, target=target, db=db, seed=seed, profile=profile
+                        )
+                        if plan is not None:
+                            session.tune(plan.todo)
+                            done = {k: plan.budgets[k] for k in plan.todo}
+                        else:
+                            done = _tune_guided(session, workloads, trials, tuned)
+                            grown = {k: n - tuned.get(k, 0) for k, n in done.items() if n > tuned.get(k, 0)}
+                            plan = TuningPlan(budgets=dict(done), todo=grown)
+                        measured, valid = session.merge()
                     except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
                         raise CandidateFailed("tune", _reason(err)) from err
+                guided_plan = (model_key(workloads), trials, plan.budgets) if guided(workloads, trials) else None
                 with db.writing():
-                    db.credit(str(target), {w.key: (w.name, plan.budgets[w.key]) for _, w, _ in todo if w.key in valid})
-                if len(valid) < len(todo):
+                    credit = {k: (names[k], done[k]) for k in plan.todo if k in valid}
+                    db.credit(str(target), credit, plan=guided_plan)
+                if len(valid & set(plan.todo)) < len(plan.todo):
                     log.warning(
-                        "tuning left %d of %d workloads without a valid schedule", len(todo) - len(valid), len(todo)
+                        "tuning left %d of %d workloads without a valid schedule",
+                        len(set(plan.todo) - valid),
+                        len(plan.todo),
                     )
     with db.reading():
         records = db.record_count()

@@ -4,14 +4,20 @@ One directory per device profile, kept across runs (``database_dir``)::
 
     database_workload.json        MetaSchedule's JSONDatabase: one workload (a PrimFunc) per line
     database_tuning_record.json   one measured schedule per line, naming its workload by line number
-    ledger.json                   the target, and per workload (structural hash): task name, trials tuned with
+    ledger.json                   the target; per workload (structural hash): task name, trials tuned with;
+                                  per model (its workloads' keys): the latency-guided budgets it was given
     .tune.lock, .data.lock        flock files (below)
 
-**Hits and misses.** A model's trial budget is split over its workloads in proportion to their FLOPs
-(``allocate_trials``). A workload is a *hit* when the ledger shows it was tuned with at least its share,
-else a *miss*, tuned with the difference (``plan_tuning``). The ledger credits a workload only once the
-database holds a valid (measured, error-free) record of it. So a repeated identical tuning measures
-nothing, and a larger budget (finalists) tops the workloads up.
+**Hits and misses.** A small trial budget is split over a model's workloads in proportion to their FLOPs
+(``allocate_trials``). A budget of at least ``GUIDED_MIN_ROUNDS`` rounds per workload is *latency-guided*
+(``plan_guided``): every workload gets one round, which measures it, and the rest goes, in two stages,
+in proportion to each workload's best measured latency times its calls, so the kernels that cost the
+most time get the trials (a depthwise convolution has few FLOPs but can take a large share of the
+latency). The ledger keeps those budgets per model, so a repeated request plans the same budgets.
+A workload is a *hit* when the ledger shows it was tuned with at least its share, else a *miss*, tuned
+with the difference (``plan_tuning``). The ledger credits a workload only once the database holds a
+valid (measured, error-free) record of it. So a repeated identical tuning measures nothing, and a larger
+budget (finalists) tops the workloads up.
 
 **Concurrency.** Tuners take ``.tune.lock`` exclusively for their whole tuning, so they run one at a
 time and each plans only once it holds the lock: two workers tuning the same model do the work once.
@@ -28,6 +34,7 @@ This module is plain Python; ``autotune.compiler.tune`` drives MetaSchedule with
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -51,11 +58,18 @@ __all__ = [
     "Workload",
     "allocate_trials",
     "database_dir",
+    "guided",
+    "model_key",
+    "plan_guided",
     "plan_tuning",
 ]
 
 #: MetaSchedule trials measured per task and round; budgets are split in whole rounds.
 TRIALS_PER_ITER = 8
+#: Budgets of at least this many rounds per workload are latency-guided (``plan_guided``).
+GUIDED_MIN_ROUNDS = 4
+#: The shares of a latency-guided budget planned after the first round, each on the latencies then.
+GUIDED_STAGES = (0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -106,11 +120,13 @@ class Workload:
         key: MetaSchedule's structural hash of the PrimFunc (as in ``database_workload.json``).
         name: the task name, for logs and the ledger.
         flops: floating-point operations per inference (one call's FLOPs times the calls).
+        calls: calls per inference.
     """
 
     key: str
     name: str
     flops: float
+    calls: int = 1
 
 
 @dataclass(frozen=True)
@@ -162,17 +178,65 @@ def allocate_trials(trials: int, weights: Sequence[float], *, step: int = TRIALS
     return out
 
 
+def _plan(workloads: Sequence[Workload], allocation: Sequence[int], tuned: Mapping[str, int]) -> TuningPlan:
+    budgets: dict[str, int] = {}
+    for w, n in zip(workloads, allocation, strict=True):
+        if n > 0:
+            budgets[w.key] = max(n, budgets.get(w.key, 0))
+    todo = {k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n}
+    return TuningPlan(budgets=budgets, todo=todo)
+
+
+def guided(workloads: Sequence[Workload], trials: int, *, step: int = TRIALS_PER_ITER) -> bool:
+    """Whether ``trials`` is large enough for a latency-guided plan of these workloads."""
+    return bool(workloads) and trials >= GUIDED_MIN_ROUNDS * step * len({w.key for w in workloads})
+
+
+def plan_guided(
+    workloads: Sequence[Workload],
+    trials: int,
+    tuned: Mapping[str, int],
+    latency_s: Mapping[str, float | None],
+    *,
+    step: int = TRIALS_PER_ITER,
+) -> TuningPlan:
+    """One round per workload, the rest of ``trials`` in proportion to latency × calls.
+
+    ``latency_s`` is each workload's best measured latency per call. A workload without one (no valid
+    schedule yet) is estimated from its FLOPs at the measured workloads' mean FLOP rate (or, when none
+    is measured, weighted by FLOPs alone).
+    """
+    unique = list({w.key: w for w in workloads}.values())
+    known = [(w, latency_s[w.key]) for w in unique if latency_s.get(w.key)]
+    rate = sum(w.flops for w, _ in known) / sum(lat * w.calls for w, lat in known) if known else 0.0
+    weights = []
+    for w in unique:
+        lat = latency_s.get(w.key)
+        if lat:
+            weights.append(lat * w.calls)
+        elif rate > 0:
+            weights.append(w.flops / rate)
+        else:
+            weights.append(w.flops)
+    if sum(weights) <= 0:
+        weights = [1.0] * len(unique)
+    rest = max(0, trials - step * len(unique))
+    allocation = [step + n for n in allocate_trials(rest, weights, step=step)]
+    return _plan(unique, allocation, tuned)
+
+
+def model_key(workloads: Sequence[Workload]) -> str:
+    """A model's identity for the ledger's plans: its workloads' keys and calls."""
+    parts = sorted({f"{w.key}x{w.calls}" for w in workloads})
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()[:20]
+
+
 def plan_tuning(workloads: Sequence[Workload], trials: int, tuned: Mapping[str, int]) -> TuningPlan:
     """Allocate ``trials`` over ``workloads`` and subtract what the ledger (``tuned``) already has.
 
     A workload that occurs twice in ``workloads`` keeps its larger budget.
     """
-    budgets: dict[str, int] = {}
-    for w, n in zip(workloads, allocate_trials(trials, [w.flops for w in workloads]), strict=True):
-        if n > 0:
-            budgets[w.key] = max(n, budgets.get(w.key, 0))
-    todo = {k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n}
-    return TuningPlan(budgets=budgets, todo=todo)
+    return _plan(workloads, allocate_trials(trials, [w.flops for w in workloads]), tuned)
 
 
 class TuningDatabase:
@@ -233,11 +297,11 @@ class TuningDatabase:
         self.directory.mkdir(parents=True, exist_ok=True)
         return tempfile.TemporaryDirectory(prefix=".staging-", dir=self.directory)
 
-    def _ledger(self) -> tuple[str | None, dict[str, dict[str, int | str]]]:
+    def _ledger(self) -> tuple[str | None, dict[str, dict[str, int | str]], dict[str, dict]]:
         if not self.ledger_file.exists():
-            return None, {}
+            return None, {}, {}
         ledger = json.loads(self.ledger_file.read_text())
-        return ledger["target"], ledger["workloads"]
+        return ledger["target"], ledger["workloads"], ledger.get("plans", {})
 
     def tuned_trials(self, target: str) -> dict[str, int]:
         """Workload key → trials it was tuned with; read it inside ``reading()``.
@@ -245,7 +309,7 @@ class TuningDatabase:
         Raises:
             UserError: the database was tuned for another target.
         """
-        made_for, workloads = self._ledger()
+        made_for, workloads, _ = self._ledger()
         if made_for not in (None, target):
             raise UserError(
                 f"the tuning database was made for target {made_for}, not {target}",
@@ -255,15 +319,33 @@ class TuningDatabase:
             )
         return {k: int(v["trials"]) for k, v in workloads.items()}
 
-    def credit(self, target: str, tuned: Mapping[str, tuple[str, int]]) -> None:
-        """Record that workloads (key → (task name, trials)) were tuned; call it inside ``writing()``.
+    def stored_plan(self, model: str) -> tuple[int, dict[str, int]] | None:
+        """The largest latency-guided plan kept for ``model`` (``model_key``): its trials and budgets;
+        read it inside ``reading()``."""
+        plan = self._ledger()[2].get(model)
+        return (int(plan["trials"]), {k: int(v) for k, v in plan["budgets"].items()}) if plan else None
+
+    def credit(
+        self,
+        target: str,
+        tuned: Mapping[str, tuple[str, int]],
+        *,
+        plan: tuple[str, int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Record that workloads (key → (task name, trials)) were tuned, and a model's latency-guided
+        ``plan`` (model key, trials, budgets) when given; call it inside ``writing()``.
 
         The ledger is replaced atomically (a temporary file, then a rename).
         """
-        _, workloads = self._ledger()
+        _, workloads, plans = self._ledger()
         for key, (name, trials) in tuned.items():
             old = int(workloads.get(key, {}).get("trials", 0))
             workloads[key] = {"task": name, "trials": max(old, trials)}
+        if plan is not None:
+            model, trials, budgets = plan
+            if model not in plans or int(plans[model]["trials"]) <= trials:
+                plans[model] = {"trials": trials, "budgets": dict(budgets)}
+        ledger = {"target": target, "workloads": workloads, "plans": plans}
         tmp = self.ledger_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"target": target, "workloads": workloads}, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
         os.replace(tmp, self.ledger_file)

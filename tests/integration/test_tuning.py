@@ -4,6 +4,7 @@ concurrent tuners leave the database whole, and TVM errors fail the candidate.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import autotune
+from autotune import compiler
 from autotune.compiler import compile_artifact, resolve_target
 from autotune.errors import CandidateFailed
 from autotune.exporter import export_program
@@ -100,6 +102,60 @@ def test_tuned_model_matches_pytorch_and_a_repeat_measures_nothing(tmp_path, pro
         tuning=TuningRequest(trials=0, db_dir=str(db.directory)),
     )
     assert free.tuned_trials == 0 and free.artifact_bytes == cold.artifact_bytes  # known schedules, no trials
+
+
+def _record_means(db: TuningDatabase) -> dict[str, list[float]]:
+    """Per workload key: the mean seconds of each of its records in the database."""
+    keys = [json.loads(line)[0] for line in db.workload_file.read_text().splitlines() if line.strip()]
+    means: dict[str, list[float]] = {}
+    for line in db.record_file.read_text().splitlines():
+        index, (_, run_secs, *_) = json.loads(line)
+        if run_secs:
+            means.setdefault(keys[index], []).append(sum(run_secs) / len(run_secs))
+    return means
+
+
+def test_large_budget_is_guided_by_measured_latency(tmp_path, profile, monkeypatch):
+    """One round per workload, then the rest to the workload that took longest per inference; the plan is
+    kept, so a repeat measures nothing and a larger budget only tops up."""
+    import autotune.tuning
+
+    monkeypatch.setattr(autotune.tuning, "GUIDED_MIN_ROUNDS", 1)  # guided from 1 round per workload: a short test
+    seen: dict[str, float | None] = {}  # the latencies the last stage planned on
+    real = compiler._Session.latency_s
+
+    def spy(self, key):
+        seen[key] = real(self, key)
+        return seen[key]
+
+    monkeypatch.setattr(compiler._Session, "latency_s", spy)
+    program, exported = _tiny(0.5)  # 6 workloads, one called twice
+    db = TuningDatabase(tmp_path / "db")
+    request = TuningRequest(trials=56, db_dir=str(db.directory))
+    cold = compile_artifact(program, profile=profile, out_dir=tmp_path / "cold", input_shape=SHAPE, tuning=request)
+    assert (cold.tune_db_hits, cold.tune_db_misses, cold.tuned_trials) == (0, 6, 56) == (0, 6, db.record_count())
+    ledger = json.loads(db.ledger_file.read_text())
+    (plan,) = ledger["plans"].values()
+    assert plan["trials"] == 56 and sorted(plan["budgets"].values()) == [8, 8, 8, 8, 8, 16]
+    calls = {k: 2 if v["task"] == "fused_conv2d1_add1_relu1" else 1 for k, v in ledger["workloads"].items()}
+    heaviest = max(seen, key=lambda k: seen[k] * calls[k])
+    assert plan["budgets"][heaviest] == 16  # the extra round went where the measured time per inference was
+    means = _record_means(db)
+    assert all(any(math.isclose(seen[k], m) for m in means[k]) for k in calls)  # measured, from the database
+    xs = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
+    assert check_numerics(cold, exported, xs, profile=profile).max_abs_diff < 1e-4
+
+    warm = compile_artifact(program, profile=profile, out_dir=tmp_path / "warm", input_shape=SHAPE, tuning=request)
+    assert (warm.tune_db_hits, warm.tune_db_misses, warm.tuned_trials) == (6, 0, 0)
+    assert db.record_count() == 56
+    smaller = TuningRequest(trials=48, db_dir=str(db.directory))  # covered by the larger plan
+    less = compile_artifact(program, profile=profile, out_dir=tmp_path / "less", input_shape=SHAPE, tuning=smaller)
+    assert (less.tuned_trials, less.tune_db_hits) == (0, 6)
+    larger = TuningRequest(trials=64, db_dir=str(db.directory))
+    top = compile_artifact(program, profile=profile, out_dir=tmp_path / "top", input_shape=SHAPE, tuning=larger)
+    assert top.tuned_trials in (8, 16) and db.record_count() == 56 + top.tuned_trials  # 2 more rounds, 1 may be had
+    plans = json.loads(db.ledger_file.read_text())["plans"]
+    assert [p["trials"] for p in plans.values()] == [64] and sum(plans[next(iter(plans))]["budgets"].values()) >= 64
 
 
 def test_concurrent_tunings_leave_the_database_whole(tmp_path, repo, profile):
