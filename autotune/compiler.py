@@ -517,6 +517,7 @@ def compile_artifact(
     tuning: TuningRequest | None = None,
     precision: str = "fp32",
     weight_granularity: str = "tensor",
+    lock: QuietLock | None = None,
 ) -> CompiledArtifact:
     """Import into Relax, compile for the profile's target and export ``model.so``.
 
@@ -533,6 +534,9 @@ def compile_artifact(
             With a request, this function takes ``tuning.lock`` itself (shared while compiling,
             exclusive while tuning): call it without holding that lock. ``compile_s`` then excludes
             ``tune_s`` and lock waits.
+        lock: without ``tuning``, the quiet lock to hold shared for each phase (import, lowering,
+            code generation, linking) rather than for the whole compile, so a trial waiting to time
+            a candidate waits for one phase at most. Call it without holding that lock.
 
     Raises:
         CandidateFailed: an operator cannot be imported (``import``), TVM fails to compile
@@ -549,9 +553,9 @@ def compile_artifact(
         raise UserError(f"tuning supports llvm (CPU) targets, not {target.kind.name}", key="tuning")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lock = tuning.lock if tuning else None
+    lock = tuning.lock if tuning else lock
     report = None
-    with _shared(lock):
+    with _shared(lock):  # each phase holds the lock on its own, so a waiting timer gets in between
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -560,6 +564,8 @@ def compile_artifact(
         except Exception as err:  # unsupported ops raise assorted errors inside the importer
             raise CandidateFailed("import", _reason(err)) from err
         t1 = time.perf_counter()
+    with _shared(lock):
+        t2 = time.perf_counter()
         try:
             mod = relax.transform.FoldBatchnormToConv2D()(mod)  # plug-in models keep their BN
             mod = relax.transform.DecomposeOpsForInference()(mod)
@@ -575,7 +581,7 @@ def compile_artifact(
             raise
         except Exception as err:  # TVMError and friends: this candidate cannot be lowered
             raise CandidateFailed("compile", _reason(err)) from err
-        compile_s = time.perf_counter() - t1
+        compile_s = time.perf_counter() - t2
     if tuning is not None:
         report = tune(
             fused,
@@ -596,16 +602,22 @@ def compile_artifact(
         planned = _planned_bytes(lowered)
         try:
             ex = tvm.compile(lowered, target=target, relax_pipeline=None)
-            path = out / "model.so"
+        except Exception as err:  # TVMError and friends: this candidate cannot be compiled
+            raise CandidateFailed("compile", _reason(err)) from err
+        compile_s += time.perf_counter() - t3
+    with _shared(lock):
+        t4 = time.perf_counter()
+        path = out / "model.so"
+        try:
             if profile.compiler:
                 from tvm.support import cc
 
                 ex.export_library(str(path), fcompile=cc.cross_compiler(profile.compiler))
             else:
                 ex.export_library(str(path))
-        except Exception as err:  # TVMError and friends: this candidate cannot be compiled
+        except Exception as err:  # the C compiler or linker failed
             raise CandidateFailed("compile", _reason(err)) from err
-        compile_s += time.perf_counter() - t3
+        compile_s += time.perf_counter() - t4
     return CompiledArtifact(
         path=str(path),
         target=json.dumps(target_json(profile), sort_keys=True),

@@ -161,16 +161,14 @@ def _tuning_request(task: Task, db: str | Path | None, trials: int, lock: QuietL
 def _compile(
     program: Any, task: Task, work: Path, request: Any, lock: QuietLock, deploy: tuple[str, str] = ("fp32", "tensor")
 ) -> CompiledArtifact:
-    """Compile (and tune) at ``deploy = (precision, int8 weight granularity)``. Untuned: under the
-    shared lock. Tuned: ``compile_artifact`` takes the lock itself (exclusive while tuning), so it must
-    not be held here."""
+    """Compile (and tune) at ``deploy = (precision, int8 weight granularity)``. ``compile_artifact``
+    takes the lock itself (shared per phase; exclusive while tuning), so it must not be held here."""
     from autotune.compiler import compile_artifact
 
     kw = {"profile": task.profile, "out_dir": work, "input_shape": task.data.input_shape}
     kw |= {"precision": deploy[0], "weight_granularity": deploy[1]}
     if request is None:
-        with lock.shared():
-            return compile_artifact(program, **kw)
+        return compile_artifact(program, lock=lock, **kw)
     return compile_artifact(program, tuning=request, **kw)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -63,6 +64,37 @@ def test_compiled_model_matches_pytorch(tmp_path, profile):
             np.testing.assert_allclose(run_compiled(vm, x), model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)
     report = check_numerics(art, exported, xs[:, 0], profile=profile)
     assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
+
+
+def test_a_waiting_timer_gets_in_between_compile_phases(tmp_path, profile):
+    """Compiling holds the quiet lock shared per phase: a trial waiting to time a candidate gets it
+    before the compile ends, not after the whole compile."""
+    import threading
+
+    started, order = threading.Event(), []
+
+    class Watched(QuietLock):
+        @contextlib.contextmanager
+        def shared(self):
+            started.set()
+            with super().shared():
+                yield
+
+    def timer():
+        started.wait()
+        with QuietLock(tmp_path / "run").exclusive():  # its own descriptors, as another trial's
+            order.append("timed")
+
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 2}, (1, 8, 8), 10).eval()
+    program, _, _ = export_program(model, (1, 8, 8))
+    thread = threading.Thread(target=timer)
+    thread.start()
+    lock = Watched(tmp_path / "run")
+    compile_artifact(program, profile=profile, out_dir=tmp_path / "c", input_shape=(1, 8, 8), lock=lock)
+    order.append("compiled")
+    thread.join()
+    assert order == ["timed", "compiled"]
 
 
 class _SteadyMeter:
