@@ -15,7 +15,9 @@ per repeat, repeats interleaved across engines): untuned TVM, tuned TVM, ONNX Ru
 TorchScript ONNX export) and PyTorch eager under ``torch.inference_mode()``. Both TVM modules are
 also timed with TVM's ``time_evaluator``, as the search times them. ``max |Δ|`` is the largest
 absolute output difference from PyTorch over the profile's numerics samples. The heaviest kernel's
-achieved GFLOP/s is its FLOPs over the best time MetaSchedule measured for it.
+achieved GFLOP/s is its FLOPs over the best time MetaSchedule measured for it, against this machine's
+fp32 peak measured in the same run (``autotune.calibrate.measure_peak_gflops``: torch's BLAS matmul,
+same threads). The JSON lists every tuned workload with its trials and best time per call.
 
 Run from the repository root (digits: a few minutes at 64-128 trials on a small CPU):
 
@@ -48,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 import autotune
+from autotune.calibrate import measure_peak_gflops
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
 from autotune.exporter import export_program
@@ -118,6 +121,24 @@ def heaviest_kernel(db: TuningDatabase) -> dict[str, Any] | None:
     key, (secs, mod) = max(best.items(), key=lambda kv: estimate_tir_flops(kv[1][1]))
     flops = float(estimate_tir_flops(mod))
     return {"task": names.get(key, "?"), "mflop": flops / 1e6, "best_us": secs * 1e6, "gflops": flops / secs / 1e9}
+
+
+def tuned_workloads(db: TuningDatabase) -> list[dict[str, Any]]:
+    """Every tuned workload: its task, the trials the ledger credits and its best time per call, slowest first."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_ffi import structural_hash
+
+    best: dict[str, float] = {}
+    for r in ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False).get_all_tuning_records():
+        secs = [float(s) for s in r.run_secs or []]
+        if secs and max(secs) < 1e9:  # failed builds and runs are recorded as 1e10 s
+            key = str(structural_hash(r.workload.mod))
+            best[key] = min(best.get(key, float("inf")), statistics.fmean(secs))
+    ledger = json.loads(db.ledger_file.read_text())["workloads"]
+    rows = [
+        {"task": v["task"], "trials": v["trials"], "best_us": best[k] * 1e6} for k, v in ledger.items() if k in best
+    ]
+    return sorted(rows, key=lambda w: -w["best_us"])
 
 
 def compare_engines(
@@ -250,12 +271,17 @@ def main(argv: list[str] | None = None) -> None:
                 )
             console.log(f"compiled {name} in {wall:.1f} s")
         kernel = heaviest_kernel(db)
+        workloads = tuned_workloads(db)
         del arts["warm"]  # the same schedules as 'tuned'
         xs = task.data.x_test[: profile.numerics.samples] if space.trains else None
         if xs is None:
             xs = np.random.default_rng(args.seed).standard_normal((4, *task.data.input_shape)).astype(np.float32)
         engines = compare_engines(exported, arts, xs, profile, threads)
     load_after = os.getloadavg()
+    peak, peak_n = measure_peak_gflops(threads)  # this machine's fp32 peak, same threads, same run
+    if kernel:
+        kernel.update(peak_gflops=peak, peak_source=f"torch.mm {peak_n}x{peak_n}, best of 256-2048")
+        kernel["fraction_of_peak"] = kernel["gflops"] / peak
 
     console.print(tuning_table(phases, args.trials))
     shape = "x".join(map(str, task.data.input_shape))
@@ -268,8 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     if kernel:
         console.print(
             f"heaviest kernel {kernel['task']}: {kernel['mflop']:.2f} MFLOP in {kernel['best_us']:.1f} µs "
-            f"= {kernel['gflops']:.1f} GFLOP/s"
+            f"= {kernel['gflops']:.1f} GFLOP/s, {100 * kernel['fraction_of_peak']:.0f} % of the "
+            f"{peak:.0f} GFLOP/s fp32 peak (torch.mm, {threads} thread(s))"
         )
+    top = ", ".join(f"{w['task']} {w['best_us']:.1f} µs ({w['trials']} trials)" for w in workloads[:5])
+    console.print(f"slowest kernels per call: {top}")
     if "accuracy" in info:
         console.print(f"candidate test accuracy {info['accuracy']:.3f} (trained in {info['train_s']:.0f} s)")
     console.print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}")
@@ -284,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "tuning": phases,
         "heaviest_kernel": kernel,
+        "workloads": workloads,
         "engines": engines,
     }
     args.out.mkdir(parents=True, exist_ok=True)
