@@ -103,21 +103,29 @@ def candidate(task: Task, params: dict[str, Any], args: argparse.Namespace, work
     return model.eval(), info
 
 
-def heaviest_kernel(db: TuningDatabase) -> dict[str, Any] | None:
-    """The tuned workload with the most FLOPs per call: its best measured time and GFLOP/s."""
+def _best_schedules(db: TuningDatabase) -> dict[str, tuple[float, Any]]:
+    """Per workload key (as in the ledger): the best mean seconds of its valid records, and its PrimFunc."""
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.analysis import estimate_tir_flops
     from tvm_ffi import structural_hash
 
-    best: dict[int, tuple[float, Any]] = {}
+    best: dict[str, tuple[float, Any]] = {}
     for r in ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False).get_all_tuning_records():
         secs = [float(s) for s in r.run_secs or []]
         if secs and max(secs) < 1e9:  # failed builds and runs are recorded as 1e10 s
-            key = int(structural_hash(r.workload.mod))
-            best[key] = min(best.get(key, (float("inf"), None)), (statistics.fmean(secs), r.workload.mod))
+            key = str(structural_hash(r.workload.mod))
+            if statistics.fmean(secs) < best.get(key, (float("inf"), None))[0]:
+                best[key] = (statistics.fmean(secs), r.workload.mod)
+    return best
+
+
+def heaviest_kernel(db: TuningDatabase) -> dict[str, Any] | None:
+    """The tuned workload with the most FLOPs per call: its best measured time and GFLOP/s."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    best = _best_schedules(db)
     if not best:
         return None
-    names = {int(k): v["task"] for k, v in json.loads(db.ledger_file.read_text())["workloads"].items()}
+    names = {k: v["task"] for k, v in json.loads(db.ledger_file.read_text())["workloads"].items()}
     key, (secs, mod) = max(best.items(), key=lambda kv: estimate_tir_flops(kv[1][1]))
     flops = float(estimate_tir_flops(mod))
     return {"task": names.get(key, "?"), "mflop": flops / 1e6, "best_us": secs * 1e6, "gflops": flops / secs / 1e9}
@@ -125,18 +133,10 @@ def heaviest_kernel(db: TuningDatabase) -> dict[str, Any] | None:
 
 def tuned_workloads(db: TuningDatabase) -> list[dict[str, Any]]:
     """Every tuned workload: its task, the trials the ledger credits and its best time per call, slowest first."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm_ffi import structural_hash
-
-    best: dict[str, float] = {}
-    for r in ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False).get_all_tuning_records():
-        secs = [float(s) for s in r.run_secs or []]
-        if secs and max(secs) < 1e9:  # failed builds and runs are recorded as 1e10 s
-            key = str(structural_hash(r.workload.mod))
-            best[key] = min(best.get(key, float("inf")), statistics.fmean(secs))
+    best = _best_schedules(db)
     ledger = json.loads(db.ledger_file.read_text())["workloads"]
     rows = [
-        {"task": v["task"], "trials": v["trials"], "best_us": best[k] * 1e6} for k, v in ledger.items() if k in best
+        {"task": v["task"], "trials": v["trials"], "best_us": best[k][0] * 1e6} for k, v in ledger.items() if k in best
     ]
     return sorted(rows, key=lambda w: -w["best_us"])
 
