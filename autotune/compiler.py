@@ -342,8 +342,7 @@ def _ledger_plan(
     stored = db.stored_plan(model_key(workloads))
     if stored is None or stored[0] < trials:
         return None
-    budgets = stored[1]
-    return TuningPlan(budgets=budgets, todo={k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n})
+    return TuningPlan.from_budgets(stored[1], tuned)
 
 
 def _tune_guided(session: _Session, workloads: list[Workload], trials: int, tuned: dict[str, int]) -> dict[str, int]:
@@ -364,6 +363,44 @@ def _tune_guided(session: _Session, workloads: list[Workload], trials: int, tune
         done.update({k: stage.budgets[k] for k in stage.todo})
         log.debug("tuning stage %.0f%%: latency %s, todo %s", 100 * share, latency, stage.todo)
     return done
+
+
+def _measure(
+    plan: TuningPlan | None,
+    tasks: list[Any],
+    workloads: list[Workload],
+    trials: int,
+    tuned: dict[str, int],
+    db: TuningDatabase,
+    target: tvm.target.Target,
+    seed: int,
+    profile: DeviceProfile | None,
+) -> tuple[TuningPlan, int]:
+    """Tune ``plan``'s misses (None: make a latency-guided plan by measuring), merge the records and
+    credit the ledger; call it holding ``db.tuning()`` and the quiet lock.
+
+    Returns:
+        The plan carried out, and the number of records measured.
+    """
+    by_key = {w.key: t for t, w in zip(tasks, workloads, strict=True)}
+    with db.staging() as staging:
+        try:
+            keys = plan.todo if plan is not None else by_key
+            session = _Session({k: by_key[k] for k in keys}, staging, target=target, db=db, seed=seed, profile=profile)
+            if plan is not None:
+                session.tune(plan.todo)
+            else:
+                plan = TuningPlan.from_budgets(_tune_guided(session, workloads, trials, tuned), tuned)
+            measured, valid = session.merge()
+        except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
+            raise CandidateFailed("tune", _reason(err)) from err
+    names = {w.key: w.name for w in workloads}
+    guided_plan = (model_key(workloads), trials, plan.budgets) if guided(workloads, trials) else None
+    with db.writing():
+        db.credit(str(target), {k: (names[k], plan.budgets[k]) for k in plan.todo if k in valid}, plan=guided_plan)
+    if missing := set(plan.todo) - valid:
+        log.warning("tuning left %d of %d workloads without a valid schedule", len(missing), len(plan.todo))
+    return plan, measured
 
 
 def tune(
@@ -427,34 +464,8 @@ def tune(
                 tuned = db.tuned_trials(str(target))
             if plan is None or plan.todo:
                 remote = profile is not None and profile.runner.kind == "rpc" and not profile.runner.emulated
-                by_key = {w.key: t for t, w in zip(tasks, workloads, strict=True)}
-                names = {w.key: w.name for w in workloads}
-                with quiet.shared() if remote else quiet.exclusive(), db.staging() as staging:
-                    try:
-                        keys = plan.todo if plan is not None else by_key
-                        session = _Session(
-                            {k: by_key[k] for k in keys}, staging, target=target, db=db, seed=seed, profile=profile
-                        )
-                        if plan is not None:
-                            session.tune(plan.todo)
-                            done = {k: plan.budgets[k] for k in plan.todo}
-                        else:
-                            done = _tune_guided(session, workloads, trials, tuned)
-                            grown = {k: n - tuned.get(k, 0) for k, n in done.items() if n > tuned.get(k, 0)}
-                            plan = TuningPlan(budgets=dict(done), todo=grown)
-                        measured, valid = session.merge()
-                    except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
-                        raise CandidateFailed("tune", _reason(err)) from err
-                guided_plan = (model_key(workloads), trials, plan.budgets) if guided(workloads, trials) else None
-                with db.writing():
-                    credit = {k: (names[k], done[k]) for k in plan.todo if k in valid}
-                    db.credit(str(target), credit, plan=guided_plan)
-                if len(valid & set(plan.todo)) < len(plan.todo):
-                    log.warning(
-                        "tuning left %d of %d workloads without a valid schedule",
-                        len(set(plan.todo) - valid),
-                        len(plan.todo),
-                    )
+                with quiet.shared() if remote else quiet.exclusive():
+                    plan, measured = _measure(plan, tasks, workloads, trials, tuned, db, target, seed, profile)
     with db.reading():
         records = db.record_count()
     report = TuneReport(

@@ -141,6 +141,12 @@ class TuningPlan:
     budgets: dict[str, int]
     todo: dict[str, int]
 
+    @classmethod
+    def from_budgets(cls, budgets: Mapping[str, int], tuned: Mapping[str, int]) -> TuningPlan:
+        """The plan for ``budgets`` when the ledger already has ``tuned``: the misses are the shortfall."""
+        todo = {k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n}
+        return cls(budgets=dict(budgets), todo=todo)
+
     @property
     def hits(self) -> int:
         return len(self.budgets) - len(self.todo)
@@ -183,8 +189,7 @@ def _plan(workloads: Sequence[Workload], allocation: Sequence[int], tuned: Mappi
     for w, n in zip(workloads, allocation, strict=True):
         if n > 0:
             budgets[w.key] = max(n, budgets.get(w.key, 0))
-    todo = {k: n - tuned.get(k, 0) for k, n in budgets.items() if tuned.get(k, 0) < n}
-    return TuningPlan(budgets=budgets, todo=todo)
+    return TuningPlan.from_budgets(budgets, tuned)
 
 
 def guided(workloads: Sequence[Workload], trials: int, *, step: int = TRIALS_PER_ITER) -> bool:
