@@ -35,8 +35,8 @@ __all__ = [
 ]
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
-#: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle)
-SCHEMA_VERSION = 4
+#: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -55,6 +55,7 @@ COLUMNS: tuple[str, ...] = (
     "latency_cov",
     "latency_ci_low_ms",
     "latency_ci_high_ms",
+    "latency_repeats",
     "timing",
     "latency_pred_ms",
     "screened",

@@ -93,7 +93,7 @@ class Measurement:
     latency_cov: float
     latency_ci_low_ms: float
     latency_ci_high_ms: float
-    repeats: int
+    latency_repeats: int  # repeats timed: min_repeat up to repeat (ci_target)
     number: int
     threads: int
     energy_mj: float | None

@@ -16,13 +16,32 @@ class _Strict(BaseModel):
 
 
 class Measure(_Strict):
-    """How latency is timed with TVM's time evaluator (per ``repeat``: ``number`` calls)."""
+    """How latency is timed with TVM's time evaluator (per repeat: ``number`` calls).
+
+    Repeats run in rounds of ``min_repeat`` until the median's confidence interval is within
+    ``ci_target`` of it or ``repeat`` repeats have run: a steady device is timed in a third of the
+    time, a noisy one as long as before."""
 
     warmup: int = Field(default=10, ge=0, description="Untimed calls before timing.")
     number: int = Field(default=20, ge=1, description="Calls averaged into one repeat.")
-    repeat: int = Field(default=15, ge=3, description="Repeats; median, p90 and CoV are over these.")
+    repeat: int = Field(default=15, ge=3, description="Most repeats; median, p90 and CoV are over those run.")
+    min_repeat: int = Field(
+        default=5, ge=3, description="Repeats always run (at most 'repeat'); more until 'ci_target' is met."
+    )
+    ci_target: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="Stop repeating once the median's ~95 % CI is within ± this fraction of it (0: always 'repeat').",
+    )
     min_repeat_ms: int = Field(default=20, ge=0, description="Grow 'number' until a repeat takes this long.")
     threads: int = Field(default=1, ge=1, description="TVM runtime threads while timing.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Measure:
+        if "min_repeat" in self.model_fields_set and self.min_repeat > self.repeat:
+            raise ValueError(f"min_repeat ({self.min_repeat}) must be <= repeat ({self.repeat})")
+        return self
 
 
 class Numerics(_Strict):

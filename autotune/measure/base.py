@@ -10,7 +10,15 @@ import numpy as np
 
 from autotune.registry import Registry
 
-__all__ = ["ENERGY_METERS", "RUNNERS", "EnergyMeter", "fingerprint", "summarize_latency"]
+__all__ = [
+    "ENERGY_METERS",
+    "RUNNERS",
+    "EnergyMeter",
+    "fingerprint",
+    "precise_enough",
+    "repeat_until_precise",
+    "summarize_latency",
+]
 
 
 class EnergyMeter(Protocol):
@@ -93,3 +101,24 @@ def summarize_latency(seconds: list[float] | np.ndarray) -> dict[str, float]:
         "latency_ci_low_ms": float(ms[lo]),
         "latency_ci_high_ms": float(ms[hi]),
     }
+
+
+def precise_enough(seconds: list[float], ci_target: float) -> bool:
+    """Whether the median's confidence interval (``summarize_latency``) lies within ± ``ci_target``
+    of the median. Always False for ``ci_target`` 0."""
+    if ci_target <= 0 or not seconds:
+        return False
+    s = summarize_latency(seconds)
+    median = s["latency_ms"]
+    return median > 0 and max(median - s["latency_ci_low_ms"], s["latency_ci_high_ms"] - median) <= ci_target * median
+
+
+def repeat_until_precise(timer: Callable[[int], list[float]], cfg: Any) -> list[float]:
+    """Per-repeat seconds from ``timer(n)`` (``n`` more repeats), run in rounds of ``cfg.min_repeat``
+    until the median is within ``cfg.ci_target`` (``precise_enough``) or ``cfg.repeat`` have run."""
+    results: list[float] = []
+    while len(results) < cfg.repeat:
+        results += list(timer(min(cfg.min_repeat, cfg.repeat - len(results))))
+        if precise_enough(results, cfg.ci_target):
+            break
+    return results

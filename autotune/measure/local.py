@@ -10,7 +10,7 @@ import numpy as np
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed
-from autotune.measure.base import RUNNERS, summarize_latency
+from autotune.measure.base import RUNNERS, repeat_until_precise, summarize_latency
 from autotune.measure.energy import idle_power_w, modelled_mj, open_meter, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
@@ -33,10 +33,11 @@ def measure_local(
 ) -> Measurement:
     """Time ``main`` on one input while holding the quiet lock exclusively.
 
-    Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
-    repeat lasts ``min_repeat_ms``). Energy is read from a meter over the same window when one can
-    be read, less the meter's idle power (measured quietly under the same lock, reused for
-    ``energy.IDLE_TTL_S``); else modelled as ``(active_w - idle_w) × latency`` (``energy_source='model'``).
+    Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
+    ``min_repeat_ms``), in rounds until the median is precise enough (``repeat_until_precise``). Energy
+    is read from a meter over the same window when one can be read, less the meter's idle power
+    (measured quietly under the same lock, reused for ``energy.IDLE_TTL_S``); else modelled as
+    ``(active_w - idle_w) × latency`` (``energy_source='model'``).
 
     Raises:
         CandidateFailed: the module cannot be loaded or run.
@@ -61,13 +62,17 @@ def measure_local(
         try:
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
-            timer = vm.time_evaluator(
-                "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
-            )
+
+            def timer(n: int) -> list[float]:
+                evaluator = vm.time_evaluator(
+                    "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
+                )
+                return list(evaluator("main").results)
+
             idle_w = idle_power_w(meter) if meter else profile.power.idle_w
             e0 = meter.read_j() if meter else 0.0
             w0 = time.perf_counter()
-            res = timer("main")
+            results = repeat_until_precise(timer, cfg)
             window_s = time.perf_counter() - w0
             e1 = meter.read_j() if meter else 0.0
         except Exception as err:  # TVMError while running: a broken candidate
@@ -81,14 +86,14 @@ def measure_local(
         log.warning(
             "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
         )
-    stats = summarize_latency(list(res.results))
+    stats = summarize_latency(results)
     if meter is not None:
-        energy_mj, source = per_inference_mj(e1 - e0, idle_w, window_s, list(res.results)), meter.name
+        energy_mj, source = per_inference_mj(e1 - e0, idle_w, window_s, results), meter.name
     else:
         energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
     return Measurement(
         **stats,
-        repeats=len(res.results),
+        latency_repeats=len(results),
         number=cfg.number,
         threads=threads,
         energy_mj=energy_mj,

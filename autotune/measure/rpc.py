@@ -24,7 +24,7 @@ import numpy as np
 
 from autotune.config.device_profile import DeviceProfile, Runner
 from autotune.errors import CandidateFailed, UserError
-from autotune.measure.base import RUNNERS, summarize_latency
+from autotune.measure.base import RUNNERS, repeat_until_precise, summarize_latency
 from autotune.measure.energy import modelled_mj, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
@@ -272,14 +272,14 @@ def measure_rpc(
 ) -> Measurement:
     """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
 
-    Warm-up calls run first; then ``repeat`` repeats of ``number`` calls (``number`` grows until a
-    repeat lasts ``min_repeat_ms``). Energy is read on the device when its server offers a meter
-    (``autotune.measure.rpc_server``) and the profile's ``meter`` is not ``none``: the meter's idle
-    power over a quiet 0.5 s on the device is subtracted from its reading over the timing window.
-    Otherwise it is modelled as ``(active_w - idle_w) × latency`` (``energy_source = 'model'``).
-    ``extra['timing']`` is ``'emulated'`` for an emulated device (the quiet lock is then held
-    exclusively, since the device runs on this machine), else ``'device'``; ``load_avg`` is this
-    machine's for an emulated device, else NaN (unknown).
+    Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
+    ``min_repeat_ms``), in rounds until the median is precise enough (``repeat_until_precise``). Energy
+    is read on the device when its server offers a meter (``autotune.measure.rpc_server``) and the
+    profile's ``meter`` is not ``none``: the meter's idle power over a quiet 0.5 s on the device is
+    subtracted from its reading over the timing window. Otherwise it is modelled as ``(active_w -
+    idle_w) × latency`` (``energy_source = 'model'``). ``extra['timing']`` is ``'emulated'`` for an
+    emulated device (the quiet lock is then held exclusively, since the device runs on this machine),
+    else ``'device'``; ``load_avg`` is this machine's for an emulated device, else NaN (unknown).
 
     Args:
         x: float32 input of the compiled shape (batch 1).
@@ -302,16 +302,20 @@ def measure_rpc(
         with lock.exclusive() if runner.emulated else contextlib.nullcontext():
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
-            timer = vm.time_evaluator(
-                "invoke_stateful", dev, number=cfg.number, repeat=cfg.repeat, min_repeat_ms=int(cfg.min_repeat_ms)
-            )
+
+            def timer(n: int) -> list[float]:
+                evaluator = vm.time_evaluator(
+                    "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
+                )
+                return list(evaluator("main").results)
+
             if meter is not None:
                 name, read_j = meter
                 e0, t0 = read_j(), time.perf_counter()
                 time.sleep(_REMOTE_IDLE_S)  # the device idles: nothing runs there between the reads
                 idle_w = (read_j() - e0) / (time.perf_counter() - t0)
                 e0, t0 = read_j(), time.perf_counter()
-            results = list(timer("main").results)
+            results = repeat_until_precise(timer, cfg)
             if meter is not None:
                 energy = {"name": name, "joules": read_j() - e0, "window_s": time.perf_counter() - t0}
                 energy["idle_w"] = idle_w
@@ -328,7 +332,7 @@ def measure_rpc(
         energy_mj, source, idle = modelled_mj(profile, stats["latency_ms"]), "model", profile.power.idle_w
     return Measurement(
         **stats,
-        repeats=len(results),
+        latency_repeats=len(results),
         number=cfg.number,
         threads=threads,
         energy_mj=energy_mj,

@@ -186,6 +186,8 @@ BAD_PROFILES = [
     (GOOD_PROFILE.replace("idle_w: 1, active_w: 2", "idle_w: 3, active_w: 2"), "power", "active_w"),
     (GOOD_PROFILE + "measure: {repeat: 1}\n", "measure.repeat", "greater than or equal to 3"),
     (GOOD_PROFILE + "measure: {threds: 2}\n", "measure.threds", "did you mean 'threads'"),
+    (GOOD_PROFILE + "measure: {repeat: 6, min_repeat: 8}\n", "measure", "min_repeat (8) must be <= repeat (6)"),
+    (GOOD_PROFILE + "measure: {ci_target: 5}\n", "measure.ci_target", "less than 1"),
     (GOOD_PROFILE.replace("name: p\n", ""), "name", "required key is missing"),
     (GOOD_PROFILE + "meter: geiger\n", "meter", "auto"),
     (GOOD_PROFILE + "runner: {kind: rcp}\n", "runner.kind", "local"),

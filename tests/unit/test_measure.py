@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from autotune.config.device_profile import Measure
 from autotune.measure import open_meter, summarize_latency
+from autotune.measure.base import precise_enough, repeat_until_precise
 from autotune.measure.energy import JetsonMeter, RaplMeter, idle_power_w
 
 
@@ -22,6 +24,54 @@ def test_latency_summary():
 def test_latency_summary_rejects_empty():
     with pytest.raises(ValueError):
         summarize_latency([])
+
+
+class _Timer:
+    """A time evaluator stand-in: hands out the given per-repeat seconds, recording each request."""
+
+    def __init__(self, seconds):
+        self.seconds, self.asked = list(seconds), []
+
+    def __call__(self, n):
+        self.asked.append(n)
+        out, self.seconds = self.seconds[:n], self.seconds[n:]
+        return out
+
+
+def test_a_steady_device_stops_after_the_first_round():
+    rng = np.random.default_rng(0)
+    timer = _Timer(1e-3 * (1 + 0.001 * rng.standard_normal(15)))  # 0.1 % noise
+    out = repeat_until_precise(timer, Measure())
+    assert timer.asked == [5] and len(out) == 5
+    assert precise_enough(out, 0.01)
+
+
+def test_a_noisy_device_gets_every_repeat():
+    rng = np.random.default_rng(0)
+    timer = _Timer(1e-3 * (1 + 0.2 * rng.random(15)))  # up to 20 % slower
+    out = repeat_until_precise(timer, Measure())
+    assert timer.asked == [5, 5, 5] and len(out) == 15
+    assert not precise_enough(out, 0.01)
+
+
+def test_rounds_stop_once_the_interval_narrows():
+    # one round with an outlier on each side of a 1 % band: the 5-repeat interval (min..max) is too wide,
+    # at 10 repeats the order statistics drop both outliers
+    first = [1.0, 1.0, 1.0, 0.9, 1.1]
+    timer = _Timer(1e-3 * np.array(first + [1.0, 1.001, 0.999, 1.0, 1.0] + [1.0] * 5))
+    out = repeat_until_precise(timer, Measure())
+    assert timer.asked == [5, 5] and len(out) == 10
+    s = summarize_latency(out)
+    assert s["latency_ci_high_ms"] <= 1.01 * s["latency_ms"]
+
+
+def test_ci_target_zero_always_times_every_repeat_and_repeat_bounds_the_rounds():
+    timer = _Timer([1e-3] * 15)
+    assert len(repeat_until_precise(timer, Measure(ci_target=0))) == 15 and timer.asked == [5, 5, 5]
+    timer = _Timer([1e-3] * 15)
+    assert len(repeat_until_precise(timer, Measure(repeat=7, ci_target=0))) == 7 and timer.asked == [5, 2]
+    timer = _Timer([1e-3] * 15)
+    assert len(repeat_until_precise(timer, Measure(repeat=3))) == 3 and timer.asked == [3]
 
 
 def _domain(root, name, energy, max_range):
