@@ -21,12 +21,17 @@ __all__ = ["QuietLock"]
 class QuietLock:
     """Readers–writer lock on ``<directory>/.quiet.*``; a no-op when ``directory`` is None.
 
-    ``waited_s`` accumulates the seconds spent blocked, so callers can leave it out of stage times.
+    ``waited_s`` accumulates the seconds spent blocked, so callers can leave it out of stage times;
+    ``waits`` lists the blocks of at least ``RECORDED_WAIT_S`` as (start, end) Unix times.
     """
+
+    #: Shorter blocks (an uncontended lock takes microseconds) are counted in ``waited_s`` only.
+    RECORDED_WAIT_S = 1e-3
 
     def __init__(self, directory: str | os.PathLike[str] | None) -> None:
         self.directory = Path(directory) if directory else None
         self.waited_s = 0.0
+        self.waits: list[tuple[float, float]] = []
         self._fds: tuple[int, int] | None = None
 
     def _open(self) -> tuple[int, int] | None:
@@ -42,7 +47,11 @@ class QuietLock:
     def _flock(self, fd: int, op: int) -> None:
         t0 = time.perf_counter()
         fcntl.flock(fd, op)
-        self.waited_s += time.perf_counter() - t0
+        waited = time.perf_counter() - t0
+        self.waited_s += waited
+        if waited >= self.RECORDED_WAIT_S:
+            end = time.time()
+            self.waits.append((end - waited, end))
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -85,4 +94,4 @@ class QuietLock:
             self._fds = None
 
     def __getstate__(self) -> dict[str, object]:  # picklable across Ray: reopen on the other side
-        return {"directory": self.directory, "waited_s": 0.0, "_fds": None}
+        return {"directory": self.directory, "waited_s": 0.0, "waits": [], "_fds": None}

@@ -158,6 +158,15 @@ def _warm_imports(with_compression: bool) -> None:
             _WARM.add(name)
 
 
+def _write_timeline(work_dir: Path, started: float, finished: float, waits: list[tuple[float, float]]) -> None:
+    """``trials/<id>/timeline.json``: when the trial's process worked (Unix times, sub-second), less
+    the spans it stood blocked on the quiet lock (another trial timing); ``bench/orchestration.py``
+    reads it to find the wall time in which no trial worked."""
+    record = {"started": started, "finished": finished, "quiet_waits": [list(w) for w in waits]}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "timeline.json").write_text(json.dumps(record) + "\n")
+
+
 def _trainable(
     config: dict[str, Any],
     *,
@@ -219,12 +228,14 @@ def _trainable(
             tune.report({"stage": message[1]})
 
     def work(send: Any) -> dict[str, Any]:  # in the forked child
+        started = time.time()
         lock = QuietLock(lock_dir)
+        work_dir = Path(run_dir) / "trials" / trial_id
         row = evaluate(
             cfg,
             task,
             run=run,
-            work_dir=Path(run_dir) / "trials" / trial_id,
+            work_dir=work_dir,
             lock=lock,
             on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
             on_stage=lambda name: send(("stage", name)),
@@ -239,6 +250,7 @@ def _trainable(
             row.update(measure_reference(task, Path(run_dir) / "cache", lock))
             row["reference_s"] = time.perf_counter() - t0 - (lock.waited_s - waited0)
             row["quiet_wait_s"] = (row.get("quiet_wait_s") or 0.0) + lock.waited_s - waited0
+        _write_timeline(work_dir, started, time.time(), lock.waits)
         return row
 
     row = _stored_row(run_dir, trial_id)

@@ -2,15 +2,24 @@
 
 Runs the same ``--trials``-trial search (default 20, digits_cnn on the host profile, early stopping
 off so every trial's stage times are complete) once per concurrency in ``--concurrency`` (default
-1 and 2), each in a fresh embedded Ray, and reports
+1 and 2), each in a fresh embedded Ray, and reports two figures:
 
-    overhead = 1 - (sum over trials of build + screen + train + compress + export + import + compile
-                    + verify + measure + reference re-timing) / (wall time x concurrency)
+    no trial working = share of the wall time in which no trial's process was working: the union
+                       of every trial's ``timeline.json`` span (fork to result, drift re-timing
+                       included) less its quiet-lock waits, against the wall time (the issue's
+                       measure: wall time not spent in train/compile/verify/measure)
+    slot idle        = 1 - (sum over trials of build + screen + train + compress + export + import
+                       + compile + verify + measure + reference re-timing) / (wall time x concurrency)
+
+The second is stricter: with two slots it also counts a slot that stands in a quiet-lock wait
+while the other trial times a candidate (the measurement policy: timing holds the machine alone),
+and a slot left idle while the last trial finishes. With one slot the two agree, up to the
+sandbox's fork and the result's return (``timeline_s`` against ``stage_s``).
 
 Wall time runs from the ``autotune.search`` call to its return, so it includes Ray's start and
 shutdown, the pre-flight checks, worker start-up and imports, the forked trial sandboxes, Tune's
 bookkeeping, waits for the quiet-measurement lock (a timing trial holds the machine alone) and the
-report. The overhead is split into the run's start, its end, the slots idle while the last trials
+report. The slot-idle figure is split into the run's start, its end, the slots idle while the last trials
 finish, quiet-lock waits (``quiet_wait_s``) and the per-trial rest; ``steady`` is the share without
 the three per-run constants, which a longer run spreads over more trials. Run from the repository
 root (about 5-6 minutes on 2 cores):
@@ -24,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import math
 import os
 import sys
 import tempfile
@@ -69,6 +80,30 @@ def breakdown(rows: list[dict[str, Any]], t_start: float, t_end: float, concurre
     return parts
 
 
+def _union_s(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` spans."""
+    total, reach = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
+
+
+def working_spans(run_dir: Path, t_start: float, t_end: float) -> list[tuple[float, float]]:
+    """When some trial's process worked: each ``trials/*/timeline.json`` span less its quiet-lock
+    waits, clipped to the call."""
+    spans = []
+    for path in sorted(run_dir.glob("trials/*/timeline.json")):
+        line = json.loads(path.read_text())
+        at = line["started"]
+        for a, b in sorted(line["quiet_waits"]) + [(line["finished"], line["finished"])]:
+            if a > at:
+                spans.append((max(at, t_start), min(a, t_end)))
+            at = max(at, b)
+    return [(a, b) for a, b in spans if b > a]
+
+
 def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, results: Path) -> dict[str, Any]:
     """One search; its wall time, stage seconds, overhead share and where the overhead went."""
     t0, e0 = time.perf_counter(), time.time()
@@ -82,6 +117,8 @@ def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, 
     statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
     parts = breakdown(rows, e0, e1, concurrency)
     slots = wall * concurrency
+    spans = working_spans(results / f"orch-c{concurrency}", e0, e1)
+    worked = _union_s(spans)
     return {
         "concurrency": concurrency,
         "trials": len(rows),
@@ -89,6 +126,11 @@ def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, 
         "wall_s": wall,
         "stage_s": busy,
         "stage_split_s": per_stage,
+        # the issue's measure: wall time in which no trial worked (no trial in any of its stages)
+        "idle_wall_s": (e1 - e0) - worked,
+        "idle_wall_share": 1 - worked / (e1 - e0),
+        "timeline_s": sum(b - a for a, b in spans),  # the trials' working spans: should match stage_s
+        # stricter: every slot counted (a slot standing in a quiet-lock wait or idle at the end)
         "overhead_share": 1 - busy / slots,
         "overhead_s_per_trial": (slots - busy) / max(1, len(rows)),
         "overhead_split_slot_s": parts,
@@ -117,14 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="orchestration-") as tmp:
         runs = [run_once(args.space, args.device, args.trials, c, args.seed, Path(tmp)) for c in args.concurrency]
     table = Table(title=f"Orchestration overhead, {args.trials}-trial search ({args.space} on {profile.name})")
-    cols = ("concurrency", "trials ok/failed", "wall s", "stage s", "overhead", "startup", "shutdown", "tail")
-    for col in (*cols, "quiet waits", "per trial", "steady"):
+    cols = ("concurrency", "trials ok/failed", "wall s", "stage s", "no trial working", "slot idle", "startup")
+    for col in (*cols, "shutdown", "tail", "quiet waits", "per trial", "steady"):
         table.add_column(col, justify="right")
     for r in runs:
         share = r["overhead_split_share"]
         table.add_row(
             str(r["concurrency"]), f"{r['statuses']['ok']}/{r['statuses']['failed']}", f"{r['wall_s']:.1f}",
-            f"{r['stage_s']:.1f}", f"{100 * r['overhead_share']:.1f}%",
+            f"{r['stage_s']:.1f}", f"{100 * r['idle_wall_share']:.1f}%", f"{100 * r['overhead_share']:.1f}%",
             *(f"{100 * share[k]:.1f}%" for k in ("startup", "shutdown", "tail", "quiet_wait", "per_trial")),
             f"{100 * r['steady_overhead_share']:.1f}%",
         )  # fmt: skip

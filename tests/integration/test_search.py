@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -53,6 +55,17 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
     for row in rows:
         if row["status"] != "ok":
             assert row["pareto_rank"] is None
+    # each finished trial's timeline: its process's span, within the row's times, less its lock waits
+    for row in rows:
+        if row["status"] in ("ok", "infeasible"):
+            line = json.loads((run / "trials" / row["trial_id"] / "timeline.json").read_text())
+            start, end = dt.datetime.fromisoformat(row["started_at"]), dt.datetime.fromisoformat(row["finished_at"])
+            assert start.timestamp() - 1 <= line["started"] < end.timestamp() + 1 <= line["finished"] + 1
+            after_row = 2 + (row["reference_s"] or 0) + row["quiet_wait_s"]  # the drift check's re-timing
+            assert line["finished"] <= end.timestamp() + after_row
+            waits = sum(b - a for a, b in line["quiet_waits"])
+            assert all(line["started"] <= a < b <= line["finished"] for a, b in line["quiet_waits"])
+            assert waits <= row["quiet_wait_s"] + 1e-6
     # the Optuna study holds the same trials, none left RUNNING
     study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{run / 'study.db'}")
     states = [t.state.name for t in study.trials]

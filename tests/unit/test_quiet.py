@@ -27,6 +27,19 @@ def test_exclusive_waits_for_shared_and_reports_the_wait(tmp_path):
     p.join()
     assert held
     assert lock.waited_s >= 0.3  # it had to wait for the shared holder
+    (start, end), *_ = lock.waits  # and the span is recorded, in Unix time
+    assert end - start >= 0.3 and abs(end - time.time()) < 5
+    assert sum(e - s for s, e in lock.waits) <= lock.waited_s + 1e-6
+
+
+def test_uncontended_holds_record_no_wait_span(tmp_path):
+    lock = QuietLock(tmp_path)
+    for _ in range(50):
+        with lock.shared():
+            pass
+    with lock.exclusive():
+        pass
+    assert lock.waits == []
 
 
 def test_shared_holders_do_not_block_each_other(tmp_path):
