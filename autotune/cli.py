@@ -276,10 +276,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             live.stop()
+            if not console.is_terminal:
+                console.line()
             run = Path(results_dir) / (name or "")
             console.print(f"interrupted; finished trials are in {run}/leaderboard.csv")
             console.print(f"resume with: autotune search --resume {run}")
             return 130
+    if not console.is_terminal:
+        console.line()  # Live's last frame ends without one when it is not a terminal (a log, a pipe)
     run_dir = Path(results_dir).resolve() / (name or "")
     if name is None:  # a generated name: find the newest run
         candidates = sorted(Path(results_dir).glob("run-*/leaderboard.csv"), key=lambda q: q.stat().st_mtime)

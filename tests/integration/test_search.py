@@ -38,6 +38,7 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
     assert r.returncode == 0, r.stderr[-3000:]
     run = res / "it"
     assert f"leaderboard: {run / 'leaderboard.csv'}" in r.stdout
+    assert r.stderr.endswith("\n")  # the progress display's last frame is a whole line in a log
     rows = autotune.read_leaderboard(run)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
     assert {r["status"] for r in rows} <= {"ok", "pruned", "infeasible", "failed"}
