@@ -63,18 +63,21 @@ def measure_local(
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
 
+            joules, window_s = 0.0, 0.0  # the meter's reading over the rounds (not the gaps between them)
+
             def timer(n: int) -> list[float]:
+                nonlocal joules, window_s
                 evaluator = vm.time_evaluator(
                     "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
                 )
-                return list(evaluator("main").results)
+                e0, w0 = meter.read_j() if meter else 0.0, time.perf_counter()
+                out = list(evaluator("main").results)
+                window_s += time.perf_counter() - w0
+                joules += (meter.read_j() - e0) if meter else 0.0
+                return out
 
             idle_w = idle_power_w(meter) if meter else profile.power.idle_w
-            e0 = meter.read_j() if meter else 0.0
-            w0 = time.perf_counter()
             results = repeat_until_precise(timer, cfg)
-            window_s = time.perf_counter() - w0
-            e1 = meter.read_j() if meter else 0.0
         except Exception as err:  # TVMError while running: a broken candidate
             raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
         finally:
@@ -88,7 +91,7 @@ def measure_local(
         )
     stats = summarize_latency(results)
     if meter is not None:
-        energy_mj, source = per_inference_mj(e1 - e0, idle_w, window_s, results), meter.name
+        energy_mj, source = per_inference_mj(joules, idle_w, window_s, results), meter.name
     else:
         energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
     return Measurement(

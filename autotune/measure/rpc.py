@@ -303,22 +303,28 @@ def measure_rpc(
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
 
+            spent = {"joules": 0.0, "window_s": 0.0}  # the meter over the rounds (not the gaps between them)
+
             def timer(n: int) -> list[float]:
                 evaluator = vm.time_evaluator(
                     "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
                 )
-                return list(evaluator("main").results)
+                if meter is None:
+                    return list(evaluator("main").results)
+                e0, w0 = meter[1](), time.perf_counter()
+                out = list(evaluator("main").results)
+                spent["window_s"] += time.perf_counter() - w0
+                spent["joules"] += meter[1]() - e0
+                return out
 
             if meter is not None:
                 name, read_j = meter
                 e0, t0 = read_j(), time.perf_counter()
                 time.sleep(_REMOTE_IDLE_S)  # the device idles: nothing runs there between the reads
                 idle_w = (read_j() - e0) / (time.perf_counter() - t0)
-                e0, t0 = read_j(), time.perf_counter()
             results = repeat_until_precise(timer, cfg)
             if meter is not None:
-                energy = {"name": name, "joules": read_j() - e0, "window_s": time.perf_counter() - t0}
-                energy["idle_w"] = idle_w
+                energy = {"name": name, **spent, "idle_w": idle_w}
         return results, _remote_threads(remote), energy
 
     results, threads, energy = _on_device(artifact, runner, work, stage="measure")
