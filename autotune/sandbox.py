@@ -46,19 +46,17 @@ def _unique_bytes(proc: psutil.Process, below: int | None = None) -> int:
     as the USS's page walk) is returned instead when it is under ``below``: the cap cannot be
     passed then."""
     procs = [proc, *proc.children(recursive=True)]
-    if below is not None:
-        rss = 0
-        for p in procs:
-            try:
-                rss += p.memory_info().rss
-            except psutil.Error:
-                pass
-        if rss < below:
-            return rss
+    if below is not None and (rss := _sum(procs, lambda p: p.memory_info().rss)) < below:
+        return rss
+    return _sum(procs, lambda p: p.memory_full_info().uss)
+
+
+def _sum(procs: list[psutil.Process], read: Callable[[psutil.Process], int]) -> int:
+    """``read`` summed over ``procs``, skipping those that have exited."""
     total = 0
     for p in procs:
         try:
-            total += p.memory_full_info().uss
+            total += read(p)
         except psutil.Error:
             pass
     return total
