@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from autotune.config.device_profile import Measure
 from autotune.registry import Registry
 
 __all__ = [
@@ -113,7 +114,7 @@ def precise_enough(seconds: list[float], ci_target: float) -> bool:
     return median > 0 and max(median - s["latency_ci_low_ms"], s["latency_ci_high_ms"] - median) <= ci_target * median
 
 
-def repeat_until_precise(timer: Callable[[int], list[float]], cfg: Any) -> list[float]:
+def repeat_until_precise(timer: Callable[[int], list[float]], cfg: Measure) -> list[float]:
     """Per-repeat seconds from ``timer(n)`` (``n`` more repeats), run in rounds of ``cfg.min_repeat``
     until the median is within ``cfg.ci_target`` (``precise_enough``) or ``cfg.repeat`` have run."""
     results: list[float] = []
