@@ -19,10 +19,10 @@ sandbox's fork and the result's return (``timeline_s`` against ``stage_s``).
 Wall time runs from the ``autotune.search`` call to its return, so it includes Ray's start and
 shutdown, the pre-flight checks, worker start-up and imports, the forked trial sandboxes, Tune's
 bookkeeping, waits for the quiet-measurement lock (a timing trial holds the machine alone) and the
-report. The slot-idle figure is split into the run's start, its end, the slots idle while the last trials
-finish, quiet-lock waits (``quiet_wait_s``) and the per-trial rest; ``steady`` is the share without
-the three per-run constants, which a longer run spreads over more trials. Run from the repository
-root (about 5-6 minutes on 2 cores):
+report. The slot-idle figure is split into the run's start, its end, the slots idle while the
+last trials finish, quiet-lock waits (``quiet_wait_s``) and the per-trial rest; ``steady`` is the
+share without the three per-run constants, which a longer run spreads over more trials. Run from
+the repository root (about 6-7 minutes on 2 cores):
 
     python bench/orchestration.py [--trials 20] [--concurrency 1 2] [--space digits_cnn] [--device host]
 
@@ -106,9 +106,10 @@ def working_spans(run_dir: Path, t_start: float, t_end: float) -> list[tuple[flo
 
 def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, results: Path) -> dict[str, Any]:
     """One search; its wall time, stage seconds, overhead share and where the overhead went."""
+    name = f"orch-c{concurrency}"
     t0, e0 = time.perf_counter(), time.time()
     rows = autotune.search(
-        space, device, name=f"orch-c{concurrency}", results_dir=results, trials=trials,
+        space, device, name=name, results_dir=results, trials=trials,
         concurrency=concurrency, seed=seed, early_stopping=False,
     )  # fmt: skip
     wall, e1 = time.perf_counter() - t0, time.time()
@@ -117,7 +118,7 @@ def run_once(space: str, device: str, trials: int, concurrency: int, seed: int, 
     statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
     parts = breakdown(rows, e0, e1, concurrency)
     slots = wall * concurrency
-    spans = working_spans(results / f"orch-c{concurrency}", e0, e1)
+    spans = working_spans(results / name, e0, e1)
     worked = _union_s(spans)
     return {
         "concurrency": concurrency,

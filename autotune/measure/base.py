@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ __all__ = [
     "precise_enough",
     "repeat_until_precise",
     "summarize_latency",
+    "time_in_rounds",
 ]
 
 
@@ -123,3 +125,28 @@ def repeat_until_precise(timer: Callable[[int], list[float]], cfg: Measure) -> l
         if precise_enough(results, cfg.ci_target):
             break
     return results
+
+
+def time_in_rounds(
+    vm: Any, dev: Any, cfg: Measure, read_j: Callable[[], float] | None = None
+) -> tuple[list[float], float, float]:
+    """Time ``vm``'s ``main`` with TVM's time evaluator in rounds (``repeat_until_precise``).
+
+    Returns the per-repeat seconds, and the energy counter ``read_j``'s joules and the seconds
+    summed over the rounds only, not the gaps between them (an RPC round trip each); 0 without it.
+    """
+    joules, window_s = 0.0, 0.0
+
+    def timer(n: int) -> list[float]:
+        nonlocal joules, window_s
+        evaluator = vm.time_evaluator(
+            "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
+        )
+        e0, w0 = read_j() if read_j else 0.0, time.perf_counter()
+        out = list(evaluator("main").results)
+        window_s += time.perf_counter() - w0
+        joules += (read_j() - e0) if read_j else 0.0
+        return out
+
+    results = repeat_until_precise(timer, cfg)
+    return results, joules, window_s

@@ -10,7 +10,7 @@ import numpy as np
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed
-from autotune.measure.base import RUNNERS, repeat_until_precise, summarize_latency
+from autotune.measure.base import RUNNERS, summarize_latency, time_in_rounds
 from autotune.measure.energy import idle_power_w, modelled_mj, open_meter, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
@@ -34,7 +34,7 @@ def measure_local(
     """Time ``main`` on one input while holding the quiet lock exclusively.
 
     Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
-    ``min_repeat_ms``), in rounds until the median is precise enough (``repeat_until_precise``). Energy
+    ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
     is read from a meter over the same window when one can be read, less the meter's idle power
     (measured quietly under the same lock, reused for ``energy.IDLE_TTL_S``); else modelled as
     ``(active_w - idle_w) × latency`` (``energy_source='model'``).
@@ -62,22 +62,8 @@ def measure_local(
         try:
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
-
-            joules, window_s = 0.0, 0.0  # the meter's reading over the rounds (not the gaps between them)
-
-            def timer(n: int) -> list[float]:
-                nonlocal joules, window_s
-                evaluator = vm.time_evaluator(
-                    "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
-                )
-                e0, w0 = meter.read_j() if meter else 0.0, time.perf_counter()
-                out = list(evaluator("main").results)
-                window_s += time.perf_counter() - w0
-                joules += (meter.read_j() - e0) if meter else 0.0
-                return out
-
             idle_w = idle_power_w(meter) if meter else profile.power.idle_w
-            results = repeat_until_precise(timer, cfg)
+            results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
         except Exception as err:  # TVMError while running: a broken candidate
             raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
         finally:

@@ -24,7 +24,7 @@ import numpy as np
 
 from autotune.config.device_profile import DeviceProfile, Runner
 from autotune.errors import CandidateFailed, UserError
-from autotune.measure.base import RUNNERS, repeat_until_precise, summarize_latency
+from autotune.measure.base import RUNNERS, summarize_latency, time_in_rounds
 from autotune.measure.energy import modelled_mj, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
@@ -273,7 +273,7 @@ def measure_rpc(
     """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
 
     Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
-    ``min_repeat_ms``), in rounds until the median is precise enough (``repeat_until_precise``). Energy
+    ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
     is read on the device when its server offers a meter (``autotune.measure.rpc_server``) and the
     profile's ``meter`` is not ``none``: the meter's idle power over a quiet 0.5 s on the device is
     subtracted from its reading over the timing window. Otherwise it is modelled as ``(active_w -
@@ -302,29 +302,14 @@ def measure_rpc(
         with lock.exclusive() if runner.emulated else contextlib.nullcontext():
             for _ in range(cfg.warmup):
                 vm.invoke_stateful("main")
-
-            spent = {"joules": 0.0, "window_s": 0.0}  # the meter over the rounds (not the gaps between them)
-
-            def timer(n: int) -> list[float]:
-                evaluator = vm.time_evaluator(
-                    "invoke_stateful", dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms)
-                )
-                if meter is None:
-                    return list(evaluator("main").results)
-                e0, w0 = meter[1](), time.perf_counter()
-                out = list(evaluator("main").results)
-                spent["window_s"] += time.perf_counter() - w0
-                spent["joules"] += meter[1]() - e0
-                return out
-
             if meter is not None:
                 name, read_j = meter
                 e0, t0 = read_j(), time.perf_counter()
                 time.sleep(_REMOTE_IDLE_S)  # the device idles: nothing runs there between the reads
                 idle_w = (read_j() - e0) / (time.perf_counter() - t0)
-            results = repeat_until_precise(timer, cfg)
+            results, joules, window_s = time_in_rounds(vm, dev, cfg, meter[1] if meter else None)
             if meter is not None:
-                energy = {"name": name, **spent, "idle_w": idle_w}
+                energy = {"name": name, "joules": joules, "window_s": window_s, "idle_w": idle_w}
         return results, _remote_threads(remote), energy
 
     results, threads, energy = _on_device(artifact, runner, work, stage="measure")
