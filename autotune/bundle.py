@@ -19,7 +19,7 @@ import torch
 
 from autotune.errors import UserError
 from autotune.records import CompiledArtifact
-from autotune.trial import Task, load_trained_model
+from autotune.task import Task, load_trained_model
 
 __all__ = ["export_bundle"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -16,37 +15,12 @@ from typing import Any
 
 import autotune
 from autotune.errors import UserError
+from autotune.reporting import format_value, sort_rows
+from autotune.runs import leaderboard_csv
+from autotune.search.settings import RunConfig, parse_duration  # noqa: F401 - parse_duration: re-exported
 from autotune.space import PARAM_PREFIXES
 
 __all__ = ["main"]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """``'90'``, ``'90s'``, ``'30m'``, ``'8h'``, ``'1d'`` → seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 30m, 8h)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """``'512M'``, ``'8G'``, ``'8GiB'``, ``'1073741824'`` → bytes (binary units)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 512M, 8G)")
-    return int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
-
-
-def _limit(parse: Any) -> Any:
-    def inner(text: str) -> Any:
-        return None if text.strip().lower() in ("none", "0", "off") else parse(text)
-
-    return inner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,14 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="device-profile YAML or shipped name (default: host); repeat it to time every candidate on each",
     )
-    s.add_argument("--trials", type=int, default=12, help="number of trials (default: 12)")
-    s.add_argument("--time-budget", type=parse_duration, default=None, help="stop after this long, e.g. 30m, 8h")
     s.add_argument("--name", default=None, help="run name: results go to RESULTS_DIR/NAME")
     s.add_argument("--results-dir", default="results", help="where runs are written (default: results)")
     s.add_argument("--address", default=None, help="join a Ray cluster: 'auto' or ray://host:port")
-    s.add_argument("--concurrency", type=int, default=None, help="trials at once (default: free CPUs)")
-    s.add_argument("--seed", type=int, default=0, help="sampler and training seed (default: 0)")
-    s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial (default 1)")
     s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     s.add_argument(
         "--warm-start",
@@ -78,26 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start from an earlier run: its Pareto front first, its finished trials as the sampler's priors",
     )
-    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs Ray reserves per trial (default 0)")
-    s.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe", help="Optuna sampler (default: tpe)")
-    s.add_argument(
-        "--no-predictor", action="store_true", help="no latency predictor (no latency_pred_ms, no predicted skips)"
-    )
-    s.add_argument(
-        "--no-constraint-first", action="store_true", help="never time an untrained network before training it"
-    )
-    s.add_argument(
-        "--reference-every", type=int, default=10, help="re-time the reference model every N trials (default 10; 0 off)"
-    )
-    s.add_argument(
-        "--trial-timeout", type=_limit(parse_duration), default=3600.0, help="kill a trial after this long (1h; none)"
-    )
-    s.add_argument(
-        "--trial-memory", type=_limit(parse_size), default=8 * 2**30, help="kill a trial using more memory (8G; none)"
-    )
-    s.add_argument(
-        "--no-early-stopping", action="store_true", help="train every trial fully (no ASHA on validation loss)"
-    )
+    RunConfig.add_arguments(s)  # the run options, declared once
 
     c = sub.add_parser("check", help="validate a search space and a device profile; no work")
     c.add_argument("space", nargs="?", default=None)
@@ -117,13 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("trial_id")
     ex.add_argument("--out", default=None, help="bundle folder (default: RUN_DIR/export/TRIAL_ID)")
-    dv = sub.add_parser(
-        "device",
-        help="devices: 'device emulate build|start|stop|status' (an emulated aarch64 Pi); "
-        "'device calibrate NAME' (measure this machine, write a profile)",
-    )
-    dv.add_argument("what", choices=["emulate", "calibrate"])
-    dv.add_argument("args", nargs=argparse.REMAINDER, help="emulate: build | start | stop | status; calibrate: NAME")
+    dv = sub.add_parser("device", help="devices: an emulated aarch64 Pi; calibrate this machine into a profile")
+    what = dv.add_subparsers(dest="device_command", metavar="WHAT", required=True)
+    em = what.add_parser("emulate", help="build | start | stop | status an emulated aarch64 Pi (TVM RPC, QEMU)")
+    em.add_argument("action", choices=("build", "start", "stop", "status"))
+    em.add_argument("--cache-dir", default=None, help="default: ~/.cache/autotune/emulated-aarch64")
+    em.add_argument("--key", default="rpi4-emu", help="device key (default: %(default)s)")
+    em.add_argument("--host", default="127.0.0.1", help="address to bind (start only)")
+    em.add_argument("--tracker-port", type=int, default=9190, help="(start only)")
+    em.add_argument("--server-port", type=int, default=9090, help="(start only)")
+    em.add_argument("--threads", type=int, default=1, help="TVM runtime threads on the device (start only)")
+    em.add_argument("--native", action="store_true", help="a loopback device: this machine's Python, no QEMU")
+    ca = what.add_parser("calibrate", help="measure this machine; write a profile")
+    ca.add_argument("name", help="the new profile's name")
+    ca.add_argument("--threads", type=int, default=None, help="threads to measure with (default: the base's)")
+    ca.add_argument("--base", default=None, help="profile to start from (default: host)")
+    ca.add_argument("--out", default=None, help="file to write (default: device_profiles/NAME.yaml)")
+    ca.add_argument("--force", action="store_true", help="overwrite an existing file")
     sub.add_parser("spaces", help="list shipped search spaces")
     sub.add_parser("profiles", help="list shipped device profiles")
     sc = sub.add_parser("schema", help="print the JSON Schema of a YAML kind")
@@ -140,14 +100,6 @@ def _console(stderr: bool = True) -> Any:
     return console
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> Any:
     from rich.table import Table
 
@@ -155,33 +107,12 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> An
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[_fmt(r.get(c)) for c in columns])
+        t.add_row(*[format_value(r.get(c)) for c in columns])
     return t
 
 
-def _sorted(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
-    big = float("inf")
-    if sort:
-        if rows and sort not in rows[0]:
-            raise UserError(f"no column {sort!r} in the leaderboard", key="--sort")
-        desc = sort in ("accuracy", "val_accuracy", "macs")
-        have = [r for r in rows if r.get(sort) is not None]
-        return sorted(have, key=lambda r: r[sort], reverse=desc) + [r for r in rows if r.get(sort) is None]
-    return sorted(rows, key=lambda r: (r.get("pareto_rank") or big, r.get("latency_ms") or big))
-
-
-def _csv_path(run: str) -> Path:
-    path = Path(run)
-    csv_path = path / "leaderboard.csv" if path.is_dir() else path
-    if not csv_path.exists():
-        raise UserError(
-            "no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run"
-        )
-    return csv_path
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    paths = [_csv_path(p) for p in args.run_dir]
+    paths = [leaderboard_csv(p) for p in args.run_dir]
     if args.merge:
         from autotune.leaderboard import merge_leaderboards, write_csv
 
@@ -195,7 +126,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = autotune.read_leaderboard(csv_path)
     if args.pareto:
         rows = [r for r in rows if r.get("pareto_rank") == 1]
-    rows = _sorted(rows, args.sort)[: args.top]
+    rows = sort_rows(rows, args.sort)[: args.top]
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
@@ -220,7 +151,7 @@ def _progress_renderable(p: Any) -> Any:
     ]
     if p.best:
         keys = ("trial_id", "accuracy", "val_accuracy", "latency_ms", "energy_mj", "macs")
-        best = "  ".join(f"{k}={_fmt(p.best.get(k))}" for k in keys if p.best.get(k) is not None)
+        best = "  ".join(f"{k}={format_value(p.best.get(k))}" for k in keys if p.best.get(k) is not None)
         lines.append(Text.from_markup(f"[bold]best[/] {best}"))
     if p.predictor_checked:
         lines.append(
@@ -243,6 +174,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not resume:
         for device in args.device or [None]:
             autotune.check(args.space, device)  # fail fast, before Ray and TVM start
+    config = RunConfig.from_args(args)  # checks the options before Ray and TVM start
     live = Live(console=console, refresh_per_second=2, transient=False)
     t0 = time.monotonic()
 
@@ -256,22 +188,10 @@ def cmd_search(args: argparse.Namespace) -> int:
                 args.device,
                 name=name,
                 results_dir=results_dir,
-                trials=args.trials,
-                time_budget_s=args.time_budget,
-                concurrency=args.concurrency,
-                seed=args.seed,
                 address=args.address,
                 resume=resume,
-                early_stopping=not args.no_early_stopping,
-                cpus_per_trial=args.cpus_per_trial,
-                gpus_per_trial=args.gpus_per_trial,
-                trial_timeout_s=args.trial_timeout,
-                trial_memory_bytes=args.trial_memory,
                 warm_start=args.warm_start,
-                sampler=args.sampler,
-                predictor=not args.no_predictor,
-                constraint_first=not args.no_constraint_first,
-                reference_every=args.reference_every,
+                **config.to_json(),
                 on_progress=on_progress,
             )
         except KeyboardInterrupt:
@@ -289,7 +209,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         candidates = sorted(Path(results_dir).glob("run-*/leaderboard.csv"), key=lambda q: q.stat().st_mtime)
         run_dir = candidates[-1].parent if candidates else Path(results_dir)
     ok = [r for r in rows if r.get("status") == "ok"]
-    top = _sorted(ok, None)[:5]
+    top = sort_rows(ok, None)[:5]
     cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in top)]
     out = _console(stderr=False)
     if top:
@@ -298,8 +218,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     out.print(f"{len(rows)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     out.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
     out.print(f"report:      {run_dir / 'report.html'}")
-    budget_left = args.time_budget is None or time.monotonic() - t0 < args.time_budget
-    if not resume and len(rows) < args.trials and budget_left:  # Ctrl-C: Ray Tune stops and returns
+    budget_left = config.time_budget_s is None or time.monotonic() - t0 < config.time_budget_s
+    if not resume and len(rows) < config.trials and budget_left:  # Ctrl-C: Ray Tune stops and returns
         out.print(f"stopped before all trials finished; resume with: autotune search --resume {run_dir}")
         return 130
     return 0
@@ -325,14 +245,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_calibrate(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="autotune device calibrate", description="Measure this machine; write a profile.")
-    p.add_argument("name", help="the new profile's name")
-    p.add_argument("--threads", type=int, default=None, help="threads to measure with (default: the base's)")
-    p.add_argument("--base", default=None, help="profile to start from (default: host)")
-    p.add_argument("--out", default=None, help="file to write (default: device_profiles/NAME.yaml)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    a = p.parse_args(list(argv))
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from autotune import devices
+
+    cache, key = args.cache_dir or devices.DEFAULT_CACHE_DIR, args.key
+    if args.action == "build":
+        print(f"built: {devices.build_device(cache)}")
+    elif args.action == "start" and devices.running_device(cache, key=key):
+        print(f"already running: {devices.device_status(cache, key=key)}")
+    elif args.action == "start":
+        t0, ports = time.perf_counter(), {"tracker_port": args.tracker_port, "server_port": args.server_port}
+        dev = devices.start_device(cache, key=key, host=args.host, threads=args.threads, native=args.native, **ports)
+        print(f"started in {time.perf_counter() - t0:.0f} s: tracker {dev.tracker}, key {dev.key!r}")
+        print(f"query it: python -m tvm.exec.query_rpc_tracker --host {dev.host} --port {dev.tracker_port}")
+    elif args.action == "stop":
+        print("stopped" if devices.stop_device(cache, key=key) else "not running (no pid file)")
+    else:
+        print(devices.device_status(cache, key=key))
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
     path = autotune.calibrate_device(a.name, threads=a.threads, base=a.base, out=a.out, force=a.force)
     peak = autotune.load_profile(path).peak
     assert peak is not None  # written by calibrate
@@ -368,26 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from autotune.log import setup_logging
 
             setup_logging(_console(), debug=args.debug)
-        if args.command == "search":
-            return cmd_search(args)
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "leaderboard":
-            return cmd_leaderboard(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "device":
-            if args.what == "calibrate":
-                return cmd_calibrate(args.args)
-            from autotune.api import device
-
-            return device(args.args)
         if args.command in ("spaces", "profiles"):
             return cmd_list(args.command)
-        if args.command == "schema":
-            return cmd_schema(args)
+        if args.command == "device":
+            return cmd_emulate(args) if args.device_command == "emulate" else cmd_calibrate(args)
+        commands = {"search": cmd_search, "check": cmd_check, "leaderboard": cmd_leaderboard, "report": cmd_report}
+        return {**commands, "export": cmd_export, "schema": cmd_schema}[args.command](args)
     except UserError as err:
         if args.debug:
             raise

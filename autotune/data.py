@@ -1,4 +1,4 @@
-"""Data sets: a registry of loaders and the plug-in loader for ``'pkg.module:load'``.
+"""Data sets: a registry of loaders, and plug-in loaders named ``'pkg.module:load'``.
 
 A loader takes the split settings and returns a ``DataSplits`` of numpy arrays. Everything here
 works offline: digits ships inside scikit-learn; synthetic data is generated.
@@ -6,7 +6,6 @@ works offline: digits ships inside scikit-learn; synthetic data is generated.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from autotune.errors import UserError
+from autotune.plugins import load_plugin
 from autotune.registry import Registry
 
 __all__ = ["DATASETS", "DataSplits", "load_data"]
@@ -105,7 +105,9 @@ def _as_arrays(part: Any, name: str, ref: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _plugin(ref: str, *, seed: int, **_: Any) -> DataSplits:
-    fn = import_object(ref, key="task.data")
+    fn = load_plugin(ref, key="task.data")
+    if not callable(fn):
+        raise UserError(f"plug-in {ref!r} is not a function", key="task.data")
     parts = fn(seed)
     if not isinstance(parts, tuple | list) or len(parts) != 3:
         raise UserError("load(seed) must return a (train, val, test) tuple", key="task.data", hint=ref)
@@ -114,29 +116,8 @@ def _plugin(ref: str, *, seed: int, **_: Any) -> DataSplits:
     return DataSplits(*(v for pair in arrays for v in pair), num_classes=num_classes)
 
 
-def import_object(ref: str, *, key: str) -> Any:
-    """Import ``'pkg.module:name'`` from the working directory or the environment."""
-    import sys
-    from pathlib import Path
-
-    mod_name, _, attr = ref.partition(":")
-    if not mod_name or not attr:
-        raise UserError(f"plug-in reference {ref!r} must look like 'pkg.module:function'", key=key)
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as err:
-        raise UserError(f"cannot import plug-in module {mod_name!r}: {err}", key=key) from None
-    obj = getattr(mod, attr, None)
-    if not callable(obj):
-        raise UserError(f"module {mod_name!r} has no function {attr!r}", key=key)
-    return obj
-
-
 def load_data(task_data: str, **kwargs: Any) -> DataSplits:
-    """Load a registered data set or a plug-in (``'pkg.module:load'``)."""
+    """Load a registered data set or a plug-in (``'pkg.module:load'``, imported by ``autotune.plugins.load_plugin``)."""
     if ":" in task_data:
         return _plugin(task_data, **kwargs)
     return DATASETS.get(task_data, key="task.data")(**kwargs)

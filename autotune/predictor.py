@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LatencyPredictor",
     "Prediction",
+    "PredictorCache",
     "environment_key",
     "fit_history",
     "history_path",
@@ -209,9 +210,9 @@ def history_path(profile: DeviceProfile, results_dir: str | os.PathLike[str]) ->
 def environment_key(profile: DeviceProfile) -> dict[str, Any]:
     """What must match for two measurements to be comparable: the profile (its target, tuning budget
     and runner), the CPU that timed it (local runner), the TVM version and the feature definition."""
-    from autotune.measure.base import fingerprint
+    from autotune.measure import RUNNERS
 
-    fp = fingerprint(profile.runner.kind, profile.runner.key)
+    fp = RUNNERS.get(profile.runner.kind).fingerprint(profile)
     return {
         "feature_version": FEATURE_VERSION,
         "profile": profile.name,
@@ -266,22 +267,41 @@ def load_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> list[d
 
 #: Most recent comparable measurements a predictor is fitted on.
 MAX_HISTORY = 2000
-_FITTED: dict[tuple[str, str], tuple[int, LatencyPredictor]] = {}
 
 
-def fit_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> LatencyPredictor:
-    """A predictor fitted on the comparable history (the latest ``MAX_HISTORY`` measurements;
-    unfitted when there are none). A process refits when the history grew: always while it is
-    short, past 200 measurements once it grew by 5 %."""
-    recs = load_history(path, key)[-MAX_HISTORY:]
-    cache = (str(path), json.dumps(dict(key), sort_keys=True))
-    n = len(recs)
-    done = _FITTED.get(cache)
-    if done is not None and (done[0] == n or (n > 200 and n < done[0] * 1.05)):
-        return done[1]
-    fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
-    _FITTED[cache] = (n, fitted)
-    return fitted
+class PredictorCache:
+    """Predictors fitted on histories, kept by whoever owns this object (a search worker keeps one
+    for its lifetime, so a trial does not refit what the previous trial fitted).
+
+    A history is refitted when it grew: always while it is short, past 200 measurements once it
+    grew by 5 %.
+    """
+
+    def __init__(self) -> None:
+        self._fitted: dict[tuple[str, str], tuple[int, LatencyPredictor]] = {}
+
+    def fit(self, path: str | os.PathLike[str], key: Mapping[str, Any]) -> LatencyPredictor:
+        """A predictor fitted on the comparable history (the latest ``MAX_HISTORY`` measurements;
+        unfitted when there are none), reused while the history has not grown enough."""
+        recs = load_history(path, key)[-MAX_HISTORY:]
+        slot = (str(path), json.dumps(dict(key), sort_keys=True))
+        n = len(recs)
+        done = self._fitted.get(slot)
+        if done is not None and (done[0] == n or (n > 200 and n < done[0] * 1.05)):
+            return done[1]
+        fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
+        self._fitted[slot] = (n, fitted)
+        return fitted
+
+
+def fit_history(
+    path: str | os.PathLike[str], key: Mapping[str, Any], *, cache: PredictorCache | None = None
+) -> LatencyPredictor:
+    """A predictor fitted on the comparable history of ``path`` (see ``PredictorCache.fit``).
+
+    With ``cache``, a fit is reused until the history grows; without, it is fitted afresh.
+    """
+    return (cache if cache is not None else PredictorCache()).fit(path, key)
 
 
 def hit_rate(rows: Iterable[Mapping[str, Any]], within: float = 0.10) -> tuple[float | None, int]:

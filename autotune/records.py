@@ -1,7 +1,9 @@
 """Typed records that flow one way through a trial.
 
-``TrialConfig → TrainedModel → CompiledArtifact → (NumericsReport, Measurement) → LeaderboardRow``.
-Records that cross a process boundary hold paths and plain values, never live TVM objects.
+``TrialConfig → TrainedModel → CompressedModel (one PassReport per pass) → CompiledArtifact →
+(NumericsReport, Measurement) → LeaderboardRow`` (``autotune.leaderboard.row``). Each stage makes
+the next record and never changes the one it was given. Records that cross a process boundary hold
+paths and plain values, never live TVM objects.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["CompiledArtifact", "Measurement", "NumericsReport", "TrainedModel", "TrialConfig"]
+__all__ = [
+    "CompiledArtifact",
+    "CompressedModel",
+    "Deployment",
+    "Measurement",
+    "NumericsReport",
+    "PassReport",
+    "TrainedModel",
+    "TrialConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,7 @@ class TrialConfig:
         params: the sampled values, keyed ``'arch.<name>'`` / ``'train.<name>'``.
         arch: model-family parameters (defaults filled in, ``dropout`` included).
         train: training settings (defaults filled in), or None for a latency-only study.
-        compress: each compression technique's settings (defaults filled in), by technique name.
+        compress: each compression technique's resolved settings (defaults filled in), by technique name.
     """
 
     trial_id: str
@@ -32,6 +43,7 @@ class TrialConfig:
     train: dict[str, Any] | None
     seed: int
     compress: dict[str, dict[str, Any]] = field(default_factory=dict)
+    study_trial: int | None = None  # the Optuna trial number, in a search
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,54 @@ class TrainedModel:
     epochs: int
     train_s: float
     lock_wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How a model is compiled: its arithmetic precision and, for int8, how weight scales are shared."""
+
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    weight_granularity: str = "tensor"  # tensor | channel
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one compression pass did: the leaderboard columns it fills and the seconds it took
+    (fine-tuning included, time spent waiting for the quiet-measurement lock excluded)."""
+
+    name: str
+    columns: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CompressedModel:
+    """The model a trial deploys, after its compression passes (the trained model when it has none).
+
+    ``accuracy`` / ``val_accuracy`` are re-measured on the compressed model; ``params`` and ``macs``
+    count it, ``*_before`` the trained model it came from.
+    """
+
+    model: nn.Module
+    deployment: Deployment
+    reports: tuple[PassReport, ...]
+    params: int
+    macs: int
+    params_before: int
+    macs_before: int
+    accuracy: float | None
+    val_accuracy: float | None
+    sparsity: float
+    seconds: float
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.reports)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The leaderboard columns its passes reported, later passes last."""
+        return {k: v for report in self.reports for k, v in report.columns.items()}
 
 
 @dataclass(frozen=True)
@@ -102,4 +162,5 @@ class Measurement:
     measure_s: float
     lock_wait_s: float = 0.0
     idle_w: float | None = None  # the idle power subtracted from the energy (measured, or the profile's)
+    timing: str = "local"  # where it was timed: local, device (an RPC device) or emulated (set by the runner)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autotune.errors import UserError
 from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
 from autotune.space import PARAM_PREFIXES
 
-__all__ = ["plot_pareto", "write_report"]
+__all__ = ["format_value", "plot_pareto", "sort_rows", "write_report"]
 
 _STATUS_ORDER = ("ok", "infeasible", "pruned", "failed")
 
@@ -77,11 +78,33 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], objectives: Mapping[str, str]
     return path
 
 
+def format_value(v: Any) -> str:
+    """A leaderboard cell as text: empty for None, floats to 4 significant digits."""
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def sort_rows(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
+    """Rows by column ``sort`` (descending for accuracies and MACs; empty cells last), or by Pareto
+    rank, then latency.
+
+    Raises:
+        UserError: ``sort`` is not a column (key ``--sort``).
+    """
+    big = float("inf")
+    if sort:
+        if rows and sort not in rows[0]:
+            raise UserError(f"no column {sort!r} in the leaderboard", key="--sort")
+        desc = sort in ("accuracy", "val_accuracy", "macs")
+        have = [r for r in rows if r.get(sort) is not None]
+        return sorted(have, key=lambda r: r[sort], reverse=desc) + [r for r in rows if r.get(sort) is None]
+    return sorted(rows, key=lambda r: (r.get("pareto_rank") or big, r.get("latency_ms") or big))
+
+
 def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     def cell(v: Any) -> str:
-        if v is None:
-            return ""
-        return html.escape(f"{v:.4g}" if isinstance(v, float) else str(v))
+        return html.escape(format_value(v))
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)

@@ -4,6 +4,10 @@ The parent (a Ray Tune worker) stays alive whatever the child does: a candidate 
 inside TVM, exhausts memory or hangs in a compile is killed and reported with its reason, and the
 worker goes on to the next trial. ``fork`` keeps the imports the parent already paid for (torch,
 TVM), so isolation costs milliseconds, not the seconds of a fresh interpreter.
+
+What ``fn`` raises keeps its kind: a ``CandidateFailed`` comes back as itself (stage and reason), a
+``UserError`` and any other exception as a ``TrialError`` (``user`` or ``internal``) that carries
+the child's full traceback, so a bug inside a trial can be debugged after the run.
 """
 
 from __future__ import annotations
@@ -15,24 +19,48 @@ import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
-from autotune.errors import CandidateFailed
+from autotune.errors import CandidateFailed, UserError
 
-__all__ = ["run_isolated"]
+__all__ = ["TrialError", "run_isolated"]
 
 #: ``fn(send)`` runs in the child; ``send(message)`` passes a message to the parent's ``on_message``.
 Work = Callable[[Callable[[Any], None]], Any]
+
+
+class TrialError(Exception):
+    """Raised in the parent when the trial's work raised something other than ``CandidateFailed``.
+
+    ``kind`` is ``user`` for a ``UserError`` (the user's input is wrong; ``message`` is its text)
+    and ``internal`` for any other exception, a bug of ours (``message`` is ``<ExcType>: <text>``).
+    ``traceback`` is the child's full formatted traceback. ``str()`` is the row's ``error``:
+    ``user error: <message>`` or ``internal error: <ExcType>: <text>``.
+    """
+
+    def __init__(self, kind: Literal["user", "internal"], message: str, traceback: str) -> None:
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"{kind} error: {message}")
 
 
 def _child(fn: Work, conn: Connection) -> None:
     try:
         result = fn(lambda message: conn.send(("message", message)))
         conn.send(("result", result))
-    except BaseException as err:  # the parent turns any escape into a failed trial
-        conn.send(("error", f"{type(err).__name__}: {err}".splitlines()[0][:500], traceback.format_exc()))
+    except CandidateFailed as err:
+        conn.send(("failed", err.stage, err.reason))
+    except UserError as err:
+        message = err.render().replace("\n  hint: ", "; hint: ")  # one line, as rows hold it
+        conn.send(("error", "user", message, traceback.format_exc()))
+    except Exception as err:
+        text = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        conn.send(("error", "internal", text, traceback.format_exc()))
+    except BaseException as err:  # KeyboardInterrupt, SystemExit: the trial stopped, no bug
+        conn.send(("failed", "crash", f"the trial's process stopped: {type(err).__name__}"))
     finally:
         conn.close()
         os._exit(0)  # skip atexit handlers inherited from the parent (Ray's among them)
@@ -82,9 +110,11 @@ def run_isolated(
     """Run ``fn`` in a forked child and return its result.
 
     Raises:
-        CandidateFailed: ``limit`` when the child ran past ``timeout_s`` or the memory it holds of
-            its own (USS, children included) passed ``memory_bytes``; ``crash`` when it died without a result;
-            ``error`` when ``fn`` raised (the child's traceback is in the message's last line).
+        CandidateFailed: what ``fn`` raised (its stage and reason); ``limit`` when the child ran past
+            ``timeout_s`` or the memory it holds of its own (USS, children included) passed
+            ``memory_bytes``; ``crash`` when it died without a result.
+        TrialError: ``fn`` raised a ``UserError`` (kind ``user``) or any other exception (kind
+            ``internal``), with the child's traceback.
     """
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
@@ -107,7 +137,9 @@ def run_isolated(
                     continue
                 if kind == "result":
                     return payload[0]
-                raise CandidateFailed("error", payload[0])
+                if kind == "failed":
+                    raise CandidateFailed(*payload)
+                raise TrialError(*payload)
             if timeout_s is not None and time.monotonic() - t0 > timeout_s:
                 raise CandidateFailed("limit", f"timeout: still running after {timeout_s:.0f} s")
             if memory_bytes is not None:

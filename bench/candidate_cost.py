@@ -1,7 +1,7 @@
 """What one search candidate costs, stage by stage, and how TVM's latency compares with ORT and PyTorch.
 
 Part 1 samples ``--candidates`` architectures from the search space with a seeded Optuna
-``RandomSampler`` and evaluates each with ``autotune.trial.evaluate`` (the function a search trial
+``RandomSampler`` and evaluates each with ``autotune.evaluate.evaluate`` (the function a search trial
 runs), reporting its seconds in each stage: train, export, import, compile, verify, measure, and
 the wall time of the whole call. Candidate ``i`` is trained with seed ``--seed + i``, as the search
 seeds its trials. PyTorch trains on ``--threads`` threads, like a trial with that many CPUs.
@@ -58,11 +58,12 @@ from rich.table import Table
 
 import autotune
 from autotune.config.device_profile import DeviceProfile, Measure
+from autotune.evaluate import evaluate
 from autotune.measure.base import summarize_latency
 from autotune.models import build_model
 from autotune.models.layers import fold_batchnorm
 from autotune.space import sample_params
-from autotune.trial import Task, evaluate, make_trial_config, prepare_task, worker_env
+from autotune.task import Task, make_trial_config, prepare_task, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train", "export", "import", "compile", "verify", "measure")

@@ -46,13 +46,13 @@ from rich.table import Table
 import autotune
 from autotune.compress import PASSES
 from autotune.compress.base import CompressContext
-from autotune.compress.pipeline import compress_model, plan_compression
+from autotune.compress.pipeline import compress, plan_compression, prepare
 from autotune.config.search_space import TRAIN_KEYS
 from autotune.errors import CandidateFailed
 from autotune.exporter import export_program
 from autotune.models import build_model
 from autotune.quiet import QuietLock
-from autotune.trial import prepare_task, worker_env
+from autotune.task import prepare_task, worker_env
 from autotune.tuning import TuningRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -198,30 +198,27 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             try:
                 if any(step.name == "distill" for step, _ in plan):  # distillation trains the student anew
-                    for step, s in plan:
-                        step.prepare(s, ctx)
+                    ctx, _ = prepare(plan, ctx)
                     torch.manual_seed(args.seed)
                     fresh = build_model(task.family, arch, shape, data.num_classes)
                     model = train(fresh, data, settings, seed=args.seed, loss=ctx.loss).model
                     plan = [(step, s) for step, s in plan if step.name != "distill"]
                 else:
                     model = copy.deepcopy(base)
-                model = compress_model(model, plan, ctx)
+                out = compress(model, plan, ctx)
+                model, how = out.model, out.deployment
                 row["compress_s"] = time.perf_counter() - t0
                 row["accuracy"], _ = accuracy(model, data.x_test, data.y_test)
-                import torch_pruning as tp
-
-                with torch.no_grad():
-                    macs, params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *shape)))
-                row.update(macs=int(macs), params=int(params), **ctx.report)
+                row.update(macs=out.macs, params=out.params)
+                row.update({k: v for r in out.reports for k, v in r.columns.items()})
                 program, exported, _ = export_program(model, shape)
                 request = TuningRequest(args.tune_trials, str(Path(wd) / "tuning"), seed=args.seed)
                 art = compile_artifact(
                     program, profile=profile, out_dir=Path(wd) / str(i), input_shape=shape,
-                    precision=ctx.deploy_precision, weight_granularity=ctx.weight_granularity,
+                    precision=how.precision, weight_granularity=how.weight_granularity,
                     tuning=request if args.tune_trials else None,
                 )  # fmt: skip
-                tol = tolerance_for(profile, precision=ctx.deploy_precision, act_bits=activation_bits(exported))
+                tol = tolerance_for(profile, precision=how.precision, act_bits=activation_bits(exported))
                 num = check_numerics(art, exported, data.x_test, profile=profile, tolerance=tol)
                 row.update(
                     deploy_precision=art.deploy_precision,
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                 row["error"] = str(err)
             console.print(f"  {technique}: {strength}: {row.get('error') or 'compiled'}")
 
-        measure = RUNNERS.get(profile.runner.kind)
+        measure = RUNNERS.get(profile.runner.kind).measure
         runs: dict[int, list[Any]] = {id(r): [] for r, _ in artifacts}
         for _ in range(args.rounds):
             for row, art in artifacts:

@@ -1,7 +1,7 @@
 """Timing on a device over TVM RPC against timing locally: the same compiled candidates, one run.
 
 Starts a loopback device (a real RPC tracker and server on 127.0.0.1, served by this machine's
-Python: ``autotune.emulate.start_device(native=True)``), then times each candidate ``--rounds``
+Python: ``autotune.devices.start_device(native=True)``), then times each candidate ``--rounds``
 times with the ``local`` runner and with the ``rpc`` runner (session, upload, load, the device's
 own time evaluator), interleaved local, rpc, local, ... so load drift hits both alike. Both use the
 profile's ``measure`` settings, with ``number`` 1 (TVM grows it until a repeat lasts
@@ -41,9 +41,9 @@ from rich.console import Console
 from rich.table import Table
 
 import autotune
-from autotune import emulate
+from autotune import devices
 from autotune.config.device_profile import DeviceProfile
-from autotune.trial import make_trial_config, prepare_task, worker_env
+from autotune.task import make_trial_config, prepare_task, worker_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidate_cost import ROOT, environment, write_report  # noqa: E402 - the shared environment record of the benches
@@ -83,28 +83,27 @@ def summarize(measurements: list[Any], walls: list[float]) -> dict[str, Any]:
         "cov_within": statistics.fmean(m.latency_cov for m in measurements),
         "wall_s_per_measurement": statistics.median(walls),
         "threads": measurements[0].threads,
-        "timing": measurements[0].extra.get("timing", "local"),
+        "timing": measurements[0].timing,
     }
 
 
 def bench_candidate(name: str, local: DeviceProfile, rpc: DeviceProfile, rounds: int, work: Path) -> dict[str, Any]:
     from autotune.measure import RUNNERS
-    from autotune.measure.rpc import run_remote
     from autotune.numerics import load_vm, run_compiled
 
     space_name, params = CANDIDATES[name]
     artifact, xs = compile_candidate(space_name, params, local, work / name.replace(" ", "_"))
     vm = load_vm(artifact)
     here = np.concatenate([run_compiled(vm, x[None]) for x in xs])
-    there = run_remote(artifact, rpc.runner, xs)
+    there = RUNNERS.get(rpc.runner.kind).executor(artifact, rpc)(xs)
     runs: dict[str, tuple[list[Any], list[float]]] = {"local": ([], []), "rpc": ([], [])}
     x = xs[:1]
     for _ in range(rounds):
-        for kind, profile in (("local", local), ("rpc", rpc)):
+        for label, profile in (("local", local), ("rpc", rpc)):
             t0 = time.perf_counter()
-            m = RUNNERS.get(kind)(artifact, profile, x)
-            runs[kind][0].append(m)
-            runs[kind][1].append(time.perf_counter() - t0)
+            m = RUNNERS.get(profile.runner.kind).measure(artifact, profile, x)
+            runs[label][0].append(m)
+            runs[label][1].append(time.perf_counter() - t0)
     res = {kind: summarize(ms, walls) for kind, (ms, walls) in runs.items()}
     return {
         "candidate": name,
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     key = "bench-loopback"
     with tempfile.TemporaryDirectory(prefix="devices-") as tmp:
         ports = {"tracker_port": _free_port(), "server_port": _free_port()}
-        with emulate.start_device(
+        with devices.start_device(
             Path(tmp) / "device", key=key, native=True, threads=local.measure.threads, **ports
         ) as dev:
             runner = local.runner.model_copy(

@@ -101,7 +101,7 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
     import autotune
     from autotune.compiler import compile_artifact
     from autotune.exporter import export_program
-    from autotune.measure.local import measure_local
+    from autotune.measure import RUNNERS
     from autotune.models import build_model
     from autotune.predictor import (
         LatencyPredictor,
@@ -111,7 +111,7 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
         structure_features,
     )
     from autotune.space import sample_params
-    from autotune.trial import make_trial_config, prepare_task
+    from autotune.task import make_trial_config, prepare_task
 
     space, profile = autotune.load_space(space_path), autotune.load_profile(device)
     task = prepare_task(space, profile)
@@ -130,7 +130,7 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
             art = compile_artifact(
                 program, profile=profile, out_dir=Path(work) / str(i), input_shape=task.data.input_shape
             )
-            m = measure_local(art, profile, task.data.x_test[:1])
+            m = RUNNERS.get("local").measure(art, profile, task.data.x_test[:1])
             record_measurement(hist, key, f, m.latency_ms, run="bench-predictor", trial_id=cfg.trial_id)
             feats.append(f)
             lats.append(m.latency_ms)

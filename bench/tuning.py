@@ -1,7 +1,7 @@
 """What MetaSchedule tuning buys on one candidate: untuned and tuned TVM against ONNX Runtime and PyTorch.
 
 The candidate is the default space's best-known configuration (``BEST``), trained once with
-``autotune.trial.evaluate`` (or loaded from ``--weights``), or with ``--big`` a MobileNetV2-like
+``autotune.evaluate.evaluate`` (or loaded from ``--weights``), or with ``--big`` a MobileNetV2-like
 3x224x224 candidate of ``latency_mobilenet224`` (untrained: latency only). Its exported program is
 compiled three times with ``autotune.compiler.compile_artifact``:
 
@@ -16,7 +16,7 @@ TorchScript ONNX export) and PyTorch eager under ``torch.inference_mode()``. Bot
 also timed with TVM's ``time_evaluator``, as the search times them. ``max |Δ|`` is the largest
 absolute output difference from PyTorch over the profile's numerics samples. The heaviest kernel's
 achieved GFLOP/s is its FLOPs over the best time MetaSchedule measured for it, against this machine's
-fp32 peak measured in the same run (``autotune.calibrate.measure_peak_gflops``: torch's BLAS matmul,
+fp32 peak measured in the same run (``autotune.devices.calibrate.measure_peak_gflops``: torch's BLAS matmul,
 same threads). The JSON lists every tuned workload with its trials and best time per call.
 
 Run from the repository root (digits: a few minutes at 64-128 trials on a small CPU):
@@ -50,14 +50,15 @@ from rich.console import Console
 from rich.table import Table
 
 import autotune
-from autotune.calibrate import measure_peak_gflops
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
+from autotune.devices.calibrate import measure_peak_gflops
+from autotune.evaluate import evaluate
 from autotune.exporter import export_program
 from autotune.measure.base import summarize_latency
 from autotune.models import build_model
 from autotune.records import CompiledArtifact
-from autotune.trial import Task, evaluate, make_trial_config, prepare_task, worker_env
+from autotune.task import Task, make_trial_config, prepare_task, worker_env
 from autotune.tuning import TuningDatabase, TuningRequest
 
 #: A good configuration of the default space (digits_cnn); the other parameters take their defaults.

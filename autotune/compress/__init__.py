@@ -46,9 +46,7 @@ def compress_settings(space: SearchSpace, *, file: str | None = None) -> dict[st
             settings = cls.Settings.model_validate(raw)
         except ValidationError as err:
             raise validation_error(err, cls.Settings, file=file, prefix=("compress", name)) from None
-        found = cls().check(settings, space)
-        if found:
-            raise UserError(found[1], file=file, key=f"compress.{name}.{found[0]}")
+        cls().check(settings, space, file=file)
         out[name] = settings
     return out
 
@@ -68,11 +66,14 @@ def param_sections(space: SearchSpace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def trial_settings(space: SearchSpace, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def trial_settings(
+    space: SearchSpace, params: dict[str, Any], *, validated: dict[str, PassSettings] | None = None
+) -> dict[str, dict[str, Any]]:
     """Each technique's settings for one trial: defaults, then the space's constants, then the
-    sampled values (``params['compress.<technique>.<key>']``). Keys of inactive parameters are absent."""
+    sampled values (``params['compress.<technique>.<key>']``). Keys of inactive parameters are absent.
+    ``validated``: the space's ``compress_settings``, when the caller validated them already."""
     out: dict[str, dict[str, Any]] = {}
-    for name, settings in compress_settings(space).items():
+    for name, settings in (validated if validated is not None else compress_settings(space)).items():
         prefix = f"compress.{name}."
         values = type(settings).defaults()
         for k in type(settings).model_fields:

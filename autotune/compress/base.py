@@ -4,9 +4,12 @@ A pass is one technique (distillation, low-rank factorization, pruning, quantiza
 ``Settings`` schema (pydantic; every field a constant or a distribution to search, validated before
 a search starts), an ``order`` in the fixed pipeline, and two hooks:
 
-- ``prepare(settings, ctx)`` runs before training (distillation sets the training loss here);
+- ``prepare(settings, ctx)`` runs before training and may return a training loss (distillation);
 - ``apply(model, settings, ctx)`` runs after training, on the model the previous pass returned,
-  and returns the compressed model (fine-tuning included).
+  and returns the compressed model (fine-tuning included) with a ``PassReport`` of its columns.
+
+and two questions the rest of the pipeline asks instead of testing technique names:
+``changes_structure(settings)`` (screening) and ``deployment(settings)`` (the compiler's precision).
 
 This module imports neither torch nor TVM: ``autotune check`` validates spaces without them.
 """
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from autotune.config.search_space import CategoricalParam, FloatParam, IntParam, ParamOrConst
+from autotune.records import Deployment, PassReport
 from autotune.registry import Registry
 
 if TYPE_CHECKING:
@@ -36,6 +40,7 @@ __all__ = [
     "CompressContext",
     "CompressionPass",
     "PassSettings",
+    "Prepared",
     "check_values",
     "spec_values",
 ]
@@ -95,17 +100,15 @@ def check_values(
 LossFn = Callable[[Any, Any, Any], Any]
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompressContext:
-    """What a pass may use, and where it reports.
+    """What a pass may use (read-only).
 
     Attributes:
         train: the trial's training settings (fine-tuning reuses them), or None (no fine-tuning).
         cache_dir: a directory every trial of the run shares (the distillation teacher lives here).
-        loss: the training loss passes and fine-tuning use; ``None`` means cross-entropy.
-        deploy_precision: what the compiler builds (``fp32``, ``fp16``, ``int8``); set by quantization.
-        weight_granularity: how int8 weight scales are shared (``tensor`` or ``channel``).
-        report: leaderboard columns the passes add (``sparsity``, ``deploy_precision``, ...).
+        loss: the training loss passes and fine-tuning use; ``None`` means cross-entropy. Set by the
+            pipeline from what ``prepare`` returns.
     """
 
     space: SearchSpace
@@ -115,28 +118,51 @@ class CompressContext:
     cache_dir: Path
     lock: QuietLock
     loss: LossFn | None = None
-    deploy_precision: str = "fp32"
-    weight_granularity: str = "tensor"
-    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a pass's ``prepare`` hands back: a training loss to use (or None) and leaderboard columns."""
+
+    loss: LossFn | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 class CompressionPass:
-    """One technique. Subclasses set ``name``, ``order``, ``Settings`` and override the hooks."""
+    """One technique. Subclasses set ``name``, ``order``, ``Settings`` and override the hooks.
+
+    Every hook receives the trial's resolved ``Settings`` (each field a concrete value). ``apply``
+    must leave the model it is given untouched (work on a deep copy) and be deterministic for
+    ``ctx.seed``; the contract test in ``tests/unit/compress/test_pass_contract.py`` checks both.
+    """
 
     name: ClassVar[str]
     order: ClassVar[int]
     Settings: ClassVar[type[PassSettings]]
 
-    def prepare(self, settings: dict[str, Any], ctx: CompressContext) -> None:
-        """Before training (default: nothing)."""
+    def prepare(self, settings: Any, ctx: CompressContext) -> Prepared:
+        """Called once before training (distillation returns its loss here). Default: nothing."""
+        return Prepared()
 
-    def apply(self, model: nn.Module, settings: dict[str, Any], ctx: CompressContext) -> nn.Module:
-        """After training: return the compressed model (default: unchanged)."""
-        return model
+    def apply(self, model: nn.Module, settings: Any, ctx: CompressContext) -> tuple[nn.Module, PassReport]:
+        """Called after training, on the model the previous pass returned: the compressed model
+        (fine-tuning included) and the pass's report. Default: an unchanged copy."""
+        import copy
 
-    def check(self, settings: PassSettings, space: SearchSpace) -> tuple[str, str] | None:
-        """Cross-section checks: return (key below the pass, problem) or None."""
+        return copy.deepcopy(model), PassReport(self.name)
+
+    def changes_structure(self, settings: Any) -> bool:
+        """Whether the pass changes the deployed network's shape or precision (then latency, size
+        and MACs are only known after it ran, and screening must wait). Default: no."""
+        return False
+
+    def deployment(self, settings: Any) -> Deployment | None:
+        """The precision the compiler must build at, when this pass decides it. Default: None."""
         return None
+
+    def check(self, settings: Any, space: SearchSpace, *, file: str | None = None) -> None:
+        """Called once when the space is validated, after ``Settings`` accepted the section: checks
+        against the rest of the space. Raises ``UserError`` naming ``file`` and the key. Default: none."""
 
 
 #: name → pass class. The pipeline runs enabled passes in ``order``.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings, check_values
+from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings, Prepared, check_values
 from autotune.config.search_space import TRAIN_KEYS, ParamOrConst, Scalar
 
 if TYPE_CHECKING:
@@ -107,13 +107,19 @@ class DistillPass(CompressionPass):
     order = 0
     Settings = DistillSettings
 
-    def prepare(self, settings: dict[str, Any], ctx: CompressContext) -> None:
-        teacher, info = load_teacher(settings["teacher"], ctx)
+    def prepare(self, settings: DistillSettings, ctx: CompressContext) -> Prepared:
+        teacher, info = load_teacher(settings.teacher, ctx)
         smoothing = float((ctx.train or {}).get("label_smoothing", 0.0))
-        ctx.loss = distill_loss(teacher, float(settings["alpha"]), float(settings["temperature"]), smoothing)
-        ctx.report["teacher_accuracy"] = info.get("accuracy")
+        loss = distill_loss(teacher, float(settings.alpha), float(settings.temperature), smoothing)
+        return Prepared(loss=loss, columns={"teacher_accuracy": info.get("accuracy")})
 
-    def check(self, settings: PassSettings, space: SearchSpace) -> tuple[str, str] | None:
+    def check(self, settings: DistillSettings, space: SearchSpace, *, file: str | None = None) -> None:
+        from autotune.errors import UserError
+        from autotune.models.check import check_arch
+
+        key = "compress.distill.teacher"
         if not space.trains:
-            return "teacher", "distillation trains the student: the space needs a train section"
-        return None
+            raise UserError("distillation trains the student: the space needs a train section", file=file, key=key)
+        teacher = settings.teacher
+        model = teacher.model or space.task.model
+        check_arch(model, dict(teacher.arch), file=file or "", key=key, model_key=f"{key}.model")

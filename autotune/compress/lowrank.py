@@ -4,12 +4,14 @@ would hold as many weights as the original, and grouped (depthwise) convolutions
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import copy
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator, model_validator
 
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings, check_values
 from autotune.config.search_space import ParamOrConst
+from autotune.records import PassReport
 
 if TYPE_CHECKING:
     import torch
@@ -90,14 +92,14 @@ class LowRankPass(CompressionPass):
     order = 1
     Settings = LowRankSettings
 
-    def apply(self, model: nn.Module, settings: dict[str, Any], ctx: CompressContext) -> nn.Module:
+    def apply(self, model: nn.Module, settings: LowRankSettings, ctx: CompressContext) -> tuple[nn.Module, PassReport]:
         from torch import nn
 
-        from autotune.compress.pipeline import finetune
+        from autotune.compress.finetune import finetune
 
-        ratio = settings.get("rank_ratio")
-        energy = settings.get("energy")
-        done = skipped = 0
+        model = copy.deepcopy(model)
+        ratio, energy = settings.rank_ratio, settings.energy
+        done = 0
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 if not isinstance(child, nn.Conv2d | nn.Linear):
@@ -107,11 +109,11 @@ class LowRankPass(CompressionPass):
                     rank_ratio=float(ratio) if ratio is not None else None,
                     energy=float(energy) if energy is not None else None,
                 )
-                if new is None:
-                    skipped += 1
-                    continue
-                setattr(parent, name, new)
-                done += 1
-        ctx.report["lowrank_layers"] = done
-        finetune(model, ctx, int(settings["finetune_epochs"]), float(settings["finetune_lr_scale"]))
-        return model.eval()
+                if new is not None:
+                    setattr(parent, name, new)
+                    done += 1
+        finetune(model, ctx, int(settings.finetune_epochs), float(settings.finetune_lr_scale))
+        return model.eval(), PassReport(self.name, {"lowrank_layers": done})
+
+    def changes_structure(self, settings: LowRankSettings) -> bool:
+        return True

@@ -1,23 +1,24 @@
 """Pruning: structured (channels removed with torch-pruning's dependency graph) or unstructured
-(magnitude, made permanent), by L1/L2 magnitude or first-order Taylor importance, in ``steps``
-iterations each followed by ``finetune_epochs`` of fine-tuning."""
+(magnitude, made permanent), by a criterion of ``IMPORTANCE`` (L1/L2 magnitude, first-order Taylor),
+in ``steps`` iterations each followed by ``finetune_epochs`` of fine-tuning."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import copy
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator
 
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings, check_values
+from autotune.compress.importance import IMPORTANCE, Importance
+from autotune.compress.weights import sparsity, weight_layers
 from autotune.config.search_space import ParamOrConst
+from autotune.records import PassReport
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
-__all__ = ["PrunePass", "sparsity", "weight_layers"]
-
-CRITERIA = ("l1", "l2", "taylor")
+__all__ = ["PrunePass", "PruneSettings"]
 
 
 class PruneSettings(PassSettings):
@@ -33,7 +34,7 @@ class PruneSettings(PassSettings):
     finetune_lr_scale: ParamOrConst = 1.0
 
     _kind = field_validator("kind")(lambda v: check_values(v, choices=("structured", "unstructured")))
-    _criterion = field_validator("criterion")(lambda v: check_values(v, choices=CRITERIA))
+    _criterion = field_validator("criterion")(lambda v: check_values(v, choices=IMPORTANCE.names()))
     _ratio = field_validator("ratio")(lambda v: check_values(v, lo=0, hi=1, lo_open=True, hi_open=True))
     _scope = field_validator("scope")(lambda v: check_values(v, choices=("layer", "global")))
     _steps = field_validator("steps")(lambda v: check_values(v, lo=1, hi=20, integer=True))
@@ -41,28 +42,11 @@ class PruneSettings(PassSettings):
     _lr = field_validator("finetune_lr_scale")(lambda v: check_values(v, lo=0, hi=10, lo_open=True))
 
 
-def weight_layers(model: nn.Module) -> list[nn.Module]:
-    """The convolutions and linear layers (the layers pruning and quantization act on)."""
-    from torch import nn
-
-    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-
-
-def sparsity(model: nn.Module) -> float:
-    """Fraction of exactly-zero weights over all conv and linear weights."""
-    zeros = total = 0
-    for m in weight_layers(model):
-        w = m.weight.detach()
-        zeros += int((w == 0).sum())
-        total += w.numel()
-    return zeros / max(1, total)
-
-
 def _taylor_grads(model: nn.Module, ctx: CompressContext, batches: int = 4) -> None:
     """Accumulate gradients of the training loss on a few batches (Taylor importance reads them)."""
     import torch
 
-    from autotune.compress.pipeline import loss_of
+    from autotune.compress.finetune import loss_of
 
     model.train()
     model.zero_grad(set_to_none=True)
@@ -82,50 +66,49 @@ def _classifier(model: nn.Module) -> nn.Module | None:
     return linears[-1] if linears else None
 
 
-def _structured(model: nn.Module, s: dict[str, Any], ctx: CompressContext, example: torch.Tensor) -> nn.Module:
+def _structured(model: nn.Module, s: PruneSettings, crit: Importance, ctx: CompressContext) -> nn.Module:
+    import torch
     import torch_pruning as tp
 
-    from autotune.compress.pipeline import finetune
+    from autotune.compress.finetune import finetune
 
-    crit = s["criterion"]
-    imp = tp.importance.TaylorImportance() if crit == "taylor" else tp.importance.MagnitudeImportance(p=int(crit[1]))
     head = _classifier(model)  # its outputs are the classes
     pruner = tp.pruner.MetaPruner(
         model,
-        example_inputs=example,
-        importance=imp,
-        pruning_ratio=float(s["ratio"]),
-        iterative_steps=int(s["steps"]),
-        global_pruning=s["scope"] == "global",
+        example_inputs=torch.zeros((1, *ctx.data.input_shape)),
+        importance=crit.structured(),
+        pruning_ratio=float(s.ratio),
+        iterative_steps=int(s.steps),
+        global_pruning=s.scope == "global",
         ignored_layers=[head] if head is not None else [],
     )
-    for _ in range(int(s["steps"])):
-        if crit == "taylor":
+    for _ in range(int(s.steps)):
+        if crit.needs_grads:
             _taylor_grads(model, ctx)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        finetune(model, ctx, int(s["finetune_epochs"]), float(s["finetune_lr_scale"]))
+        finetune(model, ctx, int(s.finetune_epochs), float(s.finetune_lr_scale))
     return model
 
 
-def _unstructured(model: nn.Module, s: dict[str, Any], ctx: CompressContext) -> nn.Module:
+def _unstructured(model: nn.Module, s: PruneSettings, crit: Importance, ctx: CompressContext) -> nn.Module:
     import torch
     from torch.nn.utils import prune
 
-    from autotune.compress.pipeline import finetune
+    from autotune.compress.finetune import finetune
 
     layers = weight_layers(model)
-    steps, final = int(s["steps"]), float(s["ratio"])
+    steps, final = int(s.steps), float(s.ratio)
     for step in range(1, steps + 1):
         target = final * step / steps  # fraction pruned after this step (of all weights)
         for m in layers:
             if prune.is_pruned(m):
                 prune.remove(m, "weight")  # the zeros stay; the next mask is computed from scratch
-        if s["criterion"] == "taylor":
+        if crit.needs_grads:
             _taylor_grads(model, ctx)
         with torch.no_grad():
-            scores = [_score(m.weight, s["criterion"]) for m in layers]
-        if s["scope"] == "global":
+            scores = [crit.score(m.weight) for m in layers]
+        if s.scope == "global":
             flat = torch.cat([sc.flatten() for sc in scores])
             k = int(round(target * flat.numel()))
             cut = torch.kthvalue(flat, k).values if k > 0 else flat.min() - 1
@@ -139,17 +122,10 @@ def _unstructured(model: nn.Module, s: dict[str, Any], ctx: CompressContext) -> 
         for m, mask in zip(layers, masks, strict=True):
             prune.custom_from_mask(m, "weight", mask)  # keeps pruned weights at zero while fine-tuning
         model.zero_grad(set_to_none=True)
-        finetune(model, ctx, int(s["finetune_epochs"]), float(s["finetune_lr_scale"]))
+        finetune(model, ctx, int(s.finetune_epochs), float(s.finetune_lr_scale))
     for m in layers:
         prune.remove(m, "weight")  # permanent: the weight tensor itself holds the zeros
     return model
-
-
-def _score(w: torch.Tensor, criterion: str) -> torch.Tensor:
-    """Importance per weight: |w|, w², or the first-order Taylor estimate |w·∂L/∂w|."""
-    if criterion == "taylor":
-        return (w * w.grad).abs() if w.grad is not None else w.abs() * 0
-    return w.abs() if criterion == "l1" else w.pow(2)
 
 
 @PASSES.register("prune")
@@ -161,14 +137,12 @@ class PrunePass(CompressionPass):
     order = 2
     Settings = PruneSettings
 
-    def apply(self, model: nn.Module, settings: dict[str, Any], ctx: CompressContext) -> nn.Module:
-        import torch
+    def apply(self, model: nn.Module, settings: PruneSettings, ctx: CompressContext) -> tuple[nn.Module, PassReport]:
+        model = copy.deepcopy(model).eval()
+        crit = IMPORTANCE.get(str(settings.criterion))()
+        prune = _structured if settings.kind == "structured" else _unstructured
+        model = prune(model, settings, crit, ctx).eval()
+        return model, PassReport(self.name, {"sparsity": sparsity(model)})
 
-        example = torch.zeros((1, *ctx.data.input_shape))
-        model.eval()
-        if settings["kind"] == "structured":
-            model = _structured(model, settings, ctx, example)
-        else:
-            model = _unstructured(model, settings, ctx)
-        ctx.report["sparsity"] = sparsity(model)
-        return model.eval()
+    def changes_structure(self, settings: PruneSettings) -> bool:
+        return settings.kind == "structured"  # unstructured zeros leave the dense network as it was

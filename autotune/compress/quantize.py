@@ -11,18 +11,20 @@ Schemes:
 - ``none``: no simulated quantization (only the deployment precision changes).
 
 For ``int8`` deployment the exported model carries its 8-bit symmetric weights as float values and
-its activation quantizers as ``clamp(round(x / s), -127, 127) * s``; ``autotune.lowering`` rewrites
+its activation quantizers as ``clamp(round(x / s), -127, 127) * s``; ``autotune.compiler.precision`` rewrites
 each such quantizer feeding a convolution or matmul into an int8 × int8 → int32 operator.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import copy
+from typing import TYPE_CHECKING
 
 from pydantic import field_validator, model_validator
 
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings, check_values, spec_values
 from autotune.config.search_space import ParamOrConst
+from autotune.records import Deployment, PassReport
 
 if TYPE_CHECKING:
     from torch import nn
@@ -82,31 +84,33 @@ class QuantizePass(CompressionPass):
     order = 3
     Settings = QuantizeSettings
 
-    def apply(self, model: nn.Module, settings: dict[str, Any], ctx: CompressContext) -> nn.Module:
+    def apply(self, model: nn.Module, settings: QuantizeSettings, ctx: CompressContext) -> tuple[nn.Module, PassReport]:
         from autotune.compress.fakequant import calibrate, wrap_layers
-        from autotune.compress.pipeline import finetune
+        from autotune.compress.finetune import finetune
         from autotune.errors import CandidateFailed
         from autotune.models.layers import fold_batchnorm
 
         s = settings
-        deploy = s["deploy"]
-        if deploy == "int8" and (s["scheme"], int(s["bits"]), bool(s["symmetric"])) != ("linear", 8, True):
+        if s.deploy == "int8" and (s.scheme, int(s.bits), bool(s.symmetric)) != ("linear", 8, True):
             raise CandidateFailed(
                 "compress",
-                f"deploy int8 needs 8-bit symmetric linear quantization, got scheme={s['scheme']} "
-                f"bits={s['bits']} symmetric={s['symmetric']}",
+                f"deploy int8 needs 8-bit symmetric linear quantization, got scheme={s.scheme} "
+                f"bits={s.bits} symmetric={s.symmetric}",
             )
-        model.eval()
+        model = copy.deepcopy(model).eval()
         fold_batchnorm(model)  # quantize what is deployed: BatchNorm folded into the convolutions
-        if s["scheme"] != "none":
-            layers = wrap_layers(model, s)
-            calibrate(model, layers, ctx, int(s["calib_batches"]))
-            if s["method"] == "qat":
-                finetune(model, ctx, int(s["qat_epochs"]), float(s["qat_lr_scale"]))
+        if s.scheme != "none":
+            layers = wrap_layers(model, s.model_dump())
+            calibrate(model, layers, ctx, int(s.calib_batches))
+            if s.method == "qat":
+                finetune(model, ctx, int(s.qat_epochs), float(s.qat_lr_scale))
             for q in layers:
                 q.freeze()
-        ctx.deploy_precision = deploy
-        ctx.weight_granularity = s["granularity"]
-        ctx.report["deploy_precision"] = deploy
-        ctx.report["quant_bits"] = int(s["bits"]) if s["scheme"] != "none" else None
-        return model.eval()
+        bits = int(s.bits) if s.scheme != "none" else None
+        return model.eval(), PassReport(self.name, {"deploy_precision": s.deploy, "quant_bits": bits})
+
+    def changes_structure(self, settings: QuantizeSettings) -> bool:
+        return True  # fake-quantized layers, and the precision the compiler builds at
+
+    def deployment(self, settings: QuantizeSettings) -> Deployment:
+        return Deployment(precision=str(settings.deploy), weight_granularity=str(settings.granularity))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,13 +10,6 @@ from pydantic import BaseModel, ValidationError
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import (
-    DEVICE_METRICS,
-    METRICS,
-    OPTIMIZERS,
-    SCHEDULES,
-    TRAIN_KEYS,
-    TRAINED_METRICS,
-    CategoricalParam,
     SearchSpace,
 )
 from autotune.errors import UserError
@@ -28,7 +20,6 @@ __all__ = ["load_profile", "load_space", "load_yaml_model", "read_yaml", "valida
 M = TypeVar("M", bound=BaseModel)
 
 # Pydantic inserts union-member tags into error locations; they are not keys the user wrote.
-_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNION_TAGS = {"categorical", "int", "float", "bool", "str", "list[...]", "dict[...]"}
 
 
@@ -151,94 +142,9 @@ def load_profile(path: str | Path) -> DeviceProfile:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Load a search-space YAML file and check what the schema alone cannot.
+    """Load a search-space YAML file against the schema.
 
-    Model-family parameters and plug-ins are checked by ``autotune.check_space``.
+    What the schema alone cannot check (metrics, conditions, plug-ins, compression settings) is
+    checked by ``autotune.validate.load_space``, which calls this first.
     """
-    space = load_yaml_model(path, SearchSpace)
-    check_space_semantics(space, file=str(path))
-    return space
-
-
-def _section_params(space: SearchSpace) -> dict[str, dict[str, Any]]:
-    from autotune.space import param_sections
-
-    return param_sections(space)
-
-
-def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> None:
-    """Cross-field checks: objectives, constraints, conditions, train keys and choices."""
-    measured = set(METRICS) - (set() if space.trains else TRAINED_METRICS)
-    for section in ("objectives", "constraints"):
-        for full in getattr(space, section):
-            name, at, device = full.partition("@")
-            if at and (name not in DEVICE_METRICS or not _DEVICE_NAME.match(device)):
-                raise UserError(
-                    f"{full!r}: only {', '.join(DEVICE_METRICS)} can name a device, as METRIC@PROFILE_NAME",
-                    file=file,
-                    key=f"{section}.{full}",
-                    hint="the profile name is one given with --device in a multi-device search",
-                )
-            if name not in METRICS:
-                near = closest(name, list(METRICS))
-                raise UserError(
-                    f"{name!r} is not a measured metric; measured: {', '.join(METRICS)}",
-                    file=file,
-                    key=f"{section}.{name}",
-                    hint=f"did you mean {near!r}?" if near else None,
-                )
-            if name not in measured:
-                raise UserError(
-                    f"{name!r} is not measured in a space without a train section",
-                    file=file,
-                    key=f"{section}.{name}",
-                    hint="add a train section, or drop this entry for a latency-only study",
-                )
-    if space.compress:
-        from autotune.compress import compress_settings
-
-        compress_settings(space, file=file)
-    sections = _section_params(space)
-    for key in sections["train"]:
-        if key not in TRAIN_KEYS:
-            near = closest(key, list(TRAIN_KEYS))
-            raise UserError(
-                "unknown training parameter",
-                file=file,
-                key=f"train.{key}",
-                hint=f"did you mean {near!r}?" if near else f"valid: {', '.join(TRAIN_KEYS)}",
-            )
-    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        spec = sections["train"].get(key)
-        values = spec.choices if isinstance(spec, CategoricalParam) else [spec] if spec is not None else []
-        for v in values:
-            if v not in allowed:
-                near = closest(str(v), list(allowed))
-                raise UserError(
-                    f"{v!r} is not a known {key}; known: {', '.join(allowed)}",
-                    file=file,
-                    key=f"train.{key}",
-                    hint=f"did you mean {near!r}?" if near else None,
-                )
-    for section, params in sections.items():
-        for name, spec in params.items():
-            if not hasattr(spec, "type"):
-                continue
-            if spec.per_stage and "stages" not in params:
-                raise UserError(
-                    "per_stage needs an int parameter 'stages' in the same section",
-                    file=file,
-                    key=f"{section}.{name}.per_stage",
-                )
-            for ref in spec.when or {}:
-                sec, _, pname = ref.rpartition(".")
-                sec = sec or section
-                pool = sections.get(sec, {})
-                if pname not in pool or pname == name:
-                    near = closest(pname, [p for p in pool if p != name])
-                    raise UserError(
-                        f"condition names an unknown parameter {ref!r}",
-                        file=file,
-                        key=f"{section}.{name}.when.{ref}",
-                        hint=f"did you mean {near!r}?" if near else None,
-                    )
+    return load_yaml_model(path, SearchSpace)

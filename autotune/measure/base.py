@@ -1,25 +1,40 @@
-"""Runner and energy-meter protocols, their registries, and latency statistics."""
+"""Runner and energy-meter protocols, their registries, and latency statistics.
+
+A runner plug-in is one module with a class implementing ``Runner`` and one instance registered in
+``RUNNERS`` under the profile's ``runner.kind``; ``tests/unit/measure/test_runner_contract.py`` runs
+every entry.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from autotune.config.device_profile import Measure
+from autotune.config.device_profile import DeviceProfile, Measure
+from autotune.quiet import QuietLock
+from autotune.records import CompiledArtifact, Measurement
 from autotune.registry import Registry
+
+if TYPE_CHECKING:
+    from tvm.s_tir import meta_schedule as ms
 
 __all__ = [
     "ENERGY_METERS",
     "RUNNERS",
     "EnergyMeter",
-    "fingerprint",
+    "Runner",
+    "host_fingerprint",
+    "metaschedule_evaluator",
     "precise_enough",
     "repeat_until_precise",
     "summarize_latency",
+    "this_machine",
     "time_in_rounds",
 ]
 
@@ -34,34 +49,82 @@ class EnergyMeter(Protocol):
         ...
 
 
-def fingerprint(runner: str, key: str | None = None) -> dict[str, Any]:
-    """Where a latency was measured, for comparing rows across runs: CPU model and frequency governor
-    of this machine (``local`` runner; an RPC device is named ``rpc:<key>``, its governor unknown),
-    and the TVM and torch versions that compiled and ran it."""
-    import functools
-    from importlib import metadata
+@runtime_checkable
+class Runner(Protocol):
+    """Where compiled candidates run and are timed: one instance per ``runner.kind``, in ``RUNNERS``."""
 
-    @functools.cache
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    name: str
 
-    cpu, governor = f"rpc:{key}", None
-    if runner == "local":
-        cpu = _cpu_model()
-        try:
-            with open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") as f:
-                governor = f.read().strip() or None
-        except OSError:
-            governor = None
+    def check(self, profile: DeviceProfile, *, file: str | None = None) -> None:
+        """Pre-flight, cheap: the device can be reached and can run the profile's target.
+
+        Raises:
+            UserError: naming ``file`` and the profile key to fix.
+        """
+        ...
+
+    def measure(
+        self, artifact: CompiledArtifact, profile: DeviceProfile, inputs: np.ndarray, *, lock: QuietLock | None = None
+    ) -> Measurement:
+        """Time ``main`` on one input (batch 1).
+
+        Raises:
+            CandidateFailed: stage ``measure``.
+        """
+        ...
+
+    def executor(self, artifact: CompiledArtifact, profile: DeviceProfile) -> Callable[[np.ndarray], np.ndarray] | None:
+        """Where the numerics check runs: a function of the (N, ...) inputs returning output 0 of each
+        (raising ``CandidateFailed`` stage ``verify``), or None to run the artifact in this process."""
+        ...
+
+    def metaschedule_runner(self, profile: DeviceProfile) -> ms.runner.Runner:
+        """The MetaSchedule runner that measures tuning candidates on this device."""
+        ...
+
+    def tunes_in_place(self, profile: DeviceProfile) -> bool:
+        """Whether tuning measures on this machine (so it needs the quiet lock exclusively)."""
+        ...
+
+    def fingerprint(self, profile: DeviceProfile) -> dict[str, Any]:
+        """Where a latency was measured: ``cpu_model``, ``cpu_governor``, ``tvm_version``, ``torch_version``."""
+        ...
+
+
+@functools.cache
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def host_fingerprint(cpu_model: str, governor: str | None) -> dict[str, Any]:
+    """The fingerprint columns for a device of ``cpu_model``: plus the TVM and torch versions here."""
     return {
-        "cpu_model": cpu,
+        "cpu_model": cpu_model,
         "cpu_governor": governor,
-        "tvm_version": version("apache-tvm"),
-        "torch_version": version("torch"),
+        "tvm_version": _version("apache-tvm"),
+        "torch_version": _version("torch"),
     }
+
+
+def this_machine() -> tuple[str, str | None]:
+    """This machine's CPU model and frequency governor (None when unknown)."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") as f:
+            governor = f.read().strip() or None
+    except OSError:
+        governor = None
+    return _cpu_model(), governor
+
+
+def metaschedule_evaluator() -> ms.runner.EvaluatorConfig:
+    """How MetaSchedule times each tuning candidate: 3 repeats of at least 30 ms (kernels here take µs
+    to ms); MetaSchedule ranks by the mean."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=30, enable_cpu_cache_flush=False)
 
 
 def _cpu_model() -> str:
@@ -77,8 +140,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-#: Runners take (artifact, profile, input, lock) and return a Measurement or raise CandidateFailed.
-RUNNERS: Registry[Callable[..., Any]] = Registry("runner")
+#: Runner instances by ``runner.kind`` (``local``, ``rpc``).
+RUNNERS: Registry[Runner] = Registry("runner")
 #: Meter factories return an EnergyMeter, or None when the meter cannot be read on this machine.
 ENERGY_METERS: Registry[Callable[[], EnergyMeter | None]] = Registry("energy meter")
 

@@ -3,7 +3,7 @@
 An energy figure always says where it came from (``energy_source``): ``rapl``, ``nvml`` or
 ``jetson`` for a hardware reading over the timing window, ``model`` for ``(active_w - idle_w) ×
 latency`` from the profile's power figures. Either way it is the energy one inference adds above
-idle: with a meter, idle power is measured over a quiet window (``idle_power_w``) and subtracted.
+idle: with a meter, idle power is measured over a quiet window (``IdlePower``) and subtracted.
 A meter that cannot be read is never reported as 0 J.
 """
 
@@ -19,12 +19,12 @@ from pathlib import Path
 from autotune.config.device_profile import DeviceProfile
 from autotune.measure.base import ENERGY_METERS, EnergyMeter
 
-__all__ = ["JetsonMeter", "NvmlMeter", "RaplMeter", "idle_power_w", "modelled_mj", "open_meter", "per_inference_mj"]
+__all__ = ["IdlePower", "JetsonMeter", "NvmlMeter", "RaplMeter", "modelled_mj", "open_meter", "per_inference_mj"]
 
 POWERCAP = Path(os.environ.get("AUTOTUNE_POWERCAP", "/sys/class/powercap"))  # moved by tests
 #: Jetson INA3221 rail monitors: hwmon (JetPack 5 and 6, Orin) and iio (JetPack 4, Xavier and Nano).
 JETSON_RAILS = (Path("/sys/bus/i2c/drivers/ina3221"), Path("/sys/bus/i2c/drivers/ina3221x"))
-#: Seconds an idle-power reading stays valid in this process before it is taken again.
+#: Seconds an idle-power reading stays valid (``IdlePower``) before it is taken again.
 IDLE_TTL_S = 600.0
 
 
@@ -34,7 +34,8 @@ class RaplMeter:
 
     name = "rapl"
 
-    def __init__(self, root: Path = POWERCAP) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        root = POWERCAP if root is None else root
         packages = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
         if not packages:
             raise OSError(f"no RAPL package domain under {root}")
@@ -82,7 +83,8 @@ class JetsonMeter:
 
     name = "jetson"
 
-    def __init__(self, roots: tuple[Path, ...] = JETSON_RAILS, period_s: float = 0.01) -> None:
+    def __init__(self, roots: tuple[Path, ...] | None = None, period_s: float = 0.01) -> None:
+        roots = JETSON_RAILS if roots is None else roots
         rails = _jetson_rails(roots)
         if not rails:
             raise OSError(f"no INA3221 power rail under {', '.join(map(str, roots))}")
@@ -179,20 +181,28 @@ def open_meter(kind: str) -> EnergyMeter | None:
     return None
 
 
-_IDLE: dict[str, tuple[float, float]] = {}  # meter name -> (watts, when measured)
+class IdlePower:
+    """Idle watts per meter, measured over a quiet window and reused for ``ttl_s`` seconds.
 
+    The runner that times on this machine owns one (``autotune.measure.local.LocalRunner.idle``).
+    """
 
-def idle_power_w(meter: EnergyMeter, seconds: float = 0.5, *, ttl_s: float = IDLE_TTL_S) -> float:
-    """Idle watts from ``meter`` over ``seconds`` of doing nothing (call it with the machine quiet);
-    a reading younger than ``ttl_s`` is reused."""
-    cached = _IDLE.get(meter.name)
-    if cached is not None and time.monotonic() - cached[1] < ttl_s:
-        return cached[0]
-    e0, t0 = meter.read_j(), time.perf_counter()
-    time.sleep(seconds)
-    watts = (meter.read_j() - e0) / (time.perf_counter() - t0)
-    _IDLE[meter.name] = (watts, time.monotonic())
-    return watts
+    def __init__(self, ttl_s: float = IDLE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._readings: dict[str, tuple[float, float]] = {}  # meter name -> (watts, when measured)
+
+    def watts(self, meter: EnergyMeter, seconds: float = 0.5, *, ttl_s: float | None = None) -> float:
+        """Idle watts from ``meter`` over ``seconds`` of doing nothing (call it with the machine quiet);
+        a reading younger than ``ttl_s`` (default: this object's) is reused."""
+        ttl = self.ttl_s if ttl_s is None else ttl_s
+        cached = self._readings.get(meter.name)
+        if cached is not None and time.monotonic() - cached[1] < ttl:
+            return cached[0]
+        e0, t0 = meter.read_j(), time.perf_counter()
+        time.sleep(seconds)
+        watts = (meter.read_j() - e0) / (time.perf_counter() - t0)
+        self._readings[meter.name] = (watts, time.monotonic())
+        return watts
 
 
 def per_inference_mj(joules: float, idle_w: float, window_s: float, call_s: list[float]) -> float:

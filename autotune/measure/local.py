@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.errors import CandidateFailed
-from autotune.measure.base import RUNNERS, summarize_latency, time_in_rounds
-from autotune.measure.energy import idle_power_w, modelled_mj, open_meter, per_inference_mj
+from autotune.errors import CandidateFailed, UserError
+from autotune.measure.base import (
+    RUNNERS,
+    Runner,
+    host_fingerprint,
+    metaschedule_evaluator,
+    summarize_latency,
+    this_machine,
+    time_in_rounds,
+)
+from autotune.measure.energy import IdlePower, modelled_mj, open_meter, per_inference_mj
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
-__all__ = ["measure_local", "runtime_threads"]
+if TYPE_CHECKING:
+    from tvm.s_tir import meta_schedule as ms
+
+__all__ = ["LOCAL", "LocalRunner", "runtime_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -27,68 +41,115 @@ def runtime_threads() -> int:
     return int(tvm.runtime.num_threads())
 
 
-@RUNNERS.register("local")
-def measure_local(
-    artifact: CompiledArtifact, profile: DeviceProfile, x: np.ndarray, *, lock: QuietLock | None = None
-) -> Measurement:
-    """Time ``main`` on one input while holding the quiet lock exclusively.
+class LocalRunner(Runner):
+    """Runs and times candidates on this machine. Owns the idle-power readings of this machine's meters."""
 
-    Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
-    ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
-    is read from a meter over the same window when one can be read, less the meter's idle power
-    (measured quietly under the same lock, reused for ``energy.IDLE_TTL_S``); else modelled as
-    ``(active_w - idle_w) × latency`` (``energy_source='model'``).
+    name = "local"
 
-    Raises:
-        CandidateFailed: the module cannot be loaded or run.
-    """
-    import tvm
-    from tvm import relax
+    def __init__(self) -> None:
+        self.idle = IdlePower()
 
-    cfg = profile.measure
-    lock = lock or QuietLock(None)
-    waited0 = lock.waited_s
-    try:
-        dev = tvm.cpu()
-        vm = relax.VirtualMachine(tvm.runtime.load_module(artifact.path), dev)
-        xt = tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev)
-        vm.set_input("main", xt)
-    except Exception as err:  # TVMError: the artifact does not load on this device
-        raise CandidateFailed("measure", f"cannot load the compiled model: {err}".splitlines()[0]) from err
-    meter = open_meter(profile.meter)
-    with lock.exclusive():
-        t0 = time.perf_counter()
-        threads = runtime_threads()
+    def check(self, profile: DeviceProfile, *, file: str | None = None) -> None:
+        """The target's triple (when the profile names one) runs on this machine.
+
+        Raises:
+            UserError: key ``runner.kind``: a cross-compiled target.
+        """
+        triple = str(profile.target.get("mtriple", ""))
+        here = platform.machine().replace("arm64", "aarch64")
+        if triple and not triple.startswith(here):
+            raise UserError(
+                f"the target ({triple}) cannot run on this {here} machine with the local runner",
+                file=file,
+                key="runner.kind",
+                hint="measure on the device over TVM RPC (runner: {kind: rpc, tracker: HOST:PORT, key: KEY}), "
+                "or run the search on the device itself",
+            )
+
+    def executor(self, artifact: CompiledArtifact, profile: DeviceProfile) -> Callable[[np.ndarray], np.ndarray] | None:
+        """None: the numerics check runs the artifact in this process."""
+        return None
+
+    def metaschedule_runner(self, profile: DeviceProfile) -> ms.runner.Runner:
+        """MetaSchedule's local runner."""
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.runner.LocalRunner(timeout_sec=30, evaluator_config=metaschedule_evaluator())
+
+    def tunes_in_place(self, profile: DeviceProfile) -> bool:
+        """True: tuning measures on this machine."""
+        return True
+
+    def fingerprint(self, profile: DeviceProfile) -> dict[str, Any]:
+        """This machine's CPU model and governor, and the versions."""
+        return host_fingerprint(*this_machine())
+
+    def measure(
+        self, artifact: CompiledArtifact, profile: DeviceProfile, x: np.ndarray, *, lock: QuietLock | None = None
+    ) -> Measurement:
+        """Time ``main`` on one input while holding the quiet lock exclusively.
+
+        Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
+        ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
+        is read from a meter over the same window when one can be read, less the meter's idle power
+        (measured quietly under the same lock, kept in ``self.idle`` for ``energy.IDLE_TTL_S``); else
+        modelled as ``(active_w - idle_w) × latency`` (``energy_source='model'``).
+
+        Raises:
+            CandidateFailed: the module cannot be loaded or run.
+        """
+        import tvm
+        from tvm import relax
+
+        cfg = profile.measure
+        lock = lock or QuietLock(None)
+        waited0 = lock.waited_s
         try:
-            for _ in range(cfg.warmup):
-                vm.invoke_stateful("main")
-            idle_w = idle_power_w(meter) if meter else profile.power.idle_w
-            results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
-        except Exception as err:  # TVMError while running: a broken candidate
-            raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
-        finally:
-            if meter is not None and hasattr(meter, "close"):
-                meter.close()
-        load = os.getloadavg()[0]
-        measure_s = time.perf_counter() - t0
-    if threads != cfg.threads:
-        log.warning(
-            "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
+            dev = tvm.cpu()
+            vm = relax.VirtualMachine(tvm.runtime.load_module(artifact.path), dev)
+            xt = tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), dev)
+            vm.set_input("main", xt)
+        except Exception as err:  # TVMError: the artifact does not load on this device
+            raise CandidateFailed("measure", f"cannot load the compiled model: {err}".splitlines()[0]) from err
+        meter = open_meter(profile.meter)
+        with lock.exclusive():
+            t0 = time.perf_counter()
+            threads = runtime_threads()
+            try:
+                for _ in range(cfg.warmup):
+                    vm.invoke_stateful("main")
+                idle_w = self.idle.watts(meter) if meter else profile.power.idle_w
+                results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
+            except Exception as err:  # TVMError while running: a broken candidate
+                raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
+            finally:
+                if meter is not None and hasattr(meter, "close"):
+                    meter.close()
+            load = os.getloadavg()[0]
+            measure_s = time.perf_counter() - t0
+        if threads != cfg.threads:
+            log.warning(
+                "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
+            )
+        stats = summarize_latency(results)
+        if meter is not None:
+            energy_mj, source = per_inference_mj(joules, idle_w, window_s, results), meter.name
+        else:
+            energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
+        return Measurement(
+            **stats,
+            latency_repeats=len(results),
+            number=cfg.number,
+            threads=threads,
+            energy_mj=energy_mj,
+            energy_source=source,
+            idle_w=idle_w,
+            load_avg=load,
+            measure_s=measure_s,
+            lock_wait_s=lock.waited_s - waited0,
+            timing="local",
         )
-    stats = summarize_latency(results)
-    if meter is not None:
-        energy_mj, source = per_inference_mj(joules, idle_w, window_s, results), meter.name
-    else:
-        energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
-    return Measurement(
-        **stats,
-        latency_repeats=len(results),
-        number=cfg.number,
-        threads=threads,
-        energy_mj=energy_mj,
-        energy_source=source,
-        idle_w=idle_w,
-        load_avg=load,
-        measure_s=measure_s,
-        lock_wait_s=lock.waited_s - waited0,
-    )
+
+
+#: The registered instance (``RUNNERS.get("local")``).
+LOCAL = RUNNERS.register("local")(LocalRunner())

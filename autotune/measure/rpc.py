@@ -2,7 +2,7 @@
 
 Each call asks the tracker for a session on the profile's device key (waiting at most
 ``request_timeout_s``), uploads the artifact's ``.so``, loads it into a Relax VM on the device and
-works there: ``run_remote`` for the numerics check, ``measure_rpc`` for timing with the device's own
+works there: ``run_remote`` for the numerics check, ``RpcRunner.measure`` for timing with the device's own
 time evaluator (so the ~5 ms RPC round trip is not in the latency). When the session dies under a
 call (the device or its server is gone), a new session is requested up to ``retries`` times; after
 that the candidate fails with ``device lost``. An error while the session still answers is the
@@ -12,20 +12,21 @@ candidate's own and is not retried.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import socket
-import struct
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from autotune.config.device_profile import DeviceProfile, Runner
-from autotune.errors import CandidateFailed, UserError
-from autotune.measure.base import RUNNERS, summarize_latency, time_in_rounds
+from autotune.errors import CandidateFailed
+from autotune.measure import base
+from autotune.measure.base import RUNNERS, host_fingerprint, summarize_latency, time_in_rounds
 from autotune.measure.energy import modelled_mj, per_inference_mj
+from autotune.measure.tracker import check_tracker, registered_servers, tracker
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -33,87 +34,17 @@ if TYPE_CHECKING:
     from tvm.rpc import RPCSession
     from tvm.runtime import Device
     from tvm.runtime.vm import VirtualMachine
+    from tvm.s_tir import meta_schedule as ms
 
-__all__ = ["check_tracker", "measure_rpc", "registered_servers", "run_remote"]
+__all__ = ["RPC", "RpcRunner", "check_tracker", "registered_servers", "run_remote"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Seconds to wait for the tracker to accept a connection and answer a summary.
-_TRACKER_TIMEOUT_S = 3.0
-
 
 def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
-@contextlib.contextmanager
-def _tracker(host: str, port: int) -> Iterator[socket.socket]:
-    """A connection to the tracker after TVM's magic handshake (``TrackerSession`` retries for 60 s).
-
-    Raises:
-        OSError: the tracker is unreachable, silent for ``_TRACKER_TIMEOUT_S`` or not a tracker.
-    """
-    with socket.create_connection((host, port), timeout=_TRACKER_TIMEOUT_S) as sock:
-        from tvm.rpc import base  # after connecting: an unreachable tracker fails without importing TVM
-
-        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
-        if struct.unpack("<i", base.recvall(sock, 4))[0] != base.RPC_TRACKER_MAGIC:
-            raise OSError(f"{host}:{port} is not a TVM RPC tracker")
-        yield sock
-
-
-def registered_servers(host: str, port: int) -> dict[str, int]:
-    """Count the RPC servers registered at the tracker, by device key (busy ones included).
-
-    Raises:
-        OSError: the tracker cannot be reached or does not answer within a few seconds.
-    """
-    with _tracker(host, port) as sock:
-        from tvm.rpc import base
-
-        base.sendjson(sock, [base.TrackerCode.SUMMARY])
-        code, summary = base.recvjson(sock)
-    if code != base.TrackerCode.SUCCESS:
-        raise OSError(f"the tracker at {host}:{port} answered {code} to a summary request")
-    counts: dict[str, int] = {}
-    for server in summary["server_info"]:
-        key = str(server["key"]).removeprefix("server:")
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def check_tracker(runner: Runner, *, file: str | None = None) -> None:
-    """Check, in a few seconds, that the tracker answers and a server is registered for the key.
-
-    Call it before a search starts; a device that is merely busy passes.
-
-    Args:
-        file: the profile's path, named in the error.
-
-    Raises:
-        UserError: the tracker is unreachable, or no server is registered for ``runner.key``.
-    """
-    host, port = runner.tracker_address
-    query = f"query it with: python -m tvm.exec.query_rpc_tracker --host {host} --port {port}"
-    try:
-        servers = registered_servers(host, port)
-    except OSError as err:
-        raise UserError(
-            f"cannot reach the RPC tracker at {host}:{port} (for key {runner.key!r}): {err}",
-            file=file,
-            key="runner.tracker",
-            hint=f"start the tracker and the device's RPC server, then {query}",
-        ) from None
-    if servers.get(str(runner.key), 0) < 1:
-        known = ", ".join(sorted(servers)) or "none"
-        raise UserError(
-            f"no RPC server is registered for key {runner.key!r} at the tracker {host}:{port} (keys: {known})",
-            file=file,
-            key="runner.key",
-            hint=f"start the device's server with --tracker {host}:{port} --key {runner.key}, then {query}",
-        )
 
 
 def _request(runner: Runner, stage: str) -> RPCSession:
@@ -128,7 +59,7 @@ def _request(runner: Runner, stage: str) -> RPCSession:
 
     host, port = runner.tracker_address
     try:
-        with _tracker(host, port) as sock:
+        with tracker(host, port) as sock:
             base.sendjson(sock, [base.TrackerCode.REQUEST, runner.key, "", runner.priority])
             sock.settimeout(runner.request_timeout_s)  # recv blocks until a device of the key is free
             _, (url, server_port, matchkey) = base.recvjson(sock)
@@ -251,7 +182,7 @@ def run_remote(artifact: CompiledArtifact, runner: Runner, inputs: np.ndarray) -
         (N, ...) array: row i is output 0 of input i, batch axis dropped.
 
     Raises:
-        CandidateFailed: stage ``verify``, as ``measure_rpc``.
+        CandidateFailed: stage ``verify``, as ``RpcRunner.measure``.
     """
     import tvm
 
@@ -266,8 +197,7 @@ def run_remote(artifact: CompiledArtifact, runner: Runner, inputs: np.ndarray) -
     return _on_device(artifact, runner, work, stage="verify")
 
 
-@RUNNERS.register("rpc")
-def measure_rpc(
+def _measure(
     artifact: CompiledArtifact, profile: DeviceProfile, x: np.ndarray, *, lock: QuietLock | None = None
 ) -> Measurement:
     """Time ``main`` on one input on the profile's RPC device, with the device's time evaluator.
@@ -277,7 +207,7 @@ def measure_rpc(
     is read on the device when its server offers a meter (``autotune.measure.rpc_server``) and the
     profile's ``meter`` is not ``none``: the meter's idle power over a quiet 0.5 s on the device is
     subtracted from its reading over the timing window. Otherwise it is modelled as ``(active_w -
-    idle_w) × latency`` (``energy_source = 'model'``). ``extra['timing']`` is ``'emulated'`` for an
+    idle_w) × latency`` (``energy_source = 'model'``). ``timing`` is ``'emulated'`` for an
     emulated device (the quiet lock is then held exclusively, since the device runs on this machine),
     else ``'device'``; ``load_avg`` is this machine's for an emulated device, else NaN (unknown).
 
@@ -332,5 +262,61 @@ def measure_rpc(
         load_avg=os.getloadavg()[0] if runner.emulated else float("nan"),
         measure_s=time.perf_counter() - t0,
         lock_wait_s=lock.waited_s - waited0,
-        extra={"timing": "emulated" if runner.emulated else "device", "rpc_key": runner.key},
+        timing="emulated" if runner.emulated else "device",
+        extra={"rpc_key": runner.key},
     )
+
+
+class RpcRunner(base.Runner):
+    """Runs and times candidates on a device behind a TVM RPC tracker (the profile's ``runner`` section)."""
+
+    name = "rpc"
+
+    def check(self, profile: DeviceProfile, *, file: str | None = None) -> None:
+        """The tracker answers within seconds and a server is registered for the key (``check_tracker``).
+
+        Raises:
+            UserError: key ``runner.tracker`` or ``runner.key``.
+        """
+        check_tracker(profile.runner, file=file)
+
+    def measure(
+        self, artifact: CompiledArtifact, profile: DeviceProfile, inputs: np.ndarray, *, lock: QuietLock | None = None
+    ) -> Measurement:
+        """Time ``main`` on the device (``_measure``).
+
+        Raises:
+            CandidateFailed: stage ``measure``.
+        """
+        return _measure(artifact, profile, inputs, lock=lock)
+
+    def executor(self, artifact: CompiledArtifact, profile: DeviceProfile) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The numerics check runs on the device (``run_remote``)."""
+        return functools.partial(run_remote, artifact, profile.runner)
+
+    def metaschedule_runner(self, profile: DeviceProfile) -> ms.runner.Runner:
+        """MetaSchedule's RPC runner: each build uploaded to the device and timed by its own evaluator."""
+        from tvm.s_tir import meta_schedule as ms
+
+        runner = profile.runner
+        host, port = runner.tracker_address
+        rpc = ms.runner.RPCConfig(
+            tracker_host=host,
+            tracker_port=port,
+            tracker_key=runner.key,
+            session_priority=runner.priority,
+            session_timeout_sec=runner.session_timeout_s,
+        )
+        return ms.runner.RPCRunner(rpc_config=rpc, evaluator_config=base.metaschedule_evaluator(), max_workers=1)
+
+    def tunes_in_place(self, profile: DeviceProfile) -> bool:
+        """Only an emulated device runs on this machine; a real device tunes without the exclusive lock."""
+        return profile.runner.emulated
+
+    def fingerprint(self, profile: DeviceProfile) -> dict[str, Any]:
+        """The device as ``rpc:<key>`` (its governor unknown), and the versions here."""
+        return host_fingerprint(f"rpc:{profile.runner.key}", None)
+
+
+#: The registered instance (``RUNNERS.get("rpc")``).
+RPC = RUNNERS.register("rpc")(RpcRunner())

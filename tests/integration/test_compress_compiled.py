@@ -3,7 +3,6 @@ compiles and matches its PyTorch model, and a search fills the compression colum
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -16,7 +15,7 @@ from autotune.cli import main
 from autotune.compiler import compile_artifact, resolve_target
 from autotune.compress import PASSES
 from autotune.compress.base import CompressContext
-from autotune.compress.pipeline import compress_model, plan_compression
+from autotune.compress.pipeline import compress, plan_compression
 from autotune.data import load_data
 from autotune.exporter import export_program
 from autotune.models import build_model, resolve_family
@@ -55,30 +54,31 @@ def _compress(model, name, settings, space, digits, tmp_path):
     cls = PASSES.get(name).Settings
     s = {**cls.defaults(), **settings}
     ctx = CompressContext(space=space, data=digits, train=None, seed=0, cache_dir=tmp_path, lock=QuietLock(None))
-    return compress_model(copy.deepcopy(model), plan_compression({name: s}), ctx), ctx
+    out = compress(model, plan_compression({name: s}), ctx)
+    return out.model, out.deployment
 
 
 def _int8_model(trained, space, digits, tmp_path, granularity="channel"):
-    q, ctx = _compress(trained, "quantize", {"deploy": "int8", "granularity": granularity}, space, digits, tmp_path)
-    return q, ctx
+    q, how = _compress(trained, "quantize", {"deploy": "int8", "granularity": granularity}, space, digits, tmp_path)
+    return q, how
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "channel"])
 def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     trained, space, digits, profile, tmp_path, granularity
 ):
-    q, ctx = _int8_model(trained, space, digits, tmp_path, granularity)
+    q, how = _int8_model(trained, space, digits, tmp_path, granularity)
     program, exported, _ = export_program(q, (1, 8, 8))
     art = compile_artifact(
         program, profile=profile, out_dir=tmp_path / "int8", input_shape=(1, 8, 8), precision="int8",
-        weight_granularity=ctx.weight_granularity,
+        weight_granularity=how.weight_granularity,
     )  # fmt: skip
     assert art.deploy_precision == "int8"
     dense = [
         m for m in q.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and getattr(m, "groups", 1) == 1
     ]
     assert art.int8_ops == len(dense) > 0, "every non-depthwise conv and every matmul should run in int8"
-    assert art.compute_ops > art.int8_ops  # the depthwise convs stay float (see autotune.lowering.to_int8)
+    assert art.compute_ops > art.int8_ops  # the depthwise convs stay float (see autotune.compiler.precision.to_int8)
     tol = tolerance_for(profile, precision="int8", act_bits=8)
     report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
     assert report.samples == len(digits.x_test)  # top-1 agreement over the whole test set
@@ -93,7 +93,7 @@ def test_int8_lowered_tir_reads_int8_and_accumulates_int32(trained, space, digit
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from autotune.lowering import to_int8
+    from autotune.compiler.precision import to_int8
 
     q, _ = _int8_model(trained, space, digits, tmp_path)
     program, _, _ = export_program(q, (1, 8, 8))
@@ -114,7 +114,7 @@ def test_int8_lowered_tir_reads_int8_and_accumulates_int32(trained, space, digit
 
 
 def test_fp16_deploys_mixed_precision_and_matches(trained, space, digits, profile, tmp_path):
-    q, ctx = _compress(trained, "quantize", {"scheme": "none", "deploy": "fp16"}, space, digits, tmp_path)
+    q, how = _compress(trained, "quantize", {"scheme": "none", "deploy": "fp16"}, space, digits, tmp_path)
     program, exported, _ = export_program(q, (1, 8, 8))
     art = compile_artifact(program, profile=profile, out_dir=tmp_path, input_shape=(1, 8, 8), precision="fp16")
     assert art.deploy_precision == "fp16"

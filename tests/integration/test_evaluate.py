@@ -15,11 +15,12 @@ import torch
 import autotune
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
+from autotune.evaluate import evaluate
 from autotune.exporter import export_program
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.numerics import check_numerics, load_vm, run_compiled
 from autotune.quiet import QuietLock
-from autotune.trial import evaluate, make_trial_config, prepare_task
+from autotune.task import make_trial_config, prepare_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 
@@ -107,18 +108,17 @@ class _SteadyMeter:
 
 
 def test_metered_energy_is_above_idle(tmp_path, profile, monkeypatch):
-    from autotune.measure import energy
-    from autotune.measure.local import measure_local
+    from autotune.measure.local import LocalRunner
     from autotune.sandbox import run_isolated
 
     model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10).eval()
     program, _, _ = export_program(model, (1, 8, 8))
     art = compile_artifact(program, profile=profile, out_dir=tmp_path, input_shape=(1, 8, 8))
     monkeypatch.setattr("autotune.measure.local.open_meter", lambda kind: _SteadyMeter())
-    monkeypatch.setattr(energy, "_IDLE", {})
+    local = LocalRunner()  # its own idle-power readings, none from earlier tests
     # in a forked child, as a trial times: TVM's runtime pool, once started here, would pin this
     # process's later training to one core
-    m = run_isolated(lambda send: measure_local(art, profile, np.zeros((1, 1, 8, 8), np.float32)))
+    m = run_isolated(lambda send: local.measure(art, profile, np.zeros((1, 1, 8, 8), np.float32)))
     assert m.energy_source == "steady" and m.idle_w == pytest.approx(3.0, rel=0.01)
     # 3 W over the window, less 3 W idle: at most the rounding of one window's clock reads per call
     assert 0.0 <= m.energy_mj < 0.01 * 3.0 * m.latency_ms

@@ -1,5 +1,5 @@
 """Searches measured over TVM RPC on a loopback device: a real tracker and RPC server on 127.0.0.1,
-served by this machine's own Python (``emulate.start_device(native=True)``): one that loses the device
+served by this machine's own Python (``devices.start_device(native=True)``): one that loses the device
 mid-run, and one that times every candidate on two devices."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from conftest import search_args
 
 import autotune
-from autotune import emulate
+from autotune import devices
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
 
@@ -33,9 +33,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def loopback(tmp_path) -> Iterator[emulate.EmulatedDevice]:
+def loopback(tmp_path) -> Iterator[devices.EmulatedDevice]:
     ports = dict(tracker_port=_free_port(), server_port=_free_port())
-    with emulate.start_device(tmp_path / "device", key=KEY, native=True, timeout_s=120, **ports) as dev:
+    with devices.start_device(tmp_path / "device", key=KEY, native=True, timeout_s=120, **ports) as dev:
         yield dev
 
 
@@ -146,7 +146,7 @@ def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
     ports = dict(tracker_port=_free_port(), server_port=_free_port())
     env = {"AUTOTUNE_POWERCAP": str(tmp_path / "powercap")}
     try:
-        with emulate.start_device(
+        with devices.start_device(
             tmp_path / "device", key="metered", native=True, timeout_s=120,
             server_module="autotune.measure.rpc_server", env=env, **ports,
         ) as dev:  # fmt: skip
@@ -158,12 +158,12 @@ def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
             program, _, _ = export_program(model.eval(), (1, 8, 8))
             art = compile_artifact(program, profile=host, out_dir=tmp_path / "art", input_shape=(1, 8, 8))
             x = np.zeros((1, 1, 8, 8), np.float32)
-            m = RUNNERS.get("rpc")(art, profile, x)
-            modelled = RUNNERS.get("rpc")(art, profile.model_copy(update={"meter": "none"}), x)
+            m = RUNNERS.get("rpc").measure(art, profile, x)
+            modelled = RUNNERS.get("rpc").measure(art, profile.model_copy(update={"meter": "none"}), x)
     finally:
         stop.set()
         writer.join()
-    assert m.energy_source == "rapl" and m.extra["timing"] == "device"
+    assert m.energy_source == "rapl" and m.timing == "device"
     assert m.idle_w == pytest.approx(2.0, rel=0.1)  # the device's own counter, read over the session
     # the counter runs at 2 W whether busy or idle: nothing is above idle
     assert 0.0 <= m.energy_mj <= 0.25 * 2.0 * m.latency_ms

@@ -38,6 +38,11 @@ def test_injected_failures_become_rows_and_the_run_finishes(tmp_path, repo, monk
     assert by_mode["ok"]["status"] == "ok" and by_mode["ok"]["latency_ms"] > 0
     assert by_mode["raise"]["status"] == "failed"
     assert "RuntimeError: injected failure in forward" in by_mode["raise"]["error"]
+    # an exception that is neither CandidateFailed nor UserError is a bug to debug: its traceback is kept
+    assert by_mode["raise"]["error"].startswith("internal error: RuntimeError")
+    traceback_txt = tmp_path / "faults" / "trials" / by_mode["raise"]["trial_id"] / "traceback.txt"
+    assert "in forward" in traceback_txt.read_text() and "injected failure in forward" in traceback_txt.read_text()
+    assert not (tmp_path / "faults" / "trials" / by_mode["ok"]["trial_id"] / "traceback.txt").exists()
     assert by_mode["nan"]["error"].startswith("train: loss is nan")
     assert by_mode["hog"]["error"].startswith("train: out of memory") and "cap 1024 MiB" in by_mode["hog"]["error"]
     assert by_mode["unsupported"]["error"].startswith("import: ") and "erfinv" in by_mode["unsupported"]["error"]

@@ -1,4 +1,4 @@
-"""The rpc runner end to end on an emulated aarch64 device (QEMU user mode, see ``autotune.emulate``).
+"""The rpc runner end to end on an emulated aarch64 device (QEMU user mode, see ``autotune.devices``).
 
 The device is built once into ``~/.cache/autotune/emulated-aarch64`` (about 1 minute and 450 MB the
 first time: apt and PyPI downloads) and started on free ports for this module (15-50 s). The last
@@ -19,13 +19,14 @@ import pytest
 import torch
 
 import autotune
-from autotune import emulate
+from autotune import devices
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError
 from autotune.exporter import export_program
 from autotune.measure import RUNNERS
-from autotune.measure.rpc import check_tracker, run_remote
+from autotune.measure.rpc import run_remote
+from autotune.measure.tracker import check_tracker
 from autotune.models import MODEL_FAMILIES, build_model
 from autotune.records import CompiledArtifact, Measurement
 
@@ -42,18 +43,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def device() -> Iterator[emulate.EmulatedDevice]:
+def device() -> Iterator[devices.EmulatedDevice]:
     if shutil.which("qemu-aarch64-static") is None and os.geteuid() != 0:
         pytest.skip("qemu-user-static is not installed, and only root can install it")
     try:
-        emulate.build_device()
+        devices.build_device()
     except UserError as err:  # apt-get or pip download failed: no package archive or PyPI here
         pytest.skip(f"cannot build the emulated aarch64 device: {err}")
-    with emulate.start_device(key=KEY, tracker_port=_free_port(), server_port=_free_port()) as dev:
+    with devices.start_device(key=KEY, tracker_port=_free_port(), server_port=_free_port()) as dev:
         yield dev
 
 
-def _profile(device: emulate.EmulatedDevice, **runner: object) -> DeviceProfile:
+def _profile(device: devices.EmulatedDevice, **runner: object) -> DeviceProfile:
     """The shipped rpi4_emulated profile, pointed at this module's device."""
     profile = autotune.load_profile("rpi4_emulated")
     update = {"tracker": device.tracker, "key": KEY, "request_timeout_s": 2.0, **runner}
@@ -62,7 +63,7 @@ def _profile(device: emulate.EmulatedDevice, **runner: object) -> DeviceProfile:
 
 @pytest.fixture(scope="module")
 def compiled(
-    device: emulate.EmulatedDevice, tmp_path_factory: pytest.TempPathFactory
+    device: devices.EmulatedDevice, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[CompiledArtifact, torch.nn.Module]:
     torch.manual_seed(0)
     model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, INPUT_SHAPE, 10)
@@ -75,7 +76,7 @@ def compiled(
 
 def test_check_tracker_finds_the_device_and_names_a_missing_key(device):
     check_tracker(_profile(device).runner)
-    assert f"key '{KEY}': 1 registered" in emulate.device_status(key=KEY)
+    assert f"key '{KEY}': 1 registered" in devices.device_status(key=KEY)
     with pytest.raises(UserError, match="no RPC server is registered for key 'no-such-device'") as info:
         check_tracker(_profile(device, key="no-such-device").runner, file="p.yaml")
     assert info.value.key == "runner.key" and KEY in str(info.value)
@@ -93,12 +94,12 @@ def test_outputs_match_pytorch(device, compiled: tuple[CompiledArtifact, torch.n
 
 def test_measurement_is_labelled_emulated(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
     profile = _profile(device)
-    m = RUNNERS.get(profile.runner.kind)(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+    m = RUNNERS.get(profile.runner.kind).measure(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
     assert isinstance(m, Measurement)
     assert m.latency_ms > 0
     repeats = m.latency_repeats  # adaptive: at least min_repeat, at most repeat
     assert profile.measure.min_repeat <= repeats <= profile.measure.repeat
-    assert m.extra["timing"] == "emulated" and m.energy_source == "model"
+    assert m.timing == "emulated" and m.energy_source == "model"
     assert m.energy_mj == pytest.approx((profile.power.active_w - profile.power.idle_w) * m.latency_ms)
     assert m.idle_w == profile.power.idle_w
 
@@ -124,7 +125,7 @@ def test_key_without_server_fails_within_request_timeout(device, compiled: tuple
     profile = _profile(device, key="no-such-device", request_timeout_s=1.5)
     t0 = time.perf_counter()
     with pytest.raises(CandidateFailed, match="no free device for key 'no-such-device'") as info:
-        RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+        RUNNERS.get("rpc").measure(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
     assert info.value.stage == "measure"
     waited = time.perf_counter() - t0
     assert waited < 30, "a key with no server must fail at request_timeout_s, not block forever"
@@ -134,7 +135,7 @@ def test_session_past_its_timeout_fails_the_candidate(device, compiled: tuple[Co
     profile = _profile(device, session_timeout_s=1.0)
     profile = profile.model_copy(update={"measure": profile.measure.model_copy(update={"min_repeat_ms": 500})})
     with pytest.raises(CandidateFailed, match="session ran past runner.session_timeout_s = 1 s"):
-        RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+        RUNNERS.get("rpc").measure(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
     x = np.zeros((1, *INPUT_SHAPE), np.float32)
     assert run_remote(compiled[0], _profile(device, request_timeout_s=10.0).runner, x).shape == (1, 10)  # back
 
@@ -149,7 +150,7 @@ def test_lost_device_fails_the_candidate(device, compiled: tuple[CompiledArtifac
 
     def measure() -> None:
         try:
-            RUNNERS.get("rpc")(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
+            RUNNERS.get("rpc").measure(compiled[0], profile, np.zeros((1, *INPUT_SHAPE), np.float32))
         except BaseException as err:  # handed to the test thread
             errors.append(err)
 

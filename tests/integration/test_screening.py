@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import autotune
+from autotune.evaluate import evaluate
 from autotune.models import build_model
 from autotune.predictor import environment_key, fit_history, history_path, record_measurement, structure_features
-from autotune.trial import Screening, evaluate, make_trial_config, prepare_task
+from autotune.screening import Screening
+from autotune.task import make_trial_config, prepare_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 

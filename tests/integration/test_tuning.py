@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import autotune
-from autotune import compiler
 from autotune.compiler import compile_artifact, resolve_target
 from autotune.errors import CandidateFailed
 from autotune.exporter import export_program
@@ -22,6 +21,7 @@ from autotune.models import MODEL_FAMILIES, build_model
 from autotune.numerics import check_numerics
 from autotune.quiet import QuietLock
 from autotune.tuning import TuningDatabase, TuningRequest
+from autotune.tuning.session import Session
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
 
@@ -118,17 +118,17 @@ def _record_means(db: TuningDatabase) -> dict[str, list[float]]:
 def test_large_budget_is_guided_by_measured_latency(tmp_path, profile, monkeypatch):
     """One round per workload, then the rest to the workload that took longest per inference; the plan is
     kept, so a repeat measures nothing and a larger budget only tops up."""
-    import autotune.tuning
+    import autotune.tuning.plan
 
-    monkeypatch.setattr(autotune.tuning, "GUIDED_MIN_ROUNDS", 1)  # guided from 1 round per workload: a short test
+    monkeypatch.setattr(autotune.tuning.plan, "GUIDED_MIN_ROUNDS", 1)  # guided from 1 round per workload: a short test
     seen: dict[str, float | None] = {}  # the latencies the last stage planned on
-    real = compiler._Session.latency_s
+    real = Session.latency_s
 
     def spy(self, key):
         seen[key] = real(self, key)
         return seen[key]
 
-    monkeypatch.setattr(compiler._Session, "latency_s", spy)
+    monkeypatch.setattr(Session, "latency_s", spy)
     program, exported = _tiny(0.5)  # 6 workloads, one called twice
     db = TuningDatabase(tmp_path / "db")
     request = TuningRequest(trials=56, db_dir=str(db.directory))

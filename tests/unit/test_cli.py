@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-from autotune.api import run_name_dir
 from autotune.cli import main, parse_duration
 from autotune.config.search_space import METRICS
-from autotune.errors import UserError
 from autotune.leaderboard import Leaderboard
 
 
@@ -71,10 +69,16 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden", "", "x" * 200])
-def test_run_name_cannot_escape(tmp_path, name):
-    with pytest.raises(UserError, match="--name"):
-        run_name_dir(tmp_path, name)
+def test_device_commands_go_through_the_error_boundary(tmp_path, capsys):
+    cache = str(tmp_path / "emu")
+    assert main(["device", "emulate", "status", "--cache-dir", cache]) == 0
+    assert capsys.readouterr().out.strip() == "not running (no pid file)"
+    assert main(["device", "emulate", "stop", "--cache-dir", cache, "--key", "k"]) == 0
+    assert capsys.readouterr().out.strip() == "not running (no pid file)"
+    assert main(["device", "calibrate", "bad/name"]) == 1
+    assert "error: NAME: profile name 'bad/name'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["device", "emulate", "reboot"])
 
 
 def test_leaderboard_command(tmp_path, capsys):

@@ -57,3 +57,72 @@ def _run(parent_mib: int, child_mib: int, cap_mib: int) -> str:
 )
 def test_memory_cap_counts_the_trials_own_pages(parent_mib, child_mib, cap_mib, expect):
     assert _run(parent_mib, child_mib, cap_mib).startswith(expect)
+
+
+ERRORS = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from autotune.errors import CandidateFailed, UserError
+    from autotune.sandbox import TrialError, run_isolated
+
+    def raise_value_error_in_the_trial(send):
+        raise ValueError("a bug of ours")
+
+    def user(send):
+        raise UserError("no such data set", file="space.yaml", key="task.data", hint="try digits")
+
+    def candidate(send):
+        raise CandidateFailed("compile", "TVM cannot lower it")
+
+    def exit_(send):
+        os._exit(7)
+
+    def kill(send):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def sleep(send):
+        time.sleep(30)
+
+    fn = {"value": raise_value_error_in_the_trial, "user": user, "candidate": candidate, "exit": exit_,
+          "kill": kill, "sleep": sleep}[sys.argv[1]]
+    try:
+        print("result", run_isolated(fn, timeout_s=1.0, poll_s=0.05))
+    except TrialError as err:
+        print("trial-error", err.kind, "|", err, "|", err.traceback.replace("\\n", "\\\\n"))
+    except CandidateFailed as err:
+        print("failed", err.stage, "|", err.reason)
+    """
+)
+
+
+def _run_error(mode: str) -> str:
+    out = subprocess.run([sys.executable, "-c", ERRORS, mode], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_a_bug_in_the_trial_is_an_internal_error_with_its_traceback():
+    kind, message, tb = _run_error("value").split(" | ")
+    assert kind == "trial-error internal"
+    assert message == "internal error: ValueError: a bug of ours"
+    assert "raise_value_error_in_the_trial" in tb and "Traceback" in tb
+
+
+def test_a_user_error_in_the_trial_is_the_users():
+    kind, message, _ = _run_error("user").split(" | ")
+    assert kind == "trial-error user"
+    assert message == "user error: space.yaml: task.data: no such data set; hint: try digits"
+
+
+def test_a_failed_candidate_keeps_its_stage_and_reason():
+    assert _run_error("candidate") == "failed compile | TVM cannot lower it"
+
+
+@pytest.mark.parametrize("mode,how", [("exit", "exit code 7"), ("kill", "signal 9")])
+def test_a_process_that_dies_is_a_crash(mode, how):
+    line = _run_error(mode)
+    assert line.startswith("failed crash | the trial's process died with") and how in line
+
+
+def test_a_trial_past_its_timeout_hits_the_limit():
+    assert _run_error("sleep").startswith("failed limit | timeout: still running after 1 s")

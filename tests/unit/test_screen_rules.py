@@ -1,14 +1,14 @@
-"""Screening before training (which candidates qualify, what the prediction decides) and drift flags."""
+"""Screening before training: which candidates qualify, what the prediction decides."""
 
 from __future__ import annotations
 
 import pytest
 
 import autotune
-from autotune.leaderboard import flag_drift
+from autotune.constraints import weight_free_bounds as _weight_free_bounds
 from autotune.predictor import Prediction
 from autotune.records import TrialConfig
-from autotune.trial import _in_doubt, _predicted_violation, _weight_free_bounds, structure_fixed
+from autotune.screening import _in_doubt, _predicted_violation, structure_fixed
 
 
 def _cfg(compress: dict) -> TrialConfig:
@@ -75,42 +75,8 @@ def test_cheap_estimates_rule_out_memory_limits(write_yaml):
     assert not _in_doubt({"latency_ms": (None, 1.0), "macs": (None, 5.0)}, small, latency_doubt=False)
 
 
-def _row(i: int, ref: float | None = None, latency: float | None = 1.0) -> dict:
-    r = {"trial_id": f"t{i}", "finished_at": f"2026-01-01T00:00:{i:02d}+00:00", "latency_ms": latency}
-    if ref is not None:
-        r["reference_latency_ms"] = ref
-    return r
-
-
-def test_drift_flags_rows_next_to_a_drifted_reference():
-    rows = [
-        _row(0, ref=1.0),
-        _row(1),
-        _row(2),
-        _row(3, ref=1.02),  # within 10 %
-        _row(4),
-        _row(5, ref=1.3),  # drifted
-        _row(6),
-        _row(7, ref=1.01),  # back
-        _row(8),
-        _row(9, latency=None),  # failed: nothing timed
-    ]
-    drifted = flag_drift(rows, 0.10)
-    assert [r["trial_id"] for r in drifted] == ["t5"]
-    assert rows[5]["drift"] == pytest.approx(0.3) and rows[3]["drift"] == pytest.approx(0.02)
-    flagged = [r["trial_id"] for r in rows if r.get("drift_flag")]
-    assert flagged == ["t4", "t5", "t6"]  # measured between the last good reference and the next one
-    assert rows[8]["drift_flag"] is False and "drift_flag" not in rows[9]
-
-
-def test_no_reference_no_drift_columns():
-    rows = [_row(0), _row(1)]
-    assert flag_drift(rows) == []
-    assert all("drift_flag" not in r for r in rows)
-
-
 def test_without_a_prediction_only_a_near_bound_is_timed(write_yaml):
-    from autotune.trial import _doubt_without_prediction
+    from autotune.screening import _doubt_without_prediction
 
     space = _space(write_yaml, "{latency_ms: {max: 5.0}}")
     assert _doubt_without_prediction(None, space)  # nothing measured on this profile yet

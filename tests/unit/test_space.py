@@ -7,7 +7,7 @@ import pytest
 
 import autotune
 from autotune.space import sample_params, split_params
-from autotune.trial import make_trial_config
+from autotune.task import make_trial_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

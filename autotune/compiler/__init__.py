@@ -1,0 +1,35 @@
+"""The compiler: an exported PyTorch program + a device profile → a TVM shared library (``CompiledArtifact``).
+
+Modules: ``target`` (the profile's TVM target and the compiler's pre-flight check), ``build`` (the named
+pass pipeline and ``compile_artifact``), ``precision`` (the deployment precisions as passes), ``memory``
+(weights and planned storage read from the IR). Imports go one way: ``build`` calls ``autotune.tuning``
+to tune and apply schedules; nothing in ``autotune.tuning`` imports the compiler.
+"""
+
+from __future__ import annotations
+
+from autotune.compiler.build import FINALIZE, FUSE, PREPARE, BuildOptions, Step, compile_artifact, run_steps
+from autotune.compiler.memory import const_bytes, planned_bytes
+from autotune.compiler.precision import PRECISIONS, DtypeCensus, dtype_census, set_precision, to_fp16, to_int8
+from autotune.compiler.target import check_profile, resolve_target, target_json
+
+__all__ = [
+    "FINALIZE",
+    "FUSE",
+    "PRECISIONS",
+    "PREPARE",
+    "BuildOptions",
+    "DtypeCensus",
+    "Step",
+    "check_profile",
+    "compile_artifact",
+    "const_bytes",
+    "dtype_census",
+    "planned_bytes",
+    "resolve_target",
+    "run_steps",
+    "set_precision",
+    "target_json",
+    "to_fp16",
+    "to_int8",
+]

@@ -1,0 +1,261 @@
+"""``compile_artifact``: an exported program + device profile → a TVM shared library on disk.
+
+The build is a named pass pipeline in TVM's style. After the PyTorch import, the module goes through
+three tables of named steps, in order:
+
+    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``)
+    FUSE       TVM's CPU library dispatch and legalization + fusion: the fused PrimFuncs are the
+               tuning workloads
+    FINALIZE   TVM's CPU dataflow lowering and finalization (memory planning, VM code)
+
+With a ``TuningRequest``, ``autotune.tuning.tune`` runs MetaSchedule on the fused module between
+FUSE and FINALIZE and ``autotune.tuning.apply_database`` applies the database's best schedules.
+Untuned, FUSE + FINALIZE is exactly TVM's default CPU pipeline. Then ``tvm.compile`` generates code
+and the library is exported (with the profile's cross ``compiler`` when it has one).
+
+To add a step, append a ``Step`` to the table where it belongs: a name, and a function
+``(module, BuildOptions) → module`` (return the module unchanged where the step does not apply).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autotune.compiler.memory import const_bytes, planned_bytes
+from autotune.compiler.precision import dtype_census, set_precision
+from autotune.compiler.target import resolve_target, target_json
+from autotune.config.device_profile import DeviceProfile
+from autotune.errors import CandidateFailed, UserError
+from autotune.quiet import QuietLock
+from autotune.records import CompiledArtifact
+from autotune.tuning import TuningDatabase, TuningRequest, apply_database, tune
+
+if TYPE_CHECKING:
+    import tvm
+    from torch.export import ExportedProgram
+
+__all__ = ["FINALIZE", "FUSE", "PREPARE", "BuildOptions", "Step", "compile_artifact", "run_steps"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the steps of one build may read.
+
+    Attributes:
+        target: the TVM target.
+        precision: the deployment precision (a key of ``autotune.compiler.precision.PRECISIONS``).
+        weight_granularity: the int8 weight scales, ``tensor`` or ``channel``.
+    """
+
+    target: tvm.target.Target
+    precision: str = "fp32"
+    weight_granularity: str = "tensor"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step of the build: ``apply(module, options)`` returns the transformed module."""
+
+    name: str
+    apply: Callable[[tvm.IRModule, BuildOptions], tvm.IRModule]
+
+
+def _relax_pass(name: str) -> Step:
+    """A step running the Relax pass ``relax.transform.<name>()``."""
+
+    def apply(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+        from tvm import relax
+
+        return getattr(relax.transform, name)()(mod)
+
+    return Step(name, apply)
+
+
+def _cpu_passes(name: str, *groups: str) -> Step:
+    """A step running the pass groups of TVM's CPU pipeline (``relax.backend.cpu_generic.pipeline``)."""
+
+    def apply(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+        import tvm
+        from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+        with options.target:
+            passes = [p for group in groups for p in getattr(cpu, group)(options.target)]
+            return tvm.transform.Sequential(passes, name=name)(mod)
+
+    return Step(name, apply)
+
+
+#: After the import: the steps every candidate goes through before legalization.
+PREPARE: tuple[Step, ...] = (
+    _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
+    _relax_pass("DecomposeOpsForInference"),
+    Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity)),
+)
+#: Legalization and fusion: afterwards the fused PrimFuncs are the tuning workloads.
+FUSE: tuple[Step, ...] = (_cpu_passes("CPULegalizeAndFuse", "library_dispatch_passes", "legalize_passes"),)
+#: Lowering to VM code, after any tuned schedules are applied.
+FINALIZE: tuple[Step, ...] = (_cpu_passes("CPUFinalize", "dataflow_lower_passes", "finalize_passes"),)
+
+
+def run_steps(steps: Sequence[Step], mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+    """Run ``steps`` in order.
+
+    Raises:
+        CandidateFailed: stage ``compile`` (or the step's own), naming the step that failed.
+    """
+    for step in steps:
+        t0 = time.perf_counter()
+        try:
+            mod = step.apply(mod, options)
+        except CandidateFailed:
+            raise
+        except Exception as err:  # TVMError and friends: this candidate cannot be lowered
+            raise CandidateFailed("compile", _reason(err)) from err
+        log.debug("build step %s: %.3f s", step.name, time.perf_counter() - t0)
+    return mod
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+@contextlib.contextmanager
+def _shared(lock: QuietLock | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    with lock.shared():
+        yield
+
+
+def _import(program: ExportedProgram) -> tvm.IRModule:
+    from tvm.relax.frontend.torch import from_exported_program
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return from_exported_program(program, keep_params_as_input=False)
+    except Exception as err:  # unsupported ops raise assorted errors inside the importer
+        raise CandidateFailed("import", _reason(err)) from err
+
+
+def _export(ex: tvm.runtime.Executable, path: Path, profile: DeviceProfile) -> None:
+    try:
+        if profile.compiler:
+            from tvm.support import cc
+
+            ex.export_library(str(path), fcompile=cc.cross_compiler(profile.compiler))
+        else:
+            ex.export_library(str(path))
+    except Exception as err:  # the C compiler or linker failed
+        raise CandidateFailed("compile", _reason(err)) from err
+
+
+def compile_artifact(
+    program: ExportedProgram,
+    *,
+    profile: DeviceProfile,
+    out_dir: str | Path,
+    input_shape: tuple[int, ...],
+    tuning: TuningRequest | None = None,
+    precision: str = "fp32",
+    weight_granularity: str = "tensor",
+    lock: QuietLock | None = None,
+) -> CompiledArtifact:
+    """Import into Relax, compile for the profile's target and export ``model.so``.
+
+    ``precision`` is the deployment precision: ``fp32``; ``fp16`` (mixed precision, fp32 accumulation);
+    or ``int8``, where every convolution and matmul fed by an 8-bit symmetric activation quantizer and
+    holding 8-bit weights (``weight_granularity`` scales, see ``autotune.compiler.precision``) becomes
+    an int8 × int8 → int32 operator. ``int8_ops`` / ``compute_ops`` count them in the compiled module.
+
+    ``peak_mem_bytes`` is read from TVM's static memory plan: the weights plus every storage
+    block ``main`` allocates (``peak_mem_source = 'tvm_memory_plan'``).
+
+    Args:
+        tuning: tune with MetaSchedule first and apply the database's best schedules
+            (``autotune.tuning.tune``). With a request, this function takes ``tuning.lock`` itself
+            (shared while compiling, exclusive while tuning): call it without holding that lock.
+            ``compile_s`` then excludes ``tune_s`` and lock waits.
+        lock: without ``tuning``, the quiet lock to hold shared for each phase (import, lowering,
+            code generation, linking) rather than for the whole compile, so a trial waiting to time
+            a candidate waits for one phase at most. Call it without holding that lock.
+
+    Raises:
+        CandidateFailed: an operator cannot be imported (``import``), TVM fails to compile
+            (``compile``) or to tune (``tune``).
+        UserError: the tuning database was made for another target.
+    """
+    import tvm
+
+    target = resolve_target(profile)
+    if tuning is not None and target.kind.name != "llvm":
+        raise UserError(f"tuning supports llvm (CPU) targets, not {target.kind.name}", key="tuning")
+    options = BuildOptions(target=target, precision=precision, weight_granularity=weight_granularity)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = tuning.lock if tuning else lock
+    report = None
+    with _shared(lock):  # each phase holds the lock on its own, so a waiting timer gets in between
+        t0 = time.perf_counter()
+        mod = _import(program)
+        t1 = time.perf_counter()
+    with _shared(lock):
+        t2 = time.perf_counter()
+        mod = run_steps(PREPARE, mod, options)
+        census = dtype_census(mod)
+        fused = run_steps(FUSE, mod, options)
+        if tuning is None:
+            lowered = run_steps(FINALIZE, fused, options)
+        compile_s = time.perf_counter() - t2
+    if tuning is not None:
+        db = TuningDatabase(tuning.db_dir)
+        trials, seed = tuning.trials, tuning.seed
+        report = tune(fused, target=target, db_dir=db.directory, trials=trials, lock=lock, seed=seed, profile=profile)
+        with _shared(lock):
+            t2 = time.perf_counter()
+            lowered = run_steps(FINALIZE, apply_database(fused, target, db), options)
+            compile_s += time.perf_counter() - t2
+    with _shared(lock):
+        t3 = time.perf_counter()
+        weights = const_bytes(mod)
+        planned = planned_bytes(lowered)
+        try:
+            ex = tvm.compile(lowered, target=target, relax_pipeline=None)
+        except Exception as err:  # TVMError and friends: this candidate cannot be compiled
+            raise CandidateFailed("compile", _reason(err)) from err
+        compile_s += time.perf_counter() - t3
+    with _shared(lock):
+        t4 = time.perf_counter()
+        path = out / "model.so"
+        _export(ex, path, profile)
+        compile_s += time.perf_counter() - t4
+    return CompiledArtifact(
+        path=str(path),
+        target=json.dumps(target_json(profile), sort_keys=True),
+        input_shape=tuple(input_shape),
+        artifact_bytes=path.stat().st_size,
+        weights_bytes=weights,
+        peak_mem_bytes=weights + planned,
+        peak_mem_source="tvm_memory_plan",
+        export_s=0.0,
+        import_s=t1 - t0,
+        compile_s=compile_s,
+        tune_s=report.tune_s if report else 0.0,
+        tuned_trials=report.trials if report else 0,
+        tune_db_hits=report.hits if report else 0,
+        tune_db_misses=report.misses if report else 0,
+        deploy_precision=precision,
+        int8_ops=census.int8,
+        compute_ops=census.total,
+    )

@@ -1,0 +1,186 @@
+"""One candidate end to end: the stage sequence and its ``CandidateFailed`` boundary.
+
+``TrialConfig → (screen) → TrainedModel → CompressedModel → CompiledArtifact → NumericsReport +
+Measurement (per device) → LeaderboardRow``. Each stage makes the next record; a ``CandidateFailed``
+from any stage becomes a ``failed`` row with its stage and reason, anything else is a bug and
+propagates (the search's sandbox records it with its traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autotune.compress.base import CompressContext
+from autotune.compress.pipeline import changes_structure, compress, plan_compression, prepare
+from autotune.constraints import violations
+from autotune.deploy import deploy, on_other_device, probe_untrained, time_fp32, tuning_request
+from autotune.errors import CandidateFailed
+from autotune.leaderboard.row import LeaderboardRow, now
+from autotune.quiet import QuietLock
+from autotune.records import TrainedModel, TrialConfig
+from autotune.reference import measure_reference
+from autotune.screening import Screening, predict_deployed, record, screen
+from autotune.task import Task
+
+__all__ = ["EpochHook", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+#: Called after each training epoch with (epoch, val_accuracy, val_loss).
+EpochHook = Callable[[int, float, float], None]
+
+
+def evaluate(
+    config: TrialConfig,
+    task: Task,
+    *,
+    run: str = "",
+    work_dir: str | Path,
+    lock: QuietLock | None = None,
+    on_epoch: EpochHook | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    tuning_db: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    screening: Screening | None = None,
+    reference: bool = False,
+    node: str | None = None,
+) -> LeaderboardRow:
+    """Build, (screen,) train, compress, compile, verify and measure one candidate: its row.
+
+    A candidate whose deployed structure is fixed before training is screened first (``screening``,
+    see ``autotune.screening``); a screened-out candidate is never trained. A compressed candidate is
+    checked against its compressed PyTorch model, and the same architecture uncompressed is compiled
+    and timed the same way for ``speedup_vs_uncompressed``.
+
+    Args:
+        work_dir: where the candidate's files go (``model.so``, ``weights.pt``, ``model.pt``).
+        lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
+        on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
+        on_stage: called with the stage's name as each stage starts (progress, failure reports).
+        tuning_db: the profile's MetaSchedule database; with ``tuning.trials_per_candidate > 0`` the
+            candidate is tuned into it (known workloads are reused, not re-measured).
+        cache_dir: files every trial of the run shares (the distillation teacher, the drift
+            reference); default ``<work_dir>/../../cache``.
+        reference: also re-time the drift reference network (``reference_latency_ms``).
+        node: the cluster node the trial ran on (the ``node`` column).
+    """
+    import torch
+
+    lock = lock or QuietLock(None)
+    waited_at_start, started = lock.waited_s, now()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else work.parent.parent / "cache"
+    records: dict[str, Any] = {"seconds": {}}
+    stage = ["build"]
+
+    def enter(name: str) -> None:
+        stage[0] = name
+        if on_stage:
+            on_stage(name)
+
+    try:
+        status, error = _stages(config, task, records, work=work, cache=cache, lock=lock, tuning_db=tuning_db,
+                                screening=screening, on_epoch=on_epoch, enter=enter, run=run)  # fmt: skip
+    except CandidateFailed as err:
+        log.info("trial %s failed in %s: %s", config.trial_id, err.stage, err.reason)
+        status, error = "failed", str(err)
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        status, error = "failed", f"{stage[0]}: out of memory: {err}"
+    if reference:
+        enter("re-timing the reference model (drift check)")
+        t0, waited0 = time.perf_counter(), lock.waited_s
+        records["reference_latency_ms"] = measure_reference(task, cache, lock)
+        records["seconds"]["reference_s"] = time.perf_counter() - t0 - (lock.waited_s - waited0)
+    records["seconds"]["quiet_wait_s"] = lock.waited_s - waited_at_start
+    profile = task.profile
+    peak = profile.peak.fp32_gflops if profile.peak else None
+    row = LeaderboardRow.from_records(config, run=run, device=profile.name, started_at=started, status=status,
+                                      error=error, node=node, peak_fp32_gflops=peak, **records)  # fmt: skip
+    return row.judged(violations(row, task.space, profile)) if status == "ok" else row
+
+
+def _stages(
+    config: TrialConfig,
+    task: Task,
+    records: dict[str, Any],
+    *,
+    work: Path,
+    cache: Path,
+    lock: QuietLock,
+    tuning_db: str | Path | None,
+    screening: Screening | None,
+    on_epoch: EpochHook | None,
+    enter: Callable[[str], None],
+    run: str,
+) -> tuple[str, str | None]:
+    """The stage sequence; each stage's record goes into ``records`` (``LeaderboardRow.from_records``'s
+    keywords) as it is made. Returns (status, error) unless a stage raises ``CandidateFailed``."""
+    import torch
+
+    from autotune.exporter import export_program
+    from autotune.measure import RUNNERS
+    from autotune.train import train
+
+    profile, data, seconds = task.profile, task.data, records["seconds"]
+    enter("build")
+    t0 = time.perf_counter()
+    model, records["structure"] = task.build(config)
+    seconds["build_s"] = time.perf_counter() - t0
+    plan = plan_compression(config.compress)
+    ctx = CompressContext(space=task.space, data=data, train=config.train, seed=config.seed, cache_dir=cache,
+                          lock=lock)  # fmt: skip
+    request = tuning_request(tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
+    features = None
+    if screening is not None and not changes_structure(plan):
+        probe = functools.partial(probe_untrained, model, profile, data.x_test, out_dir=work / "untrained", lock=lock,
+                                  request=request, on_stage=enter)  # fmt: skip
+        ident = {"run": run, "trial_id": config.trial_id}
+        records["screen"], features = screen(model, records["structure"], task, screening, probe=probe,
+                                             identity=ident, lock=lock)  # fmt: skip
+        if records["screen"].screened:
+            records["violations"] = records["screen"].violations
+            return "infeasible", None
+    if plan:
+        enter("compress: prepare")
+        ctx, records["pass_columns"] = prepare(plan, ctx)  # distillation: the run's teacher, trained once
+    enter("train")
+    if config.train is not None:
+        trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch, loss=ctx.loss)
+    else:
+        trained = TrainedModel(model=model, val_accuracy=None, accuracy=None, epochs=0, train_s=0.0)
+    records["trained"] = trained
+    torch.save(trained.model.state_dict(), work / "weights.pt")
+    if plan:
+        enter("compress")
+    compressed = records["compressed"] = compress(trained.model, plan, ctx, accuracy=trained.accuracy,
+                                                  val_accuracy=trained.val_accuracy)  # fmt: skip
+    records["pass_columns"] = {**records.get("pass_columns", {}), **compressed.columns}
+    if plan:
+        torch.save(compressed.model, work / "model.pt")
+    how = compressed.deployment
+    if screening is not None and features is None:  # compressed: the deployed structure is known now
+        records["screen"], features = predict_deployed(screening, compressed.model, data.input_shape, how.precision)
+    enter("export")
+    with lock.shared():
+        program, exported, seconds["export_s"] = export_program(compressed.model, data.input_shape)
+    main = records["main"] = deploy(program, exported, profile, data.x_test, out_dir=work, lock=lock,
+                                    deployment=how, request=request, on_stage=enter)  # fmt: skip
+    records["fingerprint"] = RUNNERS.get(profile.runner.kind).fingerprint(profile)
+    record(screening, features, {"run": run, "trial_id": config.trial_id, "latency_ms": main.measurement.latency_ms,
+                                 "timing": main.measurement.timing})  # fmt: skip
+    records["others"] = {}
+    for other in task.others:
+        enter(f"on {other.name}")
+        records["others"][other.name] = on_other_device(program, exported, other, data.x_test, lock=lock,
+                                                        out_dir=work / f"@{other.name}", deployment=how)  # fmt: skip
+    if compressed.compressed:
+        enter("measure uncompressed")
+        records["uncompressed"] = time_fp32(trained.model, profile, data.x_test, out_dir=work / "uncompressed",
+                                            lock=lock, request=request)  # fmt: skip
+    return "ok", None

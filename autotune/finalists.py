@@ -1,0 +1,49 @@
+"""Finalist re-tuning: a finished trial's model tuned with a larger budget, checked and timed again."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autotune.compress.pipeline import deployment, plan_compression
+from autotune.deploy import deploy, tuning_request
+from autotune.quiet import QuietLock
+from autotune.task import Task, load_trained_model
+
+__all__ = ["retune"]
+
+
+def retune(
+    row: Mapping[str, Any], task: Task, *, run_dir: str | Path, trials: int, tuning_db: str | Path
+) -> dict[str, Any]:
+    """Tune a finished trial's model with a larger budget, verify and re-measure it.
+
+    Returns the columns to add to its row: ``latency_tuned_ms`` (with p90 and CoV),
+    ``tuned_max_abs_diff``, ``tuned_trials`` and ``tune_s`` (both added to the trial's), database hits
+    and misses.
+
+    Raises:
+        CandidateFailed: tuning, compiling or the numerical check failed.
+    """
+    from autotune.exporter import export_program
+
+    lock = QuietLock(None)
+    cfg, model = load_trained_model(row, task, run_dir)
+    program, exported, _ = export_program(model, task.data.input_shape)
+    request = tuning_request(tuning_db, trials, lock, int(row.get("seed") or 0))
+    work = Path(run_dir) / "trials" / str(row["trial_id"]) / "tuned"
+    how = deployment(plan_compression(cfg.compress))
+    result = deploy(program, exported, task.profile, task.data.x_test, out_dir=work, lock=lock, deployment=how,
+                    request=request)  # fmt: skip
+    m, artifact = result.measurement, result.artifact
+    return {
+        "latency_tuned_ms": m.latency_ms,
+        "latency_tuned_p90_ms": m.latency_p90_ms,
+        "latency_tuned_cov": m.latency_cov,
+        "tuned_max_abs_diff": result.numerics.max_abs_diff if result.numerics else None,
+        "tuned_trials": int(row.get("tuned_trials") or 0) + artifact.tuned_trials,
+        "tune_s": float(row.get("tune_s") or 0.0) + artifact.tune_s,
+        "tune_db_hits": artifact.tune_db_hits,
+        "tune_db_misses": artifact.tune_db_misses,
+    }

@@ -1,0 +1,333 @@
+"""The search driver: start Ray, run (or resume) the Tuner, close the study, re-tune the finalists.
+
+Ray Tune runs the trials (``trainable``), Optuna samples them (``adapter``), the callback writes
+every finished, pruned or failed trial to the leaderboard as it ends. The Optuna study lives in
+``<run>/study.db`` and Ray Tune's experiment state in ``<run>/tune``, so a resume continues both.
+``launch.search`` (the API's ``search``) prepares the run directory and calls ``run_search``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import METRICS, SearchSpace, metric_column
+from autotune.errors import UserError
+from autotune.leaderboard import Leaderboard
+from autotune.search.progress import Progress, ProgressHook
+from autotune.search.settings import RunConfig
+
+__all__ = ["SearchRun", "run_search"]
+
+log = logging.getLogger(__name__)
+
+#: Set in the driver for the whole process (Tune reads them while it runs); a value the user set wins.
+_DRIVER_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # no config box on stdout
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # reports carry different metrics (stages, epochs, the row)
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One run of a search: where it goes, how it runs, and what it starts from.
+
+    Args:
+        name: the run's name (the rows' ``run``); its directory is ``run_dir``.
+        address: a Ray cluster to join (None: start Ray in this process).
+        resume: continue the run in ``run_dir`` (Tune's state, else the study).
+        enqueue: parameter sets the study tries first.
+        priors: an earlier run's finished trials (``autotune.warmstart``), added as observations.
+        others: the other devices every candidate is also timed on.
+    """
+
+    name: str
+    run_dir: Path
+    config: RunConfig
+    address: str | None = None
+    resume: bool = False
+    enqueue: tuple[Mapping[str, Any], ...] = ()
+    priors: tuple[Mapping[str, Any], ...] = ()
+    others: tuple[DeviceProfile, ...] = ()
+
+
+def _start_ray(address: str | None, profile: DeviceProfile) -> None:
+    """Start the embedded Ray (or join the cluster at ``address``) with the workers' environment.
+
+    The one place the driver reads and writes ``os.environ``. A cluster's workers get the
+    environment through Ray's ``runtime_env``. The embedded Ray's processes inherit it instead (set
+    here only while Ray starts): a job ``runtime_env`` would keep Tune's trial actors off the
+    workers Ray prestarts at ``init``, and cost each slot a fresh worker process (about 0.6 s per
+    slot here, on the run's critical path).
+    """
+    import ray
+
+    from autotune.task import worker_env
+
+    environ = {**_DRIVER_ENV, **os.environ}  # read once; a value the user set wins
+    os.environ.update({k: environ[k] for k in _DRIVER_ENV})
+    if ray.is_initialized():
+        return
+    env = {**worker_env(profile), "OMP_NUM_THREADS": "1", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    # plug-in modules ('my_task:load') are imported from the driver's working directory
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), environ.get("PYTHONPATH", "")) if p)
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address!r}: {err}".splitlines()[0],
+                key="--address",
+                hint="start it with 'ray start --head' and set RAY_AUTH_MODE=token on every node and here",
+            ) from None
+        return
+    os.environ.update(env)
+    try:
+        ray.init(num_cpus=None, include_dashboard=False, **kwargs)
+    finally:
+        for k in env:
+            if k in environ:
+                os.environ[k] = environ[k]
+            else:
+                os.environ.pop(k, None)
+
+
+def run_search(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run: SearchRun,
+    *,
+    on_progress: ProgressHook | None = None,
+    ready: Callable[[], None] | None = None,
+    finish: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a search and return the leaderboard rows.
+
+    Args:
+        ready: called once Ray is up, before any trial (the caller's pre-flight checks, which ran
+            meanwhile); an exception from it ends the search.
+        finish: called after the last trial, while Ray shuts down (the report).
+
+    Raises:
+        UserError: the Ray cluster cannot be reached.
+    """
+    from autotune.search.callback import make_callback
+
+    cfg = run.config
+    run_dir = run.run_dir.resolve()
+    board = Leaderboard(
+        run_dir,
+        objectives=space.objectives,
+        metric_columns=METRICS,
+        drift_threshold=cfg.drift_threshold,
+        devices=[o.name for o in run.others],
+    )
+    previous = board.rows()
+    progress = Progress(total=cfg.trials, time_budget_s=cfg.time_budget_s, objectives=dict(space.objectives))
+    progress.done = len(previous)
+
+    import ray
+
+    started_ray = not ray.is_initialized()
+    _start_ray(run.address, profile)  # first: Ray's processes start while Tune is imported
+    callback = make_callback(board=board, run=run.name, profile=profile, progress=progress)
+    callback.on_progress = on_progress
+    rows: list[dict[str, Any]] | None = None
+    try:
+        if ready is not None:
+            ready()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows = _run(space, profile, run, run_dir, board, previous, callback)
+    finally:
+        if rows is not None and finish is not None:
+            with ThreadPoolExecutor(1, thread_name_prefix="autotune-finish") as pool:
+                done = pool.submit(finish)
+                if started_ray:
+                    ray.shutdown()
+                done.result()
+        elif started_ray:
+            ray.shutdown()
+    return rows
+
+
+def _scheduler(space: SearchSpace, cfg: RunConfig) -> Any:
+    """ASHA on the validation loss when the space trains and early stopping is on; else FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not (space.trains and cfg.early_stopping):
+        return FIFOScheduler()
+    # max_t is one past the last epoch: ASHA stops a trial that reaches max_t, and a trial that
+    # finished training must still compile and measure.
+    max_epochs = max(_max_epochs(space), 1)
+    return ASHAScheduler(
+        metric="score",
+        mode="min",
+        time_attr="epoch",
+        max_t=max_epochs + 1,
+        grace_period=max(2, max_epochs // 2),  # one rung, at half the epochs: keep the better half
+        reduction_factor=2,
+    )
+
+
+def _run(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run: SearchRun,
+    run_dir: Path,
+    board: Leaderboard,
+    previous: list[dict[str, Any]],
+    callback: Any,
+) -> list[dict[str, Any]]:
+    import ray
+    from ray import tune
+
+    from autotune.search import study as studies
+    from autotune.search.adapter import make_searcher
+    from autotune.search.trainable import Worker, run_trial
+
+    cfg = run.config
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    concurrency = cfg.concurrency or max(1, int(cpus // cfg.cpus_per_trial))
+    worker = Worker(
+        space=space,
+        profile=profile,
+        run=run.name,
+        run_dir=str(run_dir),
+        timeout_s=cfg.trial_timeout_s,
+        memory_bytes=cfg.trial_memory_bytes,
+        tuning_db=str(_tuning_db(profile, run_dir)),
+        predictor=cfg.predictor,
+        constraint_first=cfg.constraint_first,
+        reference_every=cfg.reference_every,
+        others=run.others,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, worker=worker), {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    )
+    tune_path = run_dir / "tune"
+    if run.resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(
+            str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
+        tuner._local_tuner.get_run_config().callbacks = [callback]  # callbacks are not restorable
+    else:
+        # A first run, or a resume from before Tune's first snapshot: the study is the truth.
+        study = studies.open_study(space, run_dir)
+        retried = studies.requeue_in_flight(study) if run.resume else 0
+        for params in run.enqueue:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+        if run.priors and not run.resume:  # after enqueueing: the front is among them
+            studies.add_priors(study, run.priors)
+        remaining = cfg.trials - len(previous) if run.resume else cfg.trials
+        if retried:
+            log.info("re-running %d trials that were in flight when the run stopped", retried)
+        if remaining <= 0:
+            return board.rewrite()
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"seed": cfg.seed},
+            tune_config=tune.TuneConfig(
+                search_alg=make_searcher(space, run_dir, cfg.seed, cfg.sampler),
+                scheduler=_scheduler(space, cfg),
+                num_samples=remaining,
+                max_concurrent_trials=concurrency,
+                reuse_actors=True,
+                time_budget_s=cfg.time_budget_s,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(run_dir),
+                verbose=0,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            ),
+        )
+    log.info("search %s: up to %d trials, %d at a time", run.name, cfg.trials, concurrency)
+    t0 = time.monotonic()
+    try:
+        tuner.fit()
+    finally:
+        budget_hit = cfg.time_budget_s is not None and time.monotonic() - t0 >= cfg.time_budget_s
+        finished = len(board.rows()) >= cfg.trials
+        # An interrupted run leaves its in-flight trials for --resume to re-run. A run that ended
+        # (all trials, or the time budget) closes whatever is still open.
+        if budget_hit:
+            n = callback.record_unfinished("stopped: the time budget ran out")
+            if n:
+                log.info("time budget reached: %d running trials stopped", n)
+        if budget_hit or finished:
+            studies.sweep_zombies(run_dir, pruned=budget_hit)
+    if finished and profile.tuning.finalists and profile.tuning.trials_per_finalist:
+        left = None if cfg.time_budget_s is None else cfg.time_budget_s - (time.monotonic() - t0)
+        _tune_finalists(space, profile, run_dir, board, callback, time_left_s=left)
+    return board.rewrite()
+
+
+def _tuning_db(profile: DeviceProfile, run_dir: Path) -> Path:
+    from autotune.tuning import database_dir
+
+    return database_dir(profile, run_dir.parent)
+
+
+def _tune_finalists(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run_dir: Path,
+    board: Leaderboard,
+    callback: Any,
+    *,
+    time_left_s: float | None,
+) -> None:
+    """Re-tune the Pareto front's best ``finalists`` with the larger budget, one at a time (tuning
+    uses every core), re-measure them and record ``latency_tuned_ms``; ranks are then recomputed."""
+    from autotune.errors import CandidateFailed
+    from autotune.finalists import retune
+    from autotune.task import prepare_task
+
+    cfg = profile.tuning
+    first = next(iter(space.objectives))
+    rows = [r for r in board.rewrite() if r.get("pareto_rank") == 1 and not r.get("latency_tuned_ms")]
+    column, sign = metric_column(first), -1 if space.objectives[first] == "max" else 1
+    rows.sort(key=lambda r: sign * (r.get(column) or 0))
+    task = prepare_task(space, profile)
+    t0 = time.monotonic()
+    for row in rows[: cfg.finalists]:
+        if time_left_s is not None and time.monotonic() - t0 >= time_left_s:
+            log.info("time budget reached: finalists left untuned")
+            break
+        callback.progress.running[row["trial_id"]] = f"finalist: tuning {cfg.trials_per_finalist} trials"
+        callback.emit()
+        try:
+            update = retune(
+                row, task, run_dir=run_dir, trials=cfg.trials_per_finalist, tuning_db=_tuning_db(profile, run_dir)
+            )
+        except CandidateFailed as err:
+            update = {"error": f"finalist re-tune failed: {err}"}
+        callback.progress.running.pop(row["trial_id"], None)
+        board.add({**row, **update})
+        log.info(
+            "finalist %s: %.4f ms untuned -> %s ms tuned",
+            row["trial_id"],
+            row["latency_ms"],
+            update.get("latency_tuned_ms"),
+        )
+    callback.emit()
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    spec = (space.train or {}).get("epochs", 10)
+    if hasattr(spec, "high"):
+        return int(spec.high)
+    if hasattr(spec, "choices"):
+        return int(max(spec.choices))
+    return int(spec)

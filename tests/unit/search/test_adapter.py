@@ -1,0 +1,54 @@
+"""The Optuna adapter: define-by-run sampling, and the searcher telling Optuna each trial's real state."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from conftest import REPO
+from optuna.trial import TrialState
+
+from autotune.search import study as studies
+from autotune.search.adapter import define_by_run, make_searcher
+from autotune.validate import load_space
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def space():
+    return load_space(REPO / "tests" / "fixtures" / "tiny_cnn.yaml")
+
+
+def test_define_by_run_samples_the_space_and_names_the_study_trial(space, tmp_path):
+    study = studies.open_study(space, tmp_path)
+    trial = study.ask()
+    config = define_by_run(trial, space)
+    assert config["study_trial"] == trial.number == 0
+    assert 1 <= config["arch.stages"] <= 2 and "train.lr" in config
+
+
+@pytest.mark.parametrize(
+    "result,error,state",
+    [
+        ({"final": True, "status": "ok", "obj/accuracy": 0.9, "obj/latency_ms": 1.0}, False, TrialState.COMPLETE),
+        ({"final": True, "status": "ok", "obj/accuracy": None, "obj/latency_ms": 1.0}, False, TrialState.FAIL),
+        ({"final": True, "status": "infeasible", "obj/accuracy": None}, False, TrialState.PRUNED),
+        ({"final": True, "status": "failed"}, False, TrialState.FAIL),
+        ({"epoch": 2}, False, TrialState.PRUNED),  # stopped early by ASHA
+        (None, True, TrialState.FAIL),
+    ],
+)
+def test_searcher_tells_the_real_state(space, tmp_path, result, error, state):
+    studies.open_study(space, tmp_path)
+    searcher = make_searcher(space, tmp_path, seed=0)
+    searcher.set_search_properties(None, None, {})
+    assert searcher.suggest("t1")["study_trial"] == 0
+    if result is not None and result.get("final"):
+        result["violation_amounts"] = json.dumps({"latency_ms": -0.5})
+    searcher.on_trial_complete("t1", result=result, error=error)
+    (t,) = optuna.load_study(study_name=studies.STUDY_NAME, storage=studies.storage(tmp_path)).trials
+    assert t.state == state
+    if result and result.get("final"):
+        assert t.system_attrs.get("constraints:latency_ms") == -0.5 and t.user_attrs["status"] == result["status"]

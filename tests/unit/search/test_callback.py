@@ -1,0 +1,95 @@
+"""RunRecorder: the driver's rows (final, pruned, failed) and the progress it feeds, without Ray."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO
+
+from autotune.config.load import load_profile
+from autotune.config.search_space import METRICS
+from autotune.leaderboard import Leaderboard
+from autotune.search import Progress
+from autotune.search.callback import RunRecorder
+
+
+def _trial(tid, last=None, error_file=None):
+    config = {"seed": 1, "study_trial": 4, "arch.stages": 2, "train.lr": 0.01}
+    return SimpleNamespace(trial_id=tid, config=config, last_result=last, error_file=error_file)
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    objectives = {"accuracy": "max", "latency_ms": "min"}
+    board = Leaderboard(tmp_path, objectives=objectives, metric_columns=METRICS)
+    progress = Progress(total=5, time_budget_s=None, objectives=objectives)
+    rec = RunRecorder(
+        board=board, run="r", profile=load_profile(REPO / "device_profiles" / "host.yaml"), progress=progress
+    )
+    seen = []
+    rec.on_progress = lambda p: seen.append(dict(p.running))
+    rec.seen = seen
+    return rec
+
+
+def test_a_trials_life_and_its_final_row(recorder):
+    t = _trial("t1")
+    recorder.trial_start(t)
+    recorder.trial_result(t, {"stage": "compile"})
+    assert recorder.progress.running == {"t1": "compile"}
+    recorder.trial_result(t, {"epoch": 2})
+    assert recorder.progress.running == {"t1": "train: epoch 2"}
+    row = {"trial_id": "t1", "status": "ok", "val_accuracy": 0.9, "latency_ms": 1.0, "started_at": "x"}
+    t.last_result = {"final": True, "row_json": json.dumps(row)}
+    recorder.trial_result(t, t.last_result)
+    recorder.trial_complete(t)
+    (stored,) = recorder.board.rows()
+    assert stored["status"] == "ok" and recorder.progress.done == 1 and recorder.progress.running == {}
+    assert recorder.live == {} and recorder.seen
+
+
+def test_stopped_early_and_errored_trials_get_rows(recorder, tmp_path):
+    for tid in ("a", "b"):
+        recorder.trial_start(_trial(tid))
+    recorder.trial_complete(_trial("a", last={"epoch": 2, "val_accuracy": 0.5}))
+    (tmp_path / "error.txt").write_text("Traceback...\nRuntimeError: boom\n\n")
+    recorder.trial_error(_trial("b", error_file=str(tmp_path / "error.txt")))
+    recorder.trial_error(_trial("c"))
+    rows = {r["trial_id"]: r for r in recorder.board.rows()}
+    assert rows["a"]["status"] == "pruned" and rows["a"]["error"].startswith("stopped early by ASHA")
+    assert rows["a"]["epochs"] == 2 and rows["a"]["arch.stages"] == 2 and rows["a"]["seed"] == 5
+    assert rows["b"]["status"] == "failed" and rows["b"]["error"] == "RuntimeError: boom"
+    assert rows["c"]["error"].startswith("the trial's process died")
+    assert (recorder.progress.pruned, recorder.progress.failed) == (1, 2)
+
+
+def test_unfinished_trials_are_pruned_when_the_budget_ends(recorder):
+    recorder.trial_start(_trial("a", last={"epoch": 1}))
+    assert recorder.record_unfinished("stopped: the time budget ran out") == 1
+    (row,) = recorder.board.rows()
+    assert row["status"] == "pruned" and row["error"] == "stopped: the time budget ran out"
+    assert recorder.record_unfinished("again") == 0
+
+
+def test_internal_and_user_errors_are_named_on_the_console(recorder, caplog):
+    internal = {"trial_id": "t1", "status": "failed", "error": "internal error: KeyError: 'x'"}
+    user = {"trial_id": "t2", "status": "failed", "error": "user error: space.yaml: task.data: nope"}
+    with caplog.at_level(logging.WARNING, logger="autotune.search.callback"):
+        recorder.trial_complete(
+            _trial(
+                "t1", last={"final": True, "row_json": json.dumps(internal), "traceback_file": "/r/t1/traceback.txt"}
+            )
+        )
+        recorder.trial_complete(_trial("t2", last={"final": True, "row_json": json.dumps(user)}))
+    text = caplog.text
+    assert "trial t1" in text and "/r/t1/traceback.txt" in text and "internal error: KeyError" in text
+    assert "trial t2" in text and "space.yaml: task.data: nope" in text
+
+
+def test_pickling_drops_the_display_hook_and_live_trials(recorder):
+    recorder.trial_start(_trial("a"))
+    state = recorder.__getstate__()
+    assert state["on_progress"] is None and state["live"] == {}
