@@ -1,4 +1,4 @@
-"""Compression passes: distillation, low-rank factorization, pruning and quantization.
+"""Compression passes: distillation, low-rank factorization, pruning, weight clustering, quantization.
 
 ``PASSES`` is the registry (one module per technique); ``compress_settings`` validates a space's
 ``compress`` section against it, ``trial_settings`` turns a trial's sampled ``compress.*``
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autotune.compress import distill, lowrank, prune, quantize  # noqa: F401 - they register their passes
+from autotune.compress import cluster, distill, lowrank, prune, quantize  # noqa: F401 - they register their passes
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings
 
 if TYPE_CHECKING:

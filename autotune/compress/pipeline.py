@@ -1,5 +1,5 @@
 """Run a trial's compression passes in their fixed order: distillation (prepared before training) →
-low-rank factorization → pruning → quantization. Each pass works on the model
+low-rank factorization → pruning → weight clustering → quantization. Each pass works on the model
 the previous one returned; the trained model itself is never changed."""
 
 from __future__ import annotations

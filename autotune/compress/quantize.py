@@ -81,7 +81,7 @@ class QuantizeSettings(PassSettings):
 @PASSES.register("quantize")
 class QuantizePass(CompressionPass):
     name = "quantize"
-    order = 3
+    order = 4  # last: every pass before it works on float weights
     Settings = QuantizeSettings
 
     def apply(self, model: nn.Module, settings: QuantizeSettings, ctx: CompressContext) -> tuple[nn.Module, PassReport]:

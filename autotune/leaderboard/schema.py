@@ -21,8 +21,9 @@ __all__ = [
 ]
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
-#: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats
-SCHEMA_VERSION = 5
+#: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
+#: 6: weight_clusters (the weight-clustering pass)
+SCHEMA_VERSION = 6
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -61,6 +62,7 @@ COLUMNS: tuple[str, ...] = (
     "sparsity",
     "quant_bits",
     "lowrank_layers",
+    "weight_clusters",
     "teacher_accuracy",
     "accuracy_uncompressed",
     "params_uncompressed",

@@ -84,10 +84,10 @@ def test_pass_contract(name):
 
 
 def test_pipeline_order_is_fixed():
-    settings = {n: {"enabled": True} for n in ("quantize", "prune", "distill", "lowrank")}
+    settings = {n: {"enabled": True} for n in ("quantize", "prune", "distill", "lowrank", "cluster")}
     settings["distill"]["teacher"] = {}  # settings without a default
     settings["lowrank"]["rank_ratio"] = 0.5
-    order = ["distill", "lowrank", "prune", "quantize"]
+    order = ["distill", "lowrank", "prune", "cluster", "quantize"]
     assert [p.name for p, _ in plan_compression(settings)] == order
 
 
