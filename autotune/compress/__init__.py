@@ -27,11 +27,17 @@ __all__ = [
 
 
 def compress_settings(space: SearchSpace, *, file: str | None = None) -> dict[str, PassSettings]:
-    """Validate the space's ``compress`` section: technique names, their keys and values.
+    """Validate the space's ``compress`` section: technique names, their keys and values, and each
+    pass's checks against the rest of the space. Done once per space object (kept with it).
 
     Raises:
         UserError: naming ``compress.<technique>.<key>`` and the problem.
     """
+    return space.derived("compress", lambda: _validate(space, file))
+
+
+def _validate(space: SearchSpace, file: str | None) -> dict[str, PassSettings]:
+    """Validate each technique's settings (``compress_settings``, uncached)."""
     from pydantic import ValidationError
 
     from autotune.config.load import validation_error

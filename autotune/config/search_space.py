@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 __all__ = [
     "CategoricalParam",
@@ -195,7 +206,16 @@ class SearchSpace(_Strict):
         description="Compression techniques (distill, lowrank, prune, quantize) and their settings; "
         "each setting a constant or a distribution, searched with the rest (see autotune.compress).",
     )
+    _derived: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def trains(self) -> bool:
         return self.train is not None
+
+    def derived(self, name: str, make: Callable[[], Any]) -> Any:
+        """What validation derives from this (frozen) space, made once by ``make`` and kept with it:
+        the compression passes' typed settings (``autotune.compress.compress_settings``), so sampling
+        a trial does not validate them again."""
+        if name not in self._derived:
+            self._derived[name] = make()
+        return self._derived[name]

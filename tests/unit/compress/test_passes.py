@@ -105,6 +105,14 @@ def test_trial_settings_fill_defaults_and_sampled_values(space):
     assert isinstance(s["distill"]["teacher"], Teacher)
 
 
+def test_pass_settings_are_validated_once_per_space(space):
+    from autotune.compress import compress_settings
+
+    first = compress_settings(space)
+    assert compress_settings(space) is first  # sampling a trial does not validate again
+    assert trial_settings(space, example_params(space, seed=3))["prune"]["finetune_epochs"] == 2
+
+
 def test_sampled_params_carry_compress_prefix(space):
     params = example_params(space, seed=1)
     assert any(k.startswith("compress.") for k in params)
