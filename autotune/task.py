@@ -15,7 +15,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import TRAIN_KEYS, SearchSpace
 from autotune.data import DataSplits, load_data
 from autotune.errors import CandidateFailed
-from autotune.models import ModelFamily, build_model, resolve_family
+from autotune.models import ModelFamily, build_model, count_ops, resolve_family
 from autotune.records import TrialConfig
 from autotune.space import PARAM_PREFIXES, split_params
 
@@ -48,7 +48,6 @@ class Task:
             CandidateFailed: stage ``build``: the builder refused this configuration.
         """
         import torch
-        import torch_pruning as tp
 
         torch.manual_seed(config.seed)
         data = self.data
@@ -58,9 +57,8 @@ class Task:
             raise CandidateFailed("build", f"{type(err).__name__}: {err}") from err
         if not isinstance(model, torch.nn.Module):
             raise CandidateFailed("build", f"the model builder returned {type(model).__name__}, not a torch.nn.Module")
-        with torch.no_grad():
-            macs, n_params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *data.input_shape)))
-        return model, {"macs": int(macs), "params": int(n_params)}
+        macs, n_params = count_ops(model, data.input_shape)
+        return model, {"macs": macs, "params": n_params}
 
 
 def prepare_task(space: SearchSpace, profile: DeviceProfile, *, others: tuple[DeviceProfile, ...] = ()) -> Task:

@@ -13,6 +13,22 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL_MOBILENET = {"stages": 2, "depth": 1, "width_mult": 1.0, "kernel": 3, "expand": 4, "se": True, "act": "hardswish"}
 SMALL_MOBILENET |= {"stem_channels": 16, "dropout": 0.0}
 
+#: The objectives the leaderboard tests rank on.
+BOARD_OBJECTIVES = {"accuracy": "max", "latency_ms": "min"}
+
+
+def board_row(i: int, acc: float, lat: float | None, status: str = "ok") -> dict:
+    """A leaderboard row of trial ``t<i>`` (validation and test accuracy ``acc``, latency ``lat`` ms)."""
+    return {
+        "trial_id": f"t{i:03d}",
+        "status": status,
+        "val_accuracy": acc,
+        "accuracy": acc,
+        "latency_ms": lat,
+        "started_at": f"2026-01-01T00:00:{i:02d}",
+        "arch.width": i,
+    }
+
 
 @pytest.fixture
 def write_yaml(tmp_path: Path):

@@ -14,6 +14,7 @@ from torch import nn
 from autotune.compress.base import PASSES, CompressContext, CompressionPass, PassSettings
 from autotune.compress.weights import sparsity
 from autotune.errors import CandidateFailed
+from autotune.models import count_ops
 from autotune.records import CompressedModel, Deployment, PassReport
 
 __all__ = [
@@ -109,20 +110,12 @@ def compress(
     Raises:
         CandidateFailed: stage ``compress``: a pass failed on this model.
     """
-    import torch
-    import torch_pruning as tp
-
     from autotune.train import accuracy as measure_accuracy
 
-    def count(m: nn.Module) -> tuple[int, int]:
-        with torch.no_grad():
-            macs, n = tp.utils.count_ops_and_params(m.eval(), torch.zeros((1, *ctx.data.input_shape)))
-        return int(macs), int(n)
-
     t0, waited0 = time.perf_counter(), ctx.lock.waited_s
-    macs_before, params_before = count(model)
+    macs_before, params_before = count_ops(model, ctx.data.input_shape)
     out, reports = compress_model(model, plan, ctx) if plan else (model.eval(), [])
-    macs, params = count(out) if plan else (macs_before, params_before)
+    macs, params = count_ops(out, ctx.data.input_shape) if plan else (macs_before, params_before)
     if plan and ctx.train is not None:
         data = ctx.data
         with ctx.lock.shared():

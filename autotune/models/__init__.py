@@ -17,7 +17,7 @@ from autotune.models.families import MODEL_FAMILIES
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["MODEL_FAMILIES", "ModelFamily", "build_model", "resolve_family"]
+__all__ = ["MODEL_FAMILIES", "ModelFamily", "build_model", "count_ops", "resolve_family"]
 
 
 def resolve_family(model: str) -> ModelFamily:
@@ -33,3 +33,14 @@ def build_model(
     """Build a model of ``family``; defaults fill the parameters the trial did not set."""
     full = {**family.params, **params}
     return family.load_builder()(full, tuple(input_shape), int(num_classes))
+
+
+def count_ops(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(MACs, parameters) of one inference at batch 1, counted by torch-pruning (the model is put in
+    eval mode)."""
+    import torch
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model.eval(), torch.zeros((1, *input_shape)))
+    return int(macs), int(params)

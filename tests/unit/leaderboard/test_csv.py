@@ -5,23 +5,11 @@ from __future__ import annotations
 import csv
 
 import pytest
+from conftest import BOARD_OBJECTIVES as OBJ
+from conftest import board_row as _row
 
 from autotune.config.search_space import METRICS
 from autotune.leaderboard import COLUMNS, Leaderboard, read_leaderboard
-
-OBJ = {"accuracy": "max", "latency_ms": "min"}
-
-
-def _row(i, acc, lat, status="ok"):
-    return {
-        "trial_id": f"t{i:03d}",
-        "status": status,
-        "val_accuracy": acc,
-        "accuracy": acc,
-        "latency_ms": lat,
-        "started_at": f"2026-01-01T00:00:{i:02d}",
-        "arch.width": i,
-    }
 
 
 def test_columns_fixed_then_params(tmp_path):
