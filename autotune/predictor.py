@@ -221,6 +221,7 @@ def environment_key(profile: DeviceProfile) -> dict[str, Any]:
         "cpu_model": fp["cpu_model"],
         "tvm_version": fp["tvm_version"],
         "tuned_trials_per_candidate": profile.tuning.trials_per_candidate,
+        "default_schedules": profile.tuning.default_schedules,  # untuned kernels: scheduled or scalar
     }
 
 

@@ -8,7 +8,16 @@ to tune and apply schedules; nothing in ``autotune.tuning`` imports the compiler
 
 from __future__ import annotations
 
-from autotune.compiler.build import FINALIZE, FUSE, PREPARE, BuildOptions, Step, compile_artifact, run_steps
+from autotune.compiler.build import (
+    FINALIZE,
+    FUSE,
+    PREPARE,
+    SCHEDULE,
+    BuildOptions,
+    Step,
+    compile_artifact,
+    run_steps,
+)
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import PRECISIONS, DtypeCensus, dtype_census, set_precision, to_fp16, to_int8
 from autotune.compiler.target import check_profile, resolve_target, target_json
@@ -18,6 +27,7 @@ __all__ = [
     "FUSE",
     "PRECISIONS",
     "PREPARE",
+    "SCHEDULE",
     "BuildOptions",
     "DtypeCensus",
     "Step",

@@ -6,12 +6,15 @@ three tables of named steps, in order:
     PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``)
     FUSE       TVM's CPU library dispatch and legalization + fusion: the fused PrimFuncs are the
                tuning workloads
+    SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
+               record covers: parallel, vectorised, tiled code without measuring
     FINALIZE   TVM's CPU dataflow lowering and finalization (memory planning, VM code)
 
 With a ``TuningRequest``, ``autotune.tuning.tune`` runs MetaSchedule on the fused module between
-FUSE and FINALIZE and ``autotune.tuning.apply_database`` applies the database's best schedules.
-Untuned, FUSE + FINALIZE is exactly TVM's default CPU pipeline. Then ``tvm.compile`` generates code
-and the library is exported (with the profile's cross ``compiler`` when it has one).
+FUSE and SCHEDULE and ``autotune.tuning.apply_database`` applies the database's best schedules.
+Without SCHEDULE (``tuning.default_schedules: false``), FUSE + FINALIZE is exactly TVM's default CPU
+pipeline: scalar loop nests. Then ``tvm.compile`` generates code and the library is exported (with
+the profile's cross ``compiler`` when it has one).
 
 To add a step, append a ``Step`` to the table where it belongs: a name, and a function
 ``(module, BuildOptions) → module`` (return the module unchanged where the step does not apply).
@@ -37,12 +40,13 @@ from autotune.errors import CandidateFailed, UserError
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact
 from autotune.tuning import TuningDatabase, TuningRequest, apply_database, tune
+from autotune.tuning.default import apply_default_schedules
 
 if TYPE_CHECKING:
     import tvm
     from torch.export import ExportedProgram
 
-__all__ = ["FINALIZE", "FUSE", "PREPARE", "BuildOptions", "Step", "compile_artifact", "run_steps"]
+__all__ = ["FINALIZE", "FUSE", "PREPARE", "SCHEDULE", "BuildOptions", "Step", "compile_artifact", "run_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +59,13 @@ class BuildOptions:
         target: the TVM target.
         precision: the deployment precision (a key of ``autotune.compiler.precision.PRECISIONS``).
         weight_granularity: the int8 weight scales, ``tensor`` or ``channel``.
+        default_schedules: schedule the kernels no tuned record covers (the SCHEDULE step).
     """
 
     target: tvm.target.Target
     precision: str = "fp32"
     weight_granularity: str = "tensor"
+    default_schedules: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,11 @@ PREPARE: tuple[Step, ...] = (
 )
 #: Legalization and fusion: afterwards the fused PrimFuncs are the tuning workloads.
 FUSE: tuple[Step, ...] = (_cpu_passes("CPULegalizeAndFuse", "library_dispatch_passes", "legalize_passes"),)
-#: Lowering to VM code, after any tuned schedules are applied.
+#: The kernels no tuned record covers: default schedules (``autotune.tuning.default``).
+SCHEDULE: tuple[Step, ...] = (
+    Step("DefaultSchedules", lambda mod, o: apply_default_schedules(mod, o.target) if o.default_schedules else mod),
+)
+#: Lowering to VM code, after the schedules are applied.
 FINALIZE: tuple[Step, ...] = (_cpu_passes("CPUFinalize", "dataflow_lower_passes", "finalize_passes"),)
 
 
@@ -201,7 +211,12 @@ def compile_artifact(
     target = resolve_target(profile)
     if tuning is not None and target.kind.name != "llvm":
         raise UserError(f"tuning supports llvm (CPU) targets, not {target.kind.name}", key="tuning")
-    options = BuildOptions(target=target, precision=precision, weight_granularity=weight_granularity)
+    options = BuildOptions(
+        target=target,
+        precision=precision,
+        weight_granularity=weight_granularity,
+        default_schedules=profile.tuning.default_schedules,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lock = tuning.lock if tuning else lock
@@ -216,7 +231,7 @@ def compile_artifact(
         census = dtype_census(mod)
         fused = run_steps(FUSE, mod, options)
         if tuning is None:
-            lowered = run_steps(FINALIZE, fused, options)
+            lowered = run_steps(SCHEDULE + FINALIZE, fused, options)
         compile_s = time.perf_counter() - t2
     if tuning is not None:
         db = TuningDatabase(tuning.db_dir)
@@ -224,7 +239,7 @@ def compile_artifact(
         report = tune(fused, target=target, db_dir=db.directory, trials=trials, lock=lock, seed=seed, profile=profile)
         with _shared(lock):
             t2 = time.perf_counter()
-            lowered = run_steps(FINALIZE, apply_database(fused, target, db), options)
+            lowered = run_steps(SCHEDULE + FINALIZE, apply_database(fused, target, db), options)
             compile_s += time.perf_counter() - t2
     with _shared(lock):
         t3 = time.perf_counter()

@@ -143,6 +143,11 @@ class Tuning(_Strict):
         description="Directory of the tuning database, kept across runs (relative: to the working directory); "
         "default <results_dir>/tuning_db/<profile>.",
     )
+    default_schedules: bool = Field(
+        default=True,
+        description="Give every kernel no tuned record covers a default schedule (parallel, vectorised, "
+        "tiled; no measuring). false: TVM's untuned lowering (scalar loop nests).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Tuning:

@@ -247,7 +247,21 @@ def apply_database(fused: tvm.IRModule, target: tvm.target.Target, db: TuningDat
                 database = ms.database.JSONDatabase(work_dir=str(db.directory), allow_missing=False)
         if database is not None:
             with target, database:
-                fused = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+                applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
+            fused = _mark_scheduled(fused, applied)
     except Exception as err:  # TVMError: a schedule from the database does not apply
         raise CandidateFailed("tune", _reason(err)) from err
     return fused
+
+
+def _mark_scheduled(before: tvm.IRModule, after: tvm.IRModule) -> tvm.IRModule:
+    """``after`` with each PrimFunc the database replaced marked ``tir.is_scheduled`` (so default
+    schedules leave the tuned ones alone)."""
+    import tvm
+    from tvm_ffi import structural_equal
+
+    out = after.clone()
+    for gv, func in after.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc) and not structural_equal(func, before[gv]):
+            out.update_func(gv, func.with_attr("tir.is_scheduled", True))
+    return out

@@ -1,0 +1,97 @@
+"""Default schedules: every kernel of a candidate of each family and each deployment precision is
+scheduled (parallel and vectorised loops in its TIR) and the compiled model matches PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL_MOBILENET
+
+import autotune
+from autotune.compiler import FUSE, PREPARE, SCHEDULE, BuildOptions, compile_artifact, resolve_target, run_steps
+from autotune.compress import PASSES, CompressContext
+from autotune.compress.pipeline import compress, plan_compression
+from autotune.data import load_data
+from autotune.exporter import export_program
+from autotune.models import MODEL_FAMILIES, build_model, resolve_family
+from autotune.numerics import check_numerics, tolerance_for
+from autotune.quiet import QuietLock
+
+pytestmark = [pytest.mark.slow, pytest.mark.tvm]
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPE = (1, 8, 8)
+SMALLEST = {"mlp": {"layers": 1, "width": 32}, "mobilenet": SMALL_MOBILENET}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", val=0.2, test=0.2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return autotune.load_profile(REPO / "tests/fixtures/host_fast.yaml")
+
+
+def _model(family: str, precision: str, digits, tmp_path) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(resolve_family(family), SMALLEST.get(family, {}), SHAPE, 10).eval()
+    if precision == "fp32":
+        return model
+    space = autotune.load_space(REPO / "tests/fixtures/tiny_compress.yaml")
+    ctx = CompressContext(space=space, data=digits, train=None, seed=0, cache_dir=tmp_path, lock=QuietLock(None))
+    settings = {**PASSES.get("quantize").Settings.defaults(), "granularity": "channel", "deploy": precision}
+    settings |= {"scheme": "none"} if precision == "fp16" else {}
+    return compress(model, plan_compression({"quantize": settings}), ctx).model
+
+
+def _scheduled(program, profile, precision: str, *, default_schedules: bool = True):
+    from tvm.relax.frontend.torch import from_exported_program
+
+    options = BuildOptions(resolve_target(profile), precision, "channel", default_schedules=default_schedules)
+    fused = run_steps(FUSE, run_steps(PREPARE, from_exported_program(program), options), options)
+    return run_steps(SCHEDULE, fused, options)
+
+
+def _kernels(mod) -> list:
+    import tvm
+
+    return [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+@pytest.mark.parametrize(
+    ("family", "precision"),
+    [(f, "fp32") for f in MODEL_FAMILIES.names()] + [("mobilenet", "fp16"), ("mobilenet", "int8")],
+)
+def test_every_kernel_is_scheduled_and_the_model_matches_pytorch(family, precision, digits, profile, tmp_path):
+    model = _model(family, precision, digits, tmp_path)
+    program, exported, _ = export_program(model, SHAPE)
+
+    mod = _scheduled(program, profile, precision)
+    kernels = _kernels(mod)
+    assert kernels and all(f.attrs.get("tir.is_scheduled", False) for f in kernels), "a kernel kept no schedule"
+    text = mod.script()
+    assert "T.parallel" in text and "T.vectorized" in text
+
+    art = compile_artifact(program, profile=profile, out_dir=tmp_path / "so", input_shape=SHAPE, precision=precision,
+                           weight_granularity="channel")  # fmt: skip
+    from autotune.compress.fakequant import activation_bits
+
+    tol = tolerance_for(profile, precision=precision, act_bits=activation_bits(exported))
+    report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
+    assert report.top1_agreement >= tol.min_top1
+
+
+def test_without_default_schedules_the_kernels_are_scalar_loop_nests(digits, profile, tmp_path):
+    program, _, _ = export_program(_model("mobilenet", "fp32", digits, tmp_path), SHAPE)
+    mod = _scheduled(program, profile, "fp32", default_schedules=False)
+    assert not any(f.attrs.get("tir.is_scheduled", False) for f in _kernels(mod))
+    assert "T.vectorized" not in mod.script() and "T.parallel" not in mod.script()
+
+
+def test_the_profile_switch_is_documented_and_on_by_default():
+    assert autotune.load_profile("host").tuning.default_schedules is True
+    assert "default_schedules" in (REPO / "README.md").read_text()
