@@ -6,10 +6,13 @@ tuned record covers takes one point of MetaSchedule's own design space for the t
 tuner would search: inlining, multi-level tiling, parallelise-vectorise-unroll), with its sampling
 decisions set by a fixed rule instead of by measurement:
 
-- the innermost spatial loop (the output's contiguous axis: width for NCHW convolutions, output
-  features for matmuls) gets an innermost tile of up to the target's fp32 vector lanes (16 with
-  AVX-512, 8 with AVX2, 4 otherwise: NEON, SSE) (vectorised);
-- the spatial loop before it gets a register tile of up to ``REGISTER_TILE``; outer tiles take the
+- the innermost spatial loops (the output's contiguous axes: width, then height, then channels for
+  NCHW convolutions; output features, then rows for matmuls) share an innermost tile of up to the
+  target's fp32 vector lanes (16 with AVX-512, 8 with AVX2, 4 otherwise: NEON, SSE), an axis
+  joining only when the ones inside it are taken whole, so small feature maps vectorise across
+  rows and channels (vectorised);
+- the output channels (of an NCHW output; else the next axis with iterations left) get a register
+  tile of up to ``REGISTER_TILE``, so each input vector feeds several channels; outer tiles take the
   rest (parallelised over the outermost);
 - reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps.
 
@@ -30,8 +33,8 @@ __all__ = ["REDUCTION_TILE", "REGISTER_TILE", "apply_default_schedules", "vector
 
 log = logging.getLogger(__name__)
 
-#: Tile of the spatial loop before it (rows or channels computed together in registers).
-REGISTER_TILE = 4
+#: Output channels (else the next axis out) computed together in registers.
+REGISTER_TILE = 8
 #: Inner tile of each reduction loop.
 REDUCTION_TILE = 4
 #: The design-space variant the rule fills in (MultiLevelTiling's second: with a local write cache).
@@ -52,17 +55,34 @@ def _divisor_at_most(extent: int, limit: int) -> int:
     return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
 
 
+def _register_axes(count: int) -> list[int]:
+    """The spatial axes to try for the register tile, in order: for an NCHW output (4 axes) the
+    channels first (each input vector loaded once, used for ``REGISTER_TILE`` channels), then from the
+    innermost outward."""
+    inward_out = list(reversed(range(count)))
+    return [1, *[k for k in inward_out if k != 1]] if count == 4 else inward_out
+
+
 def _decide(trace: object, lanes: int) -> object:
     """The design space's trace with every sampling decision set by the rule (module docstring)."""
     import math
 
     tiles = [i for i in trace.insts if i.kind.name == "SamplePerfectTile"]
     spatial = [i for i in tiles if int(i.attrs[0]) == 4]
+    extents = [math.prod(int(x) for x in trace.decisions[i]) for i in spatial]
+    inner, register = [1] * len(spatial), [1] * len(spatial)
+    lanes_left = lanes
+    for k in reversed(range(len(spatial))):  # vector lanes from the innermost axis outward, while
+        inner[k] = _divisor_at_most(extents[k], lanes_left)  # each axis is taken whole (contiguous)
+        lanes_left //= inner[k]
+        if inner[k] < extents[k] or lanes_left <= 1:
+            break
+    for k in _register_axes(len(spatial)):  # registers: output channels, else the next axis left
+        if extents[k] // inner[k] > 1:
+            register[k] = _divisor_at_most(extents[k] // inner[k], REGISTER_TILE)
+            break
     for k, inst in enumerate(spatial):
-        extent = math.prod(int(x) for x in trace.decisions[inst])
-        inner = _divisor_at_most(extent, lanes) if k == len(spatial) - 1 else 1
-        register = _divisor_at_most(extent // inner, REGISTER_TILE) if k == len(spatial) - 2 else 1
-        decision = [extent // (inner * register), 1, register, inner]
+        decision = [extents[k] // (inner[k] * register[k]), 1, register[k], inner[k]]
         trace = trace.with_decision(inst, decision, remove_postproc=True)
     for inst in (i for i in tiles if int(i.attrs[0]) == 2):
         extent = math.prod(int(x) for x in trace.decisions[inst])
