@@ -4,7 +4,6 @@ finalist re-tuning all deploy through these, so every latency is measured the sa
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +18,12 @@ from autotune.records import CompiledArtifact, Deployment, Measurement, Numerics
 if TYPE_CHECKING:
     from torch import nn
 
-log = logging.getLogger(__name__)
 
 __all__ = [
     "compile_model",
     "deploy",
     "export_and_compile",
     "on_other_device",
-    "probe_untrained",
     "time_fp32",
     "time_model",
     "tuning_request",
@@ -116,31 +113,29 @@ def export_and_compile(
     return compile_model(program, profile, input_shape=input_shape, out_dir=out_dir, lock=lock, request=request)
 
 
-def time_fp32(model: nn.Module, profile: DeviceProfile, inputs: np.ndarray, *, out_dir: Path, lock: QuietLock,
-              request: Any = None) -> Measurement | None:  # fmt: skip
-    """Compile a model at fp32 and time it like a candidate (the uncompressed twin of a compressed
-    candidate): its measurement, or None when that fails (logged; the twin is advisory)."""
-    try:
-        artifact = export_and_compile(model, profile, input_shape=tuple(inputs.shape[1:]), out_dir=out_dir,
-                                      lock=lock, request=request)  # fmt: skip
-        return time_model(artifact, profile, inputs, lock)
-    except CandidateFailed as err:
-        log.warning("the uncompressed model could not be timed: %s", err)
-        return None
-
-
-def probe_untrained(model: nn.Module, profile: DeviceProfile, inputs: np.ndarray, *, out_dir: Path,
-                    lock: QuietLock, request: Any = None, on_stage: Any = None) -> DeviceResult:  # fmt: skip
-    """Compile and time an untrained network at fp32 (screening's probe; no numerical check).
+def time_fp32(
+    model: nn.Module,
+    profile: DeviceProfile,
+    inputs: np.ndarray,
+    *,
+    out_dir: Path,
+    lock: QuietLock,
+    request: Any = None,
+    on_stage: Any = None,
+    stages: tuple[str, str] = ("compile", "measure"),
+) -> DeviceResult:
+    """Export, compile at fp32 and time a model like a candidate, without the numerical check
+    (screening's untrained probe; a compressed candidate's uncompressed twin). ``stages`` are the
+    names ``on_stage`` hears for the compile and the measurement.
 
     Raises:
         CandidateFailed: it cannot be compiled or timed.
     """
     step = on_stage or (lambda _name: None)
-    step("constraint-first: compile untrained")
+    step(stages[0])
     shape = tuple(inputs.shape[1:])
     artifact = export_and_compile(model, profile, input_shape=shape, out_dir=out_dir, lock=lock, request=request)
-    step("constraint-first: measure untrained")
+    step(stages[1])
     return DeviceResult(artifact, None, time_model(artifact, profile, inputs, lock))
 
 

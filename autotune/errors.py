@@ -8,7 +8,7 @@ search goes on. Anything else is a bug and propagates.
 
 from __future__ import annotations
 
-__all__ = ["AutotuneError", "CandidateFailed", "UserError"]
+__all__ = ["AutotuneError", "CandidateFailed", "UserError", "describe"]
 
 
 class AutotuneError(Exception):
@@ -48,3 +48,9 @@ class CandidateFailed(AutotuneError):
         self.stage = stage
         self.reason = reason
         super().__init__(f"{stage}: {reason}")
+
+
+def describe(err: BaseException) -> str:
+    """``<ExceptionType>: <first line of its message>``: how a third-party error (TVM's, torch's)
+    becomes a ``CandidateFailed`` reason on one row line."""
+    return f"{type(err).__name__}: {err}".splitlines()[0]

@@ -18,7 +18,7 @@ from typing import Any
 from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import changes_structure, compress, plan_compression, prepare
 from autotune.constraints import violations
-from autotune.deploy import deploy, on_other_device, probe_untrained, time_fp32, tuning_request
+from autotune.deploy import deploy, on_other_device, time_fp32, tuning_request
 from autotune.errors import CandidateFailed
 from autotune.leaderboard.row import LeaderboardRow, now
 from autotune.quiet import QuietLock
@@ -138,8 +138,9 @@ def _stages(
     request = tuning_request(tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
     features = None
     if screening is not None and not changes_structure(plan):
-        probe = functools.partial(probe_untrained, model, profile, data.x_test, out_dir=work / "untrained", lock=lock,
-                                  request=request, on_stage=enter)  # fmt: skip
+        stages = ("constraint-first: compile untrained", "constraint-first: measure untrained")
+        probe = functools.partial(time_fp32, model, profile, data.x_test, out_dir=work / "untrained", lock=lock,
+                                  request=request, on_stage=enter, stages=stages)  # fmt: skip
         ident = {"run": run, "trial_id": config.trial_id}
         records["screen"], features = screen(model, records["structure"], task, screening, probe=probe,
                                              identity=ident, lock=lock)  # fmt: skip
@@ -158,8 +159,9 @@ def _stages(
     torch.save(trained.model.state_dict(), work / "weights.pt")
     if plan:
         enter("compress")
+    built = (records["structure"]["macs"], records["structure"]["params"])
     compressed = records["compressed"] = compress(trained.model, plan, ctx, accuracy=trained.accuracy,
-                                                  val_accuracy=trained.val_accuracy)  # fmt: skip
+                                                  val_accuracy=trained.val_accuracy, counted=built)  # fmt: skip
     records["pass_columns"] = {**records.get("pass_columns", {}), **compressed.columns}
     if plan:
         torch.save(compressed.model, work / "model.pt")
@@ -181,6 +183,9 @@ def _stages(
                                                         out_dir=work / f"@{other.name}", deployment=how)  # fmt: skip
     if compressed.compressed:
         enter("measure uncompressed")
-        records["uncompressed"] = time_fp32(trained.model, profile, data.x_test, out_dir=work / "uncompressed",
-                                            lock=lock, request=request)  # fmt: skip
+        try:  # the twin is advisory: its failure leaves the speedup empty
+            records["uncompressed"] = time_fp32(trained.model, profile, data.x_test, out_dir=work / "uncompressed",
+                                                lock=lock, request=request).measurement  # fmt: skip
+        except CandidateFailed as err:
+            log.warning("the uncompressed model could not be timed: %s", err)
     return "ok", None

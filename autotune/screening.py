@@ -21,14 +21,13 @@ from autotune.config.search_space import SearchSpace
 from autotune.constraints import Bounds, violations, weight_free_bounds
 from autotune.leaderboard.row import DeviceResult, ScreenReport
 from autotune.quiet import QuietLock
-from autotune.records import TrialConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
     from autotune.task import Task
 
-__all__ = ["Screening", "predict", "predict_deployed", "record", "screen", "structure_fixed"]
+__all__ = ["Screening", "predict", "predict_deployed", "record", "screen"]
 
 
 @dataclass(frozen=True)
@@ -57,19 +56,6 @@ class Screening:
     skip_sigmas: float = 3.0
     seen: tuple[float, float] | None = None
     fit_s: float = 0.0
-
-
-def structure_fixed(config: TrialConfig) -> bool:
-    """True when no enabled pass of the trial changes the deployed network's shape or precision (each
-    pass answers ``changes_structure``): its latency, size and MACs are then the untrained network's."""
-    from autotune.compress import PASSES
-
-    for name, values in config.compress.items():
-        if values.get("enabled", True):
-            cls = PASSES.get(name)
-            if cls().changes_structure(cls.Settings.model_construct(**values)):
-                return False
-    return True
 
 
 def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str | None, bool]:

@@ -36,7 +36,7 @@ from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
 from autotune.compiler.target import resolve_target, target_json
 from autotune.config.device_profile import DeviceProfile
-from autotune.errors import CandidateFailed, UserError
+from autotune.errors import CandidateFailed, UserError, describe
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact
 from autotune.tuning import TuningDatabase, TuningRequest, apply_database, tune
@@ -130,13 +130,9 @@ def run_steps(steps: Sequence[Step], mod: tvm.IRModule, options: BuildOptions) -
         except CandidateFailed:
             raise
         except Exception as err:  # TVMError and friends: this candidate cannot be lowered
-            raise CandidateFailed("compile", _reason(err)) from err
+            raise CandidateFailed("compile", describe(err)) from err
         log.debug("build step %s: %.3f s", step.name, time.perf_counter() - t0)
     return mod
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -156,7 +152,7 @@ def _import(program: ExportedProgram) -> tvm.IRModule:
             warnings.simplefilter("ignore", FutureWarning)
             return from_exported_program(program, keep_params_as_input=False)
     except Exception as err:  # unsupported ops raise assorted errors inside the importer
-        raise CandidateFailed("import", _reason(err)) from err
+        raise CandidateFailed("import", describe(err)) from err
 
 
 def _export(ex: tvm.runtime.Executable, path: Path, profile: DeviceProfile) -> None:
@@ -168,7 +164,7 @@ def _export(ex: tvm.runtime.Executable, path: Path, profile: DeviceProfile) -> N
         else:
             ex.export_library(str(path))
     except Exception as err:  # the C compiler or linker failed
-        raise CandidateFailed("compile", _reason(err)) from err
+        raise CandidateFailed("compile", describe(err)) from err
 
 
 def compile_artifact(
@@ -248,7 +244,7 @@ def compile_artifact(
         try:
             ex = tvm.compile(lowered, target=target, relax_pipeline=None)
         except Exception as err:  # TVMError and friends: this candidate cannot be compiled
-            raise CandidateFailed("compile", _reason(err)) from err
+            raise CandidateFailed("compile", describe(err)) from err
         compile_s += time.perf_counter() - t3
     with _shared(lock):
         t4 = time.perf_counter()

@@ -102,10 +102,12 @@ def compress(
     *,
     accuracy: float | None = None,
     val_accuracy: float | None = None,
+    counted: tuple[int, int] | None = None,
 ) -> CompressedModel:
     """The compression stage: apply the plan and describe the result (MACs, parameters, sparsity and,
     when the trial trains, accuracy re-measured on the compressed model). Without passes the trained
-    model is deployed as it is, with the given accuracies.
+    model is deployed as it is, with the given accuracies. ``counted``: the model's (MACs, parameters)
+    when the caller counted them already (training changes neither).
 
     Raises:
         CandidateFailed: stage ``compress``: a pass failed on this model.
@@ -113,7 +115,7 @@ def compress(
     from autotune.train import accuracy as measure_accuracy
 
     t0, waited0 = time.perf_counter(), ctx.lock.waited_s
-    macs_before, params_before = count_ops(model, ctx.data.input_shape)
+    macs_before, params_before = counted or count_ops(model, ctx.data.input_shape)
     out, reports = compress_model(model, plan, ctx) if plan else (model.eval(), [])
     macs, params = count_ops(out, ctx.data.input_shape) if plan else (macs_before, params_before)
     if plan and ctx.train is not None:

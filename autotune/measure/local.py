@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.errors import CandidateFailed, UserError
+from autotune.errors import CandidateFailed, UserError, describe
 from autotune.measure.base import (
     RUNNERS,
     Runner,
@@ -121,7 +121,7 @@ class LocalRunner(Runner):
                 idle_w = self.idle.watts(meter) if meter else profile.power.idle_w
                 results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
             except Exception as err:  # TVMError while running: a broken candidate
-                raise CandidateFailed("measure", f"{type(err).__name__}: {err}".splitlines()[0]) from err
+                raise CandidateFailed("measure", describe(err)) from err
             finally:
                 if meter is not None and hasattr(meter, "close"):
                     meter.close()

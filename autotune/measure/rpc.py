@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from autotune.config.device_profile import DeviceProfile, Runner
-from autotune.errors import CandidateFailed
+from autotune.errors import CandidateFailed, describe
 from autotune.measure import base
 from autotune.measure.base import RUNNERS, host_fingerprint, summarize_latency, time_in_rounds
 from autotune.measure.energy import modelled_mj, per_inference_mj
@@ -41,10 +41,6 @@ __all__ = ["RPC", "RpcRunner", "check_tracker", "registered_servers", "run_remot
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 def _request(runner: Runner, stage: str) -> RPCSession:
@@ -69,11 +65,11 @@ def _request(runner: Runner, stage: str) -> RPCSession:
             f"no free device for key {runner.key!r} at the tracker {host}:{port} within {runner.request_timeout_s:g} s",
         ) from err
     except OSError as err:
-        raise CandidateFailed(stage, f"RPC tracker {host}:{port}: {_reason(err)}") from err
+        raise CandidateFailed(stage, f"RPC tracker {host}:{port}: {describe(err)}") from err
     try:
         return rpc.connect(url, server_port, matchkey, session_timeout=runner.session_timeout_s)
     except Exception as err:  # TVMError / RuntimeError from the connection handshake
-        raise CandidateFailed(stage, f"cannot open a session on {url}:{server_port}: {_reason(err)}") from err
+        raise CandidateFailed(stage, f"cannot open a session on {url}:{server_port}: {describe(err)}") from err
 
 
 def _remote_threads(remote: RPCSession) -> int:
@@ -100,7 +96,7 @@ def _lost_or_raise(remote: RPCSession, err: Exception, runner: Runner, stage: st
             stage, f"the device session ran past runner.session_timeout_s = {runner.session_timeout_s:g} s"
         ) from err
     if _responds(remote):
-        raise CandidateFailed(stage, prefix + _reason(err)) from err
+        raise CandidateFailed(stage, prefix + describe(err)) from err
     return err
 
 
@@ -126,7 +122,7 @@ def _on_device(
         except CandidateFailed as err:
             if lost is None:
                 raise
-            raise CandidateFailed(stage, f"device lost: {_reason(lost)}; then {err.reason}") from lost
+            raise CandidateFailed(stage, f"device lost: {describe(lost)}; then {err.reason}") from lost
         try:
             name = os.path.basename(artifact.path)
             remote.upload(artifact.path, target=name)
@@ -140,7 +136,7 @@ def _on_device(
             except Exception as err:  # TVMError: the candidate fails there, or the device is gone
                 lost = _lost_or_raise(remote, err, runner, stage)
         log.warning("device %r lost (attempt %d of %d): %s", runner.key, attempt + 1, runner.retries + 1, lost)
-    raise CandidateFailed(stage, f"device lost: {_reason(lost)}") from lost
+    raise CandidateFailed(stage, f"device lost: {describe(lost)}") from lost
 
 
 #: Seconds of device idle read before each remote timing window.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.errors import CandidateFailed
+from autotune.errors import CandidateFailed, describe
 from autotune.measure import RUNNERS
 from autotune.quiet import QuietLock
 from autotune.tuning.database import TuningDatabase
@@ -73,10 +73,6 @@ class TuneReport:
     trials: int
     tune_s: float
     records: int
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 def _ledger_plan(
@@ -142,7 +138,7 @@ def _measure(
                 plan = TuningPlan.from_budgets(_tune_guided(session, workloads, trials, tuned), tuned)
             measured, valid = session.merge()
         except Exception as err:  # TVMError, builder/runner pool failures: this candidate's tuning
-            raise CandidateFailed("tune", _reason(err)) from err
+            raise CandidateFailed("tune", describe(err)) from err
     names = {w.key: w.name for w in workloads}
     guided_plan = (model_key(workloads), trials, plan.budgets) if guided(workloads, trials) else None
     with db.writing():
@@ -202,7 +198,7 @@ def tune(
             for t in tasks
         ]
     except Exception as err:  # TVMError and friends: this candidate cannot be tuned
-        raise CandidateFailed("tune", _reason(err)) from err
+        raise CandidateFailed("tune", describe(err)) from err
     measured = 0
     with db.reading():
         plan = _ledger_plan(workloads, trials, db, target)
@@ -250,7 +246,7 @@ def apply_database(fused: tvm.IRModule, target: tvm.target.Target, db: TuningDat
                 applied = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(fused)
             fused = _mark_scheduled(fused, applied)
     except Exception as err:  # TVMError: a schedule from the database does not apply
-        raise CandidateFailed("tune", _reason(err)) from err
+        raise CandidateFailed("tune", describe(err)) from err
     return fused
 
 

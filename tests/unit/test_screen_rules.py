@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 import autotune
+from autotune.compress.pipeline import changes_structure, plan_compression
 from autotune.constraints import weight_free_bounds as _weight_free_bounds
 from autotune.predictor import Prediction
 from autotune.records import TrialConfig
-from autotune.screening import _in_doubt, _predicted_violation, structure_fixed
+from autotune.screening import _in_doubt, _predicted_violation
 
 
 def _cfg(compress: dict) -> TrialConfig:
@@ -19,7 +20,7 @@ def _cfg(compress: dict) -> TrialConfig:
     ("compress", "fixed"),
     [
         ({}, True),
-        ({"distill": {"enabled": True, "alpha": 0.5}}, True),
+        ({"distill": {"enabled": True, "alpha": 0.5, "teacher": {}}}, True),
         ({"prune": {"enabled": True, "kind": "unstructured", "ratio": 0.5}}, True),  # dense kernels: same shape
         ({"prune": {"enabled": True, "kind": "structured", "ratio": 0.5}}, False),
         ({"prune": {"enabled": False, "kind": "structured"}}, True),
@@ -29,7 +30,9 @@ def _cfg(compress: dict) -> TrialConfig:
     ],
 )
 def test_structure_fixed(compress, fixed):
-    assert structure_fixed(_cfg(compress)) is fixed
+    """What screening asks the passes: whether the deployed structure is fixed before training."""
+    structure_fixed = not changes_structure(plan_compression(_cfg(compress).compress))
+    assert structure_fixed is fixed
 
 
 def _space(write_yaml, constraints: str):
