@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -59,7 +60,8 @@ def test_jetson_meter_integrates_the_input_rail(tmp_path):
         e0, t0 = meter.read_j(), time.perf_counter()
         time.sleep(0.2)
         assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(5.0, rel=0.02)
-        (hw / "curr1_input").write_text("2000")  # the load doubles
+        (hw / "curr1_input.new").write_text("2000")  # the load doubles; replaced whole, as sysfs reads are
+        os.replace(hw / "curr1_input.new", hw / "curr1_input")  # (write_text truncates first: the sampler read '')
         e0, t0 = meter.read_j(), time.perf_counter()
         time.sleep(0.2)
         assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(10.0, rel=0.1)
