@@ -60,8 +60,10 @@ def test_jetson_meter_integrates_the_input_rail(tmp_path):
         e0, t0 = meter.read_j(), time.perf_counter()
         time.sleep(0.2)
         assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(5.0, rel=0.02)
-        (hw / "curr1_input.new").write_text("2000")  # the load doubles; replaced whole, as sysfs reads are
-        os.replace(hw / "curr1_input.new", hw / "curr1_input")  # (write_text truncates first: the sampler read '')
+        # the load doubles; the file is replaced whole, as a sysfs read is (write_text truncates first,
+        # and the sampler thread could read '')
+        (hw / "curr1_input.new").write_text("2000")
+        os.replace(hw / "curr1_input.new", hw / "curr1_input")
         e0, t0 = meter.read_j(), time.perf_counter()
         time.sleep(0.2)
         assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(10.0, rel=0.1)
