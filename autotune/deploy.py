@@ -32,10 +32,13 @@ __all__ = [
 
 
 def tuning_request(db: str | Path | None, trials: int, lock: QuietLock, seed: int) -> Any:
-    """A MetaSchedule tuning request into the database ``db`` (None: compile untuned)."""
-    from autotune.tuning import TuningRequest
+    """A MetaSchedule tuning request into the database ``db``: tune with ``trials``, or with 0 when the
+    database has records (they are applied, nothing is measured). None: no database to use."""
+    from autotune.tuning import TuningDatabase, TuningRequest
 
-    return TuningRequest(trials=trials, db_dir=str(db), lock=lock, seed=seed) if trials > 0 and db else None
+    if not db or (trials <= 0 and not TuningDatabase(db).record_file.exists()):
+        return None
+    return TuningRequest(trials=max(trials, 0), db_dir=str(db), lock=lock, seed=seed)
 
 
 def compile_model(

@@ -113,6 +113,8 @@ class CompiledArtifact:
     ``int8_ops`` of ``compute_ops`` convolutions/matmuls run int8 arithmetic (``deploy_precision``).
     The ``tune*`` fields stay 0 for an untuned compile: ``tuned_trials`` schedules were measured by
     this compile, ``tune_db_hits``/``tune_db_misses`` count workloads found tuned / tuned now.
+    ``tuned_share`` is the share of the fused kernels scheduled from the tuning database (the rest
+    have default schedules).
     """
 
     path: str
@@ -129,6 +131,7 @@ class CompiledArtifact:
     tuned_trials: int = 0
     tune_db_hits: int = 0
     tune_db_misses: int = 0
+    tuned_share: float = 0.0
     deploy_precision: str = "fp32"
     int8_ops: int = 0
     compute_ops: int = 0

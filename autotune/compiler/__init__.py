@@ -16,6 +16,7 @@ from autotune.compiler.build import (
     BuildOptions,
     Step,
     compile_artifact,
+    fused_module,
     run_steps,
 )
 from autotune.compiler.memory import const_bytes, planned_bytes
@@ -35,6 +36,7 @@ __all__ = [
     "compile_artifact",
     "const_bytes",
     "dtype_census",
+    "fused_module",
     "planned_bytes",
     "resolve_target",
     "run_steps",

@@ -46,7 +46,17 @@ if TYPE_CHECKING:
     import tvm
     from torch.export import ExportedProgram
 
-__all__ = ["FINALIZE", "FUSE", "PREPARE", "SCHEDULE", "BuildOptions", "Step", "compile_artifact", "run_steps"]
+__all__ = [
+    "FINALIZE",
+    "FUSE",
+    "PREPARE",
+    "SCHEDULE",
+    "BuildOptions",
+    "Step",
+    "compile_artifact",
+    "fused_module",
+    "run_steps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +177,27 @@ def _export(ex: tvm.runtime.Executable, path: Path, profile: DeviceProfile) -> N
         raise CandidateFailed("compile", describe(err)) from err
 
 
+def fused_module(program: ExportedProgram, profile: DeviceProfile, *, precision: str = "fp32") -> tvm.IRModule:
+    """The program imported, prepared and fused as ``compile_artifact`` does it: the module whose fused
+    PrimFuncs are the tuning workloads (``autotune tune`` extracts them from it).
+
+    Raises:
+        CandidateFailed: an operator cannot be imported, or a step fails.
+    """
+    options = BuildOptions(target=resolve_target(profile), precision=precision)
+    return run_steps(FUSE, run_steps(PREPARE, _import(program), options), options)
+
+
+def _tuned_share(mod: tvm.IRModule) -> float:
+    """The share of the fused kernels (PrimFuncs) that a tuning record scheduled (``apply_database``
+    marks them ``tir.is_scheduled``); 0.0 without kernels."""
+    import tvm
+
+    funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    tuned = sum(bool(f.attrs.get("tir.is_scheduled", False)) for f in funcs if f.attrs)
+    return tuned / len(funcs) if funcs else 0.0
+
+
 def compile_artifact(
     program: ExportedProgram,
     *,
@@ -189,9 +220,10 @@ def compile_artifact(
     block ``main`` allocates (``peak_mem_source = 'tvm_memory_plan'``).
 
     Args:
-        tuning: tune with MetaSchedule first and apply the database's best schedules
-            (``autotune.tuning.tune``). With a request, this function takes ``tuning.lock`` itself
-            (shared while compiling, exclusive while tuning): call it without holding that lock.
+        tuning: tune with MetaSchedule first (when ``tuning.trials > 0``) and apply the database's
+            best schedules (``autotune.tuning.tune``); ``tuned_share`` says how many kernels they
+            cover. With a request, this function takes ``tuning.lock`` itself (shared while
+            compiling, exclusive while tuning): call it without holding that lock.
             ``compile_s`` then excludes ``tune_s`` and lock waits.
         lock: without ``tuning``, the quiet lock to hold shared for each phase (import, lowering,
             code generation, linking) rather than for the whole compile, so a trial waiting to time
@@ -229,13 +261,18 @@ def compile_artifact(
         if tuning is None:
             lowered = run_steps(SCHEDULE + FINALIZE, fused, options)
         compile_s = time.perf_counter() - t2
+    tuned_share = 0.0
     if tuning is not None:
         db = TuningDatabase(tuning.db_dir)
         trials, seed = tuning.trials, tuning.seed
-        report = tune(fused, target=target, db_dir=db.directory, trials=trials, lock=lock, seed=seed, profile=profile)
+        if trials > 0:
+            report = tune(fused, target=target, db_dir=db.directory, trials=trials, lock=lock, seed=seed,
+                          profile=profile)  # fmt: skip
         with _shared(lock):
             t2 = time.perf_counter()
-            lowered = run_steps(SCHEDULE + FINALIZE, apply_database(fused, target, db), options)
+            applied = apply_database(fused, target, db)
+            tuned_share = _tuned_share(applied)
+            lowered = run_steps(SCHEDULE + FINALIZE, applied, options)
             compile_s += time.perf_counter() - t2
     with _shared(lock):
         t3 = time.perf_counter()
@@ -266,6 +303,7 @@ def compile_artifact(
         tuned_trials=report.trials if report else 0,
         tune_db_hits=report.hits if report else 0,
         tune_db_misses=report.misses if report else 0,
+        tuned_share=tuned_share,
         deploy_precision=precision,
         int8_ops=census.int8,
         compute_ops=census.total,

@@ -22,8 +22,8 @@ __all__ = [
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
 #: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
-#: 6: weight_clusters (the weight-clustering pass)
-SCHEMA_VERSION = 6
+#: 6: weight_clusters (the weight-clustering pass); 7: tuned_share
+SCHEMA_VERSION = 7
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -85,6 +85,7 @@ COLUMNS: tuple[str, ...] = (
     "tuned_trials",
     "tune_db_hits",
     "tune_db_misses",
+    "tuned_share",
     "latency_tuned_ms",
     "latency_tuned_p90_ms",
     "latency_tuned_cov",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import UserError
@@ -86,11 +87,17 @@ class TuningDatabase:
         self.directory.mkdir(parents=True, exist_ok=True)
         return tempfile.TemporaryDirectory(prefix=".staging-", dir=self.directory)
 
-    def _ledger(self) -> tuple[str | None, dict[str, dict[str, int | str]], dict[str, dict]]:
+    def _ledger(self) -> dict[str, Any]:
         if not self.ledger_file.exists():
-            return None, {}, {}
+            return {"target": None, "workloads": {}, "plans": {}, "spaces": {}}
         ledger = json.loads(self.ledger_file.read_text())
-        return ledger["target"], ledger["workloads"], ledger.get("plans", {})
+        return {"plans": {}, "spaces": {}} | ledger
+
+    def _write(self, ledger: dict[str, Any]) -> None:
+        """Replace the ledger atomically (a temporary file, then a rename)."""
+        tmp = self.ledger_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.ledger_file)
 
     def tuned_trials(self, target: str) -> dict[str, int]:
         """Workload key → trials it was tuned with; read it inside ``reading()``.
@@ -98,21 +105,36 @@ class TuningDatabase:
         Raises:
             UserError: the database was tuned for another target.
         """
-        made_for, workloads, _ = self._ledger()
-        if made_for not in (None, target):
+        ledger = self._ledger()
+        if ledger["target"] not in (None, target):
             raise UserError(
-                f"the tuning database was made for target {made_for}, not {target}",
+                f"the tuning database was made for target {ledger['target']}, not {target}",
                 file=str(self.ledger_file),
                 key="target",
                 hint="give this profile its own tuning.database directory",
             )
-        return {k: int(v["trials"]) for k, v in workloads.items()}
+        return {k: int(v["trials"]) for k, v in ledger["workloads"].items()}
 
     def stored_plan(self, model: str) -> tuple[int, dict[str, int]] | None:
         """The largest latency-guided plan kept for ``model`` (``model_key``): its trials and budgets;
         read it inside ``reading()``."""
-        plan = self._ledger()[2].get(model)
+        plan = self._ledger()["plans"].get(model)
         return (int(plan["trials"]), {k: int(v) for k, v in plan["budgets"].items()}) if plan else None
+
+    def space_spent_s(self, space: str) -> float:
+        """Seconds ``autotune tune`` has spent on the space tuning ``space`` (its key) so far; read it
+        inside ``reading()``."""
+        return float(self._ledger()["spaces"].get(space, {}).get("spent_s", 0.0))
+
+    def add_space_spent(self, target: str, space: str, seconds: float, info: Mapping[str, Any]) -> None:
+        """Add ``seconds`` to the time spent on the space tuning ``space`` (with ``info`` kept beside
+        it: the space's name, the samples); call it inside ``writing()``."""
+        ledger = self._ledger()
+        entry = ledger["spaces"].setdefault(space, {"spent_s": 0.0})
+        entry.update(info)
+        entry["spent_s"] = float(entry["spent_s"]) + seconds
+        ledger["target"] = ledger["target"] or target
+        self._write(ledger)
 
     def credit(
         self,
@@ -122,11 +144,9 @@ class TuningDatabase:
         plan: tuple[str, int, Mapping[str, int]] | None = None,
     ) -> None:
         """Record that workloads (key → (task name, trials)) were tuned, and a model's latency-guided
-        ``plan`` (model key, trials, budgets) when given; call it inside ``writing()``.
-
-        The ledger is replaced atomically (a temporary file, then a rename).
-        """
-        _, workloads, plans = self._ledger()
+        ``plan`` (model key, trials, budgets) when given; call it inside ``writing()``."""
+        ledger = self._ledger()
+        workloads, plans = ledger["workloads"], ledger["plans"]
         for key, (name, trials) in tuned.items():
             old = int(workloads.get(key, {}).get("trials", 0))
             workloads[key] = {"task": name, "trials": max(old, trials)}
@@ -134,7 +154,5 @@ class TuningDatabase:
             model, trials, budgets = plan
             if model not in plans or int(plans[model]["trials"]) <= trials:
                 plans[model] = {"trials": trials, "budgets": dict(budgets)}
-        ledger = {"target": target, "workloads": workloads, "plans": plans}
-        tmp = self.ledger_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.ledger_file)
+        ledger["target"] = target
+        self._write(ledger)

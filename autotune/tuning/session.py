@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-__all__ = ["Session", "stub_tensor_intrin", "unused_intrin_tables"]
+__all__ = ["Session", "rebind", "stub_tensor_intrin", "unused_intrin_tables"]
 
 #: MetaSchedule's tensor-intrinsic tables that are not x86's (see ``stub_tensor_intrin``).
 _INTRIN_TABLES = ("cuda", "rocm", "hexagon", "metal", "arm_cpu", "riscv_cpu")
@@ -119,7 +119,7 @@ class Session:
             mod = task.dispatched[0]
             if self.shared.has_workload(mod):
                 for r in self.shared.get_top_k(self.shared.commit_workload(mod), 64):
-                    self.private.commit_tuning_record(_rebind(r, self.private.commit_workload(mod)))
+                    self.private.commit_tuning_record(rebind(r, self.private.commit_workload(mod)))
         self.seeded_bytes = Path(staging, "database_tuning_record.json").stat().st_size
 
     def tune(self, todo: dict[str, int]) -> None:
@@ -187,7 +187,7 @@ class Session:
         shared = self.shared
         with self.db.writing():
             for r in records:
-                shared.commit_tuning_record(_rebind(r, shared.commit_workload(r.workload.mod)))
+                shared.commit_tuning_record(rebind(r, shared.commit_workload(r.workload.mod)))
         valid = {
             k
             for k, task in self.tasks.items()
@@ -196,7 +196,7 @@ class Session:
         return len(records), valid
 
 
-def _rebind(record: ms.database.TuningRecord, workload: ms.database.Workload) -> ms.database.TuningRecord:
+def rebind(record: ms.database.TuningRecord, workload: ms.database.Workload) -> ms.database.TuningRecord:
     """The same measured schedule, attached to the workload of another database."""
     from tvm.s_tir.meta_schedule.database import TuningRecord
 

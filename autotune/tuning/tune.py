@@ -30,7 +30,7 @@ from autotune.tuning.session import Session, stub_tensor_intrin
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["TuneReport", "TuningRequest", "apply_database", "tune"]
+__all__ = ["TuneReport", "TuningRequest", "apply_database", "extract_workloads", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,33 @@ class TuneReport:
     trials: int
     tune_s: float
     records: int
+
+
+def extract_workloads(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[list[Any], list[Workload]]:
+    """MetaSchedule's tasks of a fused module (one per distinct fused PrimFunc) and their ``Workload``.
+
+    Raises:
+        CandidateFailed: stage ``tune``, when TVM cannot extract the tasks.
+    """
+    stub_tensor_intrin(target)
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+    from tvm_ffi import structural_hash
+
+    try:
+        tasks = list(ms.relax_integration.extract_tasks(mod, target))
+        workloads = [
+            Workload(
+                key=str(structural_hash(t.dispatched[0])),
+                name=str(t.task_name),
+                flops=float(estimate_tir_flops(t.dispatched[0])) * int(t.weight),
+                calls=int(t.weight),
+            )
+            for t in tasks
+        ]
+    except Exception as err:  # TVMError and friends: this candidate cannot be tuned
+        raise CandidateFailed("tune", describe(err)) from err
+    return tasks, workloads
 
 
 def _ledger_plan(
@@ -179,26 +206,9 @@ def tune(
         UserError: the database was made for another target.
     """
     t0 = time.perf_counter()
-    stub_tensor_intrin(target)
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.analysis import estimate_tir_flops
-    from tvm_ffi import structural_hash
-
     quiet, db = lock or QuietLock(None), TuningDatabase(db_dir)
     quiet_waited0 = quiet.waited_s
-    try:
-        tasks = list(ms.relax_integration.extract_tasks(mod, target))
-        workloads = [
-            Workload(
-                key=str(structural_hash(t.dispatched[0])),
-                name=str(t.task_name),
-                flops=float(estimate_tir_flops(t.dispatched[0])) * int(t.weight),
-                calls=int(t.weight),
-            )
-            for t in tasks
-        ]
-    except Exception as err:  # TVMError and friends: this candidate cannot be tuned
-        raise CandidateFailed("tune", describe(err)) from err
+    tasks, workloads = extract_workloads(mod, target)
     measured = 0
     with db.reading():
         plan = _ledger_plan(workloads, trials, db, target)
