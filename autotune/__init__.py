@@ -26,6 +26,7 @@ from autotune.api import (  # noqa: E402 - after the environment TVM reads
     load_space,
     report,
     search,
+    tune,
 )
 from autotune.errors import CandidateFailed, UserError
 from autotune.leaderboard import COLUMNS, SUMMARY_COLUMNS, read_leaderboard
@@ -65,4 +66,5 @@ __all__ = [
     "read_leaderboard",
     "report",
     "search",
+    "tune",
 ]

@@ -8,6 +8,7 @@ TVM), ``runs`` (run directories), ``reporting`` and ``bundle`` (what a finished 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "resolve_space_path",
     "run_name_dir",
     "search",
+    "tune",
 ]
 
 
@@ -130,6 +132,47 @@ def search(
         on_progress=on_progress,
         on_finish=report,
     )
+
+
+def tune(
+    space: str | Path | None,
+    device: str | Path | None,
+    budget: str | float,
+    *,
+    results_dir: str | Path = "results",
+    address: str | None = None,
+    samples: int = 16,
+    seed: int = 0,
+    max_trials: int = 256,
+    on_chunk: Any = None,
+) -> Any:
+    """Tune a search space's kernels into the device profile's tuning database (``autotune tune``).
+
+    ``samples`` architectures of the space are built and their fused workloads tuned, most costly
+    first, for ``budget`` (seconds, or a duration such as ``'2h'``) in all: a later ``tune`` with a
+    larger budget goes on where this one stopped; with the same budget it measures nothing. With
+    ``address`` the work is spread over the Ray cluster's nodes. A search with this profile and
+    ``results_dir`` then compiles its candidates from the database. Returns a
+    ``autotune.spacetune.SpaceTuneReport``.
+
+    Raises:
+        UserError: a bad budget, space or profile, a database made for another target, a space
+            where no sampled architecture compiles; all before anything is measured.
+    """
+    from autotune.preflight import preflight
+    from autotune.search.settings import parse_duration
+    from autotune.spacetune import tune_space
+
+    if isinstance(budget, str):
+        try:
+            budget = parse_duration(budget)
+        except argparse.ArgumentTypeError as err:
+            raise UserError(str(err), key="--budget") from None
+    space_path, profile_path = resolve_space_path(space), resolve_profile_path(device)
+    sp, prof = validate.load_space(space_path), _load.load_profile(profile_path)
+    preflight(sp, prof, profile_file=str(profile_path), space_file=str(space_path))
+    return tune_space(sp, prof, float(budget), results_dir=results_dir, address=address, samples=samples, seed=seed,
+                      max_trials=max_trials, space_file=str(space_path), on_chunk=on_chunk)  # fmt: skip
 
 
 def calibrate_device(

@@ -49,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     RunConfig.add_arguments(s)  # the run options, declared once
 
+    t = sub.add_parser(
+        "tune",
+        help="tune a search space's kernels into a device's tuning database",
+        description="Sample architectures of a space, extract their fused kernels, and tune the costliest into "
+        "the device profile's tuning database within a budget; a search with that profile compiles from it.",
+    )
+    t.add_argument("--space", required=True, help="search-space YAML or shipped name")
+    t.add_argument("--device", required=True, help="device-profile YAML or shipped name")
+    t.add_argument("--budget", required=True, type=parse_duration, help="tuning time for this space in all, e.g. 2h")
+    t.add_argument("--results-dir", default="results", help="the database is RESULTS_DIR/tuning_db/<profile>")
+    t.add_argument("--address", default=None, help="spread the work over a Ray cluster: 'auto' or ray://host:port")
+    t.add_argument("--samples", type=int, default=16, help="architectures sampled from the space (default 16)")
+    t.add_argument("--seed", type=int, default=0, help="seeds the sample and MetaSchedule")
+    t.add_argument("--max-trials", type=int, default=256, help="trials at which a kernel counts as tuned")
+
     c = sub.add_parser("check", help="validate a search space and a device profile; no work")
     c.add_argument("space", nargs="?", default=None)
     c.add_argument("device", nargs="?", default=None)
@@ -225,6 +240,34 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    autotune.check(args.space, args.device)  # fail fast, before TVM starts
+    try:
+        rep = autotune.tune(
+            args.space,
+            args.device,
+            args.budget,
+            results_dir=args.results_dir,
+            address=args.address,
+            samples=args.samples,
+            seed=args.seed,
+            max_trials=args.max_trials,
+        )
+    except KeyboardInterrupt:
+        print("interrupted; finished chunks are in the tuning database; run the same command to go on")
+        return 130
+    print(
+        f"{rep.tuned} of {rep.workloads} kernels tuned ({rep.covered:.0%} of the calls of {rep.architectures} "
+        f"sampled architectures); {rep.trials} trials measured in {rep.seconds / 60:.1f} min"
+        + (f" on {len(rep.nodes)} nodes" if len(rep.nodes) > 1 else "")
+        + (f"; {rep.failed} kernels could not be tuned" if rep.failed else "")
+    )
+    print(f"this space has had {rep.spent_s / 60:.1f} of {rep.budget_s / 60:.1f} min of tuning")
+    print(f"tuning database: {rep.database}")
+    print(f"a search with --device {args.device} --results-dir {args.results_dir} compiles its candidates from it")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {autotune.report(args.run_dir)}")
     return 0
@@ -297,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command in ("search",):
+        if args.command in ("search", "tune"):
             from autotune.log import setup_logging
 
             setup_logging(_console(), debug=args.debug)
@@ -306,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "device":
             return cmd_emulate(args) if args.device_command == "emulate" else cmd_calibrate(args)
         commands = {"search": cmd_search, "check": cmd_check, "leaderboard": cmd_leaderboard, "report": cmd_report}
-        return {**commands, "export": cmd_export, "schema": cmd_schema}[args.command](args)
+        return {**commands, "export": cmd_export, "schema": cmd_schema, "tune": cmd_tune}[args.command](args)
     except UserError as err:
         if args.debug:
             raise

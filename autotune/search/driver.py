@@ -24,7 +24,7 @@ from autotune.leaderboard import Leaderboard
 from autotune.search.progress import Progress, ProgressHook
 from autotune.search.settings import RunConfig
 
-__all__ = ["SearchRun", "run_search"]
+__all__ = ["SearchRun", "run_search", "start_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class SearchRun:
     others: tuple[DeviceProfile, ...] = ()
 
 
-def _start_ray(address: str | None, profile: DeviceProfile) -> None:
+def start_ray(address: str | None, profile: DeviceProfile) -> None:
     """Start the embedded Ray (or join the cluster at ``address``) with the workers' environment.
 
     The one place the driver reads and writes ``os.environ``. A cluster's workers get the
@@ -139,7 +139,7 @@ def run_search(
     import ray
 
     started_ray = not ray.is_initialized()
-    _start_ray(run.address, profile)  # first: Ray's processes start while Tune is imported
+    start_ray(run.address, profile)  # first: Ray's processes start while Tune is imported
     callback = make_callback(board=board, run=run.name, profile=profile, progress=progress)
     callback.on_progress = on_progress
     rows: list[dict[str, Any]] | None = None

@@ -77,6 +77,8 @@ ARROWS: dict[str, set[str]] = {
     "validate": BASE | {"space", "compress", "data", "models", "plugins"},
     "preflight": BASE | {"compiler", "measure", "models", "plugins", "space", "task"},
     "runs": BASE | {"leaderboard", "validate"},
+    # tuning a whole space: sample, fuse and extract as a candidate's build does; Ray for the nodes
+    "spacetune": BASE | {"task", "preflight", "exporter", "compiler", "tuning", "search"},
     # what a finished run produces; devices
     "reporting": BASE | {"leaderboard", "space", "predictor"},
     "bundle": BASE | {"task", "compress", "numerics", "compiler"},
@@ -84,7 +86,7 @@ ARROWS: dict[str, set[str]] = {
     # the front door
     "api": BASE
     | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard"}
-    | {"reporting", "bundle", "devices", "predictor", "warmstart"},
+    | {"reporting", "bundle", "devices", "predictor", "warmstart", "spacetune"},
     "autotune": BASE | {"api", "leaderboard"},
     "cli": {"autotune", "errors", "log", "config", "leaderboard", "reporting", "runs", "devices", "space", "search"},
 }
@@ -92,7 +94,7 @@ ARROWS: dict[str, set[str]] = {
 #: module (path relative to autotune/, glob) -> heavy top-level packages it may import
 ALLOWED = {
     "tvm": {"compiler/*", "tuning/*", "numerics.py", "measure/*"},
-    "ray": {"search/*"},
+    "ray": {"search/*", "spacetune/nodes.py"},
     "optuna": {"search/*", "space.py"},
     "rich": {"cli.py", "log.py"},
 }
