@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -22,10 +23,16 @@ class LocalNodes:
     """This machine as the one node: a chunk runs when it is submitted, holding the database's
     tuning lock (so no candidate of a search on this machine tunes meanwhile)."""
 
-    def __init__(self, db: TuningDatabase) -> None:
+    def __init__(self, db: TuningDatabase, profile: DeviceProfile) -> None:
+        from autotune.task import worker_env
+
         self.db = db
         self.names: Sequence[str] = (socket.gethostname(),)
         self._done: list[tuple[int, ChunkResult | BaseException]] = []
+        # MetaSchedule's runner workers measure with the profile's threads, as a search's workers do
+        env = worker_env(profile)
+        self._saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
 
     def submit(self, node: int, chunk: Chunk) -> None:
         try:
@@ -38,7 +45,11 @@ class LocalNodes:
         return self._done.pop(0)
 
     def close(self) -> None:
-        pass
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class RayNodes:

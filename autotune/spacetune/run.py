@@ -118,7 +118,7 @@ def tune_space(
     )  # fmt: skip
     from autotune.spacetune.nodes import LocalNodes, RayNodes
 
-    nodes = RayNodes(address, profile) if address else LocalNodes(db)
+    nodes = RayNodes(address, profile) if address else LocalNodes(db, profile)
     t0 = last = time.monotonic()
     trials = chunks = 0
     busy: dict[int, dict[str, int]] = {}
