@@ -62,7 +62,14 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -
         w.writerow([format_cell(r.get(c)) for c in (*COLUMNS, *extra)])
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
+    try:
+        with open(tmp, "w") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: the last good CSV stays in place
+        raise
     os.replace(tmp, path)
 
 

@@ -6,6 +6,7 @@ import csv
 import multiprocessing as mp
 import threading
 
+import pytest
 from conftest import BOARD_OBJECTIVES as OBJ
 from conftest import board_row as _row
 
@@ -21,12 +22,38 @@ def test_same_trial_recorded_twice_keeps_one_row(tmp_path):
     assert len(rows) == 1 and rows[0]["accuracy"] == 0.9
 
 
-def test_torn_last_line_is_ignored(tmp_path):
+def test_torn_last_line_is_skipped_with_a_warning_and_the_next_row_survives(tmp_path, caplog):
     board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
     board.add(_row(1, 0.9, 1.0))
     with open(tmp_path / "trials.jsonl", "a") as f:
-        f.write('{"trial_id": "t002", "sta')  # a crash mid-append
-    assert [r["trial_id"] for r in board.rewrite()] == ["t001"]
+        f.write('{"trial_id": "t002", "sta')  # power lost mid-append: no newline
+    with caplog.at_level("WARNING", logger="autotune.leaderboard.store"):
+        assert [r["trial_id"] for r in board.rewrite()] == ["t001"]
+    assert "skipped 1 torn line(s)" in caplog.text and "trials.jsonl" in caplog.text
+    board.add(_row(2, 0.8, 2.0))  # the resume re-runs t002: its row must not be glued to the torn line
+    assert [r["trial_id"] for r in board.rows()] == ["t001", "t002"]
+    assert [r["trial_id"] for r in read_leaderboard(tmp_path)] == ["t001", "t002"]
+
+
+def test_a_full_disk_keeps_the_last_good_csv(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    board = Leaderboard(tmp_path, objectives=OBJ, metric_columns=METRICS)
+    board.add(_row(1, 0.9, 1.0))
+    good = (tmp_path / "leaderboard.csv").read_bytes()
+    real_fsync = os.fsync
+
+    def full(fd):  # the disk fills while the new CSV is written
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("leaderboard.csv.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        board.add(_row(2, 0.8, 2.0))
+    assert err.value.errno == errno.ENOSPC
+    assert (tmp_path / "leaderboard.csv").read_bytes() == good and not (tmp_path / "leaderboard.csv.tmp").exists()
 
 
 def _writer(path, start, n):
