@@ -1,16 +1,26 @@
-"""Run directories: a run's name (it may not leave the results directory) and what a finished run holds."""
+"""Run directories: a run's name (it may not leave the results directory), the one driver that may
+write a run (``DriverLock``) and what a finished run holds."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
+import os
 import re
+import socket
+import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import SearchSpace
 from autotune.errors import UserError
 
-__all__ = ["leaderboard_csv", "read_run", "run_name_dir"]
+__all__ = ["DriverLock", "leaderboard_csv", "read_run", "run_name_dir"]
+
+log = logging.getLogger(__name__)
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -60,3 +70,71 @@ def leaderboard_csv(run: str | Path) -> Path:
             "no leaderboard.csv here", file=str(path), hint="pass a run directory such as results/first-run"
         )
     return csv_path
+
+
+class DriverLock:
+    """One driver per run directory: an ``flock`` on ``<run>/.driver.lock`` for the whole run, with the
+    holder's PID, host and start time written in the file.
+
+    A second driver (a search of the same name, or a ``--resume``) is refused with the holder's PID
+    and host. The kernel releases an ``flock`` when its process dies, so the lock of a killed driver
+    is free, and the next driver takes it over (saying whose it was). On a network filesystem the
+    lock is as good as the filesystem's ``flock`` (NFSv4: yes).
+    """
+
+    FILE = ".driver.lock"
+
+    def __init__(self, run_dir: str | Path, *, key: str = "--name") -> None:
+        self.path = Path(run_dir) / self.FILE
+        self.key = key
+        self._fd: int | None = None
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            UserError: another driver holds it (its PID and host in the message).
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            h = self._holder()
+            raise UserError(
+                f"the run is in use by another driver: PID {h.get('pid', '?')} on host {h.get('host', '?')}, "
+                f"since {h.get('started', '?')}",
+                file=str(self.path.parent),
+                key=self.key,
+                hint="wait for it to finish, or stop it (its finished trials are kept) and resume then",
+            ) from None
+        before = self._holder()
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if before and (before.get("pid"), before.get("host")) != (me["pid"], me["host"]):
+            log.info(
+                "taking over the run from a driver that stopped: PID %s on %s", before.get("pid"), before.get("host")
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock (the file stays; its contents name the last holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DriverLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
