@@ -8,8 +8,10 @@ every finished, pruned or failed trial to the leaderboard as it ends. The Optuna
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from autotune.leaderboard import Leaderboard
 from autotune.search.progress import Progress, ProgressHook
 from autotune.search.settings import RunConfig
 
-__all__ = ["SearchRun", "run_search", "start_ray"]
+__all__ = ["SearchRun", "disk_full", "run_search", "start_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,21 @@ def start_ray(address: str | None, profile: DeviceProfile) -> None:
                 os.environ.pop(k, None)
 
 
+def disk_full(err: BaseException) -> str | None:
+    """What filled up, when ``err`` (or an exception it was raised from) says the disk is full (ENOSPC,
+    EDQUOT, SQLite's "database or disk is full"); else None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{e.filename}: {e.strerror}" if e.filename else e.strerror or "no space left"
+        if "database or disk is full" in str(e) or "No space left on device" in str(e):
+            return str(e).splitlines()[0]
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_search(
     space: SearchSpace,
     profile: DeviceProfile,
@@ -148,6 +165,14 @@ def run_search(
             ready()
         run_dir.mkdir(parents=True, exist_ok=True)
         rows = _run(space, profile, run, run_dir, board, previous, callback)
+    except Exception as err:
+        if (where := disk_full(err)) is None:
+            raise
+        raise UserError(
+            f"the disk is full ({where}): the run stopped; its finished trials are in {run_dir / 'leaderboard.csv'}",
+            key="--results-dir",
+            hint=f"free some space, then continue with: autotune search --resume {run_dir}",
+        ) from None
     finally:
         if rows is not None and finish is not None:
             with ThreadPoolExecutor(1, thread_name_prefix="autotune-finish") as pool:
@@ -215,6 +240,11 @@ def _run(
         tune.with_parameters(run_trial, worker=worker), {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     )
     tune_path = run_dir / "tune"
+    lost = studies.requeue_lost(studies.open_study(space, run_dir), previous) if run.resume else 0
+    if lost:  # Tune's state counts those trials as done: go on from the study, the truth
+        log.warning("%d finished trials have no row (torn or not written): they run again", lost)
+        if tune_path.exists():
+            shutil.move(tune_path, run_dir / f"tune.before-{time.strftime('%Y%m%d-%H%M%S')}")
     if run.resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(
             str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False

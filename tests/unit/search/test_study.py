@@ -65,3 +65,60 @@ def test_priors_are_completed_warm_start_trials(space, tmp_path):
     studies.add_priors(study, (prior,))
     (t,) = study.trials
     assert t.state == TrialState.COMPLETE and t.values == [0.9, 3.0] and t.user_attrs == {"warm_start": True}
+
+
+def _rows(space):
+    """Leaderboard rows of tiny_cnn in each status (sampled parameters as the search stores them)."""
+    arch = {"arch.stages": 1, "arch.width_mult": 0.5, "arch.kernel_0": 3, "arch.se": False, "arch.act": "relu"}
+    train = {"train.optimizer": "adam", "train.lr": 0.005}
+    base = {**arch, **train}
+    return [
+        {"trial_id": "a", "status": "ok", "val_accuracy": 0.9, "accuracy": 0.85, "latency_ms": 1.0, **base},
+        {"trial_id": "b", "status": "infeasible", "val_accuracy": 0.8, "latency_ms": 60.0, **base},
+        {"trial_id": "c", "status": "infeasible", "latency_pred_ms": 70.0, **base},  # screened before training
+        {"trial_id": "d", "status": "pruned", **base},
+        {"trial_id": "e", "status": "failed", "error": "compile: boom", **base},
+    ]
+
+
+def test_an_unreadable_study_is_refused_and_rebuilt_from_the_rows(space, tmp_path):
+    from autotune.config.load import load_profile
+
+    (tmp_path / "study.db").write_bytes(b"this is not a SQLite database" * 100)
+    (tmp_path / "tune").mkdir()
+    with pytest.raises(UserError, match="study cannot be opened") as err:
+        studies.check_study(tmp_path, 5)
+    assert err.value.file == str(tmp_path / "study.db") and "--rebuild-study" in err.value.hint
+    rows = _rows(space)
+    profile = load_profile(REPO / "tests/fixtures/host_fast.yaml")
+    aside = studies.rebuild_study(space, profile, tmp_path, rows)
+    assert aside.read_bytes().startswith(b"this is not") and not (tmp_path / "tune").exists()
+    studies.check_study(tmp_path, 5)  # opens now
+    trials = optuna.load_study(study_name=studies.STUDY_NAME, storage=studies.storage(tmp_path)).trials
+    assert [t.user_attrs["trial_id"] for t in trials] == ["a", "b", "c", "d", "e"]
+    states = [t.state for t in trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED, TrialState.FAIL]
+    assert trials[0].values == [0.9, 1.0] and trials[1].values == [0.8, 60.0]  # selected on validation accuracy
+    assert trials[0].params == {k: v for k, v in rows[0].items() if k.startswith(("arch.", "train."))}
+    constraints = [t.system_attrs.get("constraints:latency_ms") for t in trials]  # latency_ms <= 50, as the search
+    assert constraints[0] < 0 and constraints[1] > 0 and constraints[2] > 0 and constraints[4] is None  # sets them
+
+
+def test_a_missing_study_is_refused(tmp_path):
+    with pytest.raises(UserError, match="the file is missing"):
+        studies.check_study(tmp_path, 0)
+
+
+def test_finished_trials_without_a_row_run_again(space, tmp_path):
+    study = studies.open_study(space, tmp_path)
+    dist = {"arch.stages": IntDistribution(1, 2)}
+    kept, torn = study.ask(dist), study.ask(dist)
+    study.tell(kept, [0.9, 1.0])
+    study.tell(torn, [0.8, 2.0])  # told COMPLETE, but its row was torn off trials.jsonl
+    studies.add_priors(study, ({"params": {"arch.stages": 1}, "distributions": dist, "values": [0.5, 1.0]},))
+    rows = [{"trial_id": "k", "study_trial": kept.number}]
+    assert studies.requeue_lost(study, rows) == 1
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == torn.number
+    assert retry.system_attrs["fixed_params"] == {"arch.stages": torn.params["arch.stages"]}
+    assert studies.requeue_lost(study, rows) == 0  # once
