@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,35 @@ from autotune.leaderboard.row import LeaderboardRow, now
 from autotune.search.progress import Progress, ProgressHook
 from autotune.space import PARAM_PREFIXES
 
-__all__ = ["RunRecorder", "make_callback"]
+__all__ = ["RunRecorder", "lost_node", "make_callback"]
 
 log = logging.getLogger(__name__)
 
 
-def _tail(path: str | None) -> str:
-    """The last line of Tune's ``error.txt`` for a trial whose worker raised or died."""
+#: How Ray says that a trial's process died with its node (a worker node lost, preempted, rebooted).
+_NODE_DIED = re.compile(r"node (?:has )?died|NodeDiedError|node \S+ is dead", re.I)
+
+
+def lost_node(error: str, trial: Any = None) -> str | None:
+    """The node a trial was lost with, when Ray's error says its node died (IP, node id or host);
+    else None."""
+    if not _NODE_DIED.search(error):
+        return None
+    ip = re.search(r"\bip:\s*([0-9a-fA-F.:]+[0-9a-fA-F])", error, re.I)
+    node_id = re.search(r"[Nn]ode (?:ID|Id|id):?\s*([0-9a-f]{8,})", error)
+    parts = [ip.group(1) if ip else None, node_id.group(1)[:12] if node_id else None]
+    location = getattr(getattr(trial, "temporary_state", None), "location", None) or getattr(trial, "location", None)
+    host = getattr(location, "hostname", None)
+    return " ".join(p for p in parts if p) or host or "unknown node"
+
+
+def _tail(path: str | None, *, full: bool = False) -> str:
+    """The last line of Tune's ``error.txt`` for a trial whose worker raised or died (``full``: all of it)."""
     if not path or not Path(path).exists():
         return "the trial's process died (killed, or out of memory)"
     lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if full:
+        return "\n".join(lines)
     return lines[-1][:500] if lines else "unknown error"
 
 
@@ -36,7 +56,9 @@ class RunRecorder:
     Tune calls the ``trial_*`` hooks (through ``make_callback``) in the driver: ``trial_start`` when
     a trial's worker starts it, ``trial_result`` for every report (stage names, epochs, the final
     row), ``trial_complete`` when it returned (its final row, or a ``pruned`` row when ASHA stopped
-    it) and ``trial_error`` when its worker raised or died (a ``failed`` row).
+    it) and ``trial_error`` when its worker raised or died (a ``failed`` row). A trial lost with its
+    node (Ray says the node died) is a ``failed`` row ``node lost: <node>``, and its parameters are
+    enqueued in the study to run again, once: the search goes on with the nodes left.
     """
 
     def __init__(self, *, board: Leaderboard, run: str, profile: DeviceProfile, progress: Progress) -> None:
@@ -45,6 +67,7 @@ class RunRecorder:
         self.drift_threshold = board.drift_threshold
         self.started: dict[str, str] = {}
         self.live: dict[str, Any] = {}  # trial id -> Tune trial, while it runs
+        self.requeued: set[str] = set()  # parameter sets lost with a node and run again (once each)
         self.on_progress: ProgressHook | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the run config
@@ -102,7 +125,30 @@ class RunRecorder:
         self.record(row)
 
     def trial_error(self, trial: Any) -> None:
-        self.record(self._base_row(trial, "failed", _tail(trial.error_file)))
+        error = _tail(trial.error_file, full=True)
+        node = lost_node(error, trial)
+        if node is None:
+            self.record(self._base_row(trial, "failed", _tail(trial.error_file)))
+            return
+        row = self._base_row(trial, "failed", f"node lost: {node}")
+        self.record(row)
+        params = {k: v for k, v in row.items() if k.startswith(PARAM_PREFIXES) and v is not None}
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key in self.requeued:
+            log.warning("trial %s was lost with node %s again; it is not run a third time", trial.trial_id, node)
+            return
+        self.requeued.add(key)
+        self.requeue(params, trial.trial_id)
+        log.warning("trial %s was lost with node %s; its parameters run again", trial.trial_id, node)
+
+    def requeue(self, params: dict[str, Any], trial_id: str) -> None:
+        """Enqueue ``params`` in the run's study: the sampler's next trial runs them again."""
+        import optuna
+
+        from autotune.search.study import STUDY_NAME, storage
+
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage(self.board.run_dir))
+        study.enqueue_trial(params, user_attrs={"retry_of": trial_id})
 
     def _warn(self, row: dict[str, Any], traceback_file: str | None) -> None:
         """Name a trial that ended in an error of the user's or of ours on the console."""

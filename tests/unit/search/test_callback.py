@@ -93,3 +93,50 @@ def test_pickling_drops_the_display_hook_and_live_trials(recorder):
     recorder.trial_start(_trial("a"))
     state = recorder.__getstate__()
     assert state["on_progress"] is None and state["live"] == {}
+
+
+#: What Ray Tune writes in a trial's error.txt when the node it ran on dies (ActorDiedError's text).
+NODE_DIED = """Failure # 1 (occurred at 2026-11-26_03-12-09)
+ray::ImplicitFunc.train() (pid=4242, ip=10.0.0.7, actor_id=8f1c)
+ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.
+\tclass_name: ImplicitFunc
+\tactor_id: 8f1c2a
+\tpid: 4242
+\tip: 10.0.0.7
+The actor is dead because its node has died. Node Id: 3f9d0c1e2b4a5968
+"""
+
+
+def test_a_trial_lost_with_its_node_is_failed_and_run_again_once(recorder, tmp_path, space_study):
+    err = tmp_path / "node.txt"
+    err.write_text(NODE_DIED)
+    recorder.trial_start(_trial("lost"))
+    recorder.trial_error(_trial("lost", error_file=str(err)))
+    (row,) = recorder.board.rows()
+    assert row["status"] == "failed" and row["error"] == "node lost: 10.0.0.7 3f9d0c1e2b4a"
+    waiting = [t for t in space_study().trials if t.state.name == "WAITING"]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"arch.stages": 2, "train.lr": 0.01}]
+    assert waiting[0].user_attrs["retry_of"] == "lost"
+    recorder.trial_error(_trial("lost-again", error_file=str(err)))  # the same parameters lost again
+    assert len([t for t in space_study().trials if t.state.name == "WAITING"]) == 1
+    assert [r["error"] for r in recorder.board.rows()] == ["node lost: 10.0.0.7 3f9d0c1e2b4a"] * 2
+
+
+def test_other_errors_are_not_node_loss():
+    from autotune.search.callback import lost_node
+
+    assert lost_node("RuntimeError: boom") is None
+    assert lost_node("Task was killed due to the node running low on memory.") is None
+    assert lost_node("ray.exceptions.NodeDiedError: ...") == "unknown node"
+
+
+@pytest.fixture
+def space_study(tmp_path):
+    """The run's study (the one the recorder enqueues into), opened on tiny_cnn; returns a loader."""
+    import optuna
+
+    from autotune.search import study as studies
+    from autotune.validate import load_space
+
+    studies.open_study(load_space(REPO / "tests/fixtures/tiny_cnn.yaml"), tmp_path)
+    return lambda: optuna.load_study(study_name=studies.STUDY_NAME, storage=studies.storage(tmp_path))
