@@ -89,6 +89,7 @@ def search(
     constraint_first: bool = RunConfig.constraint_first,
     reference_every: int = RunConfig.reference_every,
     on_progress: Any = None,
+    rebuild_study: bool = False,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (dicts, columns as in ``leaderboard.csv``).
 
@@ -107,6 +108,10 @@ def search(
     ``autotune.screening``); every ``reference_every`` trials the reference model is re-timed
     to detect drift (0: never).
     A resumed run keeps the settings it started with (``run.json``); only ``address`` may change.
+    One driver at a time may run a run directory: another is refused with the holder's PID and host.
+    A resumed run whose ``study.db`` cannot be opened is refused unless ``rebuild_study``: then the
+    study is rebuilt from ``trials.jsonl`` (one finished trial per leaderboard row) and the old one
+    kept beside it.
     ``device`` may list several profiles: every candidate is then compiled, checked and timed on each;
     the first device's figures fill the usual columns, the others' ``<column>@<profile name>`` (see
     ``autotune.search.launch.check_devices``), and objectives or constraints may name a device
@@ -131,6 +136,7 @@ def search(
         warm_start=warm_start,
         on_progress=on_progress,
         on_finish=report,
+        rebuild_study=rebuild_study,
     )
 
 

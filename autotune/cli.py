@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None, help="join a Ray cluster: 'auto' or ray://host:port")
     s.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     s.add_argument(
+        "--rebuild-study",
+        action="store_true",
+        help="with --resume: rebuild the run's Optuna study (study.db) from its trials.jsonl",
+    )
+    s.add_argument(
         "--warm-start",
         metavar="RUN_DIR",
         default=None,
@@ -208,6 +213,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 warm_start=args.warm_start,
                 **config.to_json(),
                 on_progress=on_progress,
+                rebuild_study=args.rebuild_study,
             )
         except KeyboardInterrupt:
             live.stop()

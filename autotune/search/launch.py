@@ -67,8 +67,11 @@ def search(
     warm_start: str | Path | None = None,
     on_progress: ProgressHook | None = None,
     on_finish: Callable[[Path], Any] | None = None,
+    rebuild_study: bool = False,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (see ``autotune.api.search``).
+
+    One driver at a time may run a run directory (``autotune.runs.DriverLock``).
 
     Args:
         config: the run options; a resumed run's own ``run.json`` replaces them.
@@ -76,22 +79,59 @@ def search(
             API draws the report).
 
     Raises:
-        UserError: a bad space or profile, a run that already exists (without ``resume``), an
-            unreachable cluster.
+        UserError: a bad space or profile, a run that already exists (without ``resume``), a run
+            another driver is running, a resumed run whose study cannot be opened (without
+            ``rebuild_study``), an unreachable cluster.
     """
-    from autotune.catalog import resolve_profile_path, resolve_space_path
-    from autotune.config.load import load_profile
-    from autotune.preflight import preflight
-    from autotune.runs import run_name_dir
-    from autotune.search.driver import SearchRun, run_search
-    from autotune.validate import load_space
+    from autotune.runs import DriverLock, run_name_dir
 
     name = name or time.strftime("run-%Y%m%d-%H%M%S")
     run_dir = run_name_dir(results_dir, name)
+    if resume and not (run_dir / "space.yaml").exists():
+        raise UserError(f"no run to resume at {run_dir}", key="--resume")
+    if rebuild_study and not resume:
+        raise UserError("--rebuild-study rebuilds a resumed run's study", key="--rebuild-study",
+                        hint="use it with --resume RUN_DIR")  # fmt: skip
+    fresh = not run_dir.exists()
+    lock = DriverLock(run_dir, key="--resume" if resume else "--name")
+    lock.acquire()  # before any work: a second driver on this run is refused at once
+    try:
+        return _search(space, device, config, name, run_dir, address=address, resume=resume, enqueue=enqueue,
+                       warm_start=warm_start, on_progress=on_progress, on_finish=on_finish,
+                       rebuild_study=rebuild_study)  # fmt: skip
+    except UserError:
+        if fresh and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {DriverLock.FILE}:
+            (run_dir / DriverLock.FILE).unlink(missing_ok=True)
+            run_dir.rmdir()  # a failed check leaves no empty run behind
+        raise
+    finally:
+        lock.release()
+
+
+def _search(
+    space: str | Path | None,
+    device: str | Path | Sequence[str | Path] | None,
+    config: RunConfig,
+    name: str,
+    run_dir: Path,
+    *,
+    address: str | None,
+    resume: bool,
+    enqueue: Sequence[Mapping[str, Any]],
+    warm_start: str | Path | None,
+    on_progress: ProgressHook | None,
+    on_finish: Callable[[Path], Any] | None,
+    rebuild_study: bool,
+) -> list[dict[str, Any]]:
+    """``search`` once the run directory's driver lock is held."""
+    from autotune.catalog import resolve_profile_path, resolve_space_path
+    from autotune.config.load import load_profile
+    from autotune.preflight import preflight
+    from autotune.search.driver import SearchRun, run_search
+    from autotune.validate import load_space
+
     saved_space, saved_profile = run_dir / "space.yaml", run_dir / "profile.yaml"
     if resume:
-        if not saved_space.exists():
-            raise UserError(f"no run to resume at {run_dir}", key="--resume")
         space_path, profile_path = saved_space, saved_profile
         other_paths = [run_dir / f"profile@{n}.yaml" for n in read_run_devices(run_dir)]
         saved = RunConfig.read(run_dir)
@@ -113,6 +153,8 @@ def search(
     prof = load_profile(profile_path)
     others = tuple(load_profile(p) for p in other_paths)
     check_devices(sp, prof, others, space_file=str(space_path))
+    if resume:
+        _check_study(sp, prof, run_dir, rebuild=rebuild_study)
     warm = _warm_start(warm_start, sp) if warm_start is not None and not resume else None
     run = SearchRun(
         name=name,
@@ -124,7 +166,6 @@ def search(
         priors=warm.priors if warm else (),
         others=others,
     )
-    fresh = not run_dir.exists()
     # The checks that need torch and TVM run while Ray starts (both take seconds); no trial starts,
     # and nothing is written to the run directory, before they pass.
     with ThreadPoolExecutor(1, thread_name_prefix="autotune-preflight") as pool:
@@ -145,14 +186,22 @@ def search(
                     shutil.copyfile(path, run_dir / f"profile@{other.name}.yaml")
                 config.write(run_dir, version=_version(), devices=[o.name for o in others])
 
-        try:
-            # the report is drawn while Ray shuts down
-            finish = None if on_finish is None else lambda: on_finish(run_dir)
-            return run_search(sp, prof, run, on_progress=on_progress, ready=ready, finish=finish)
-        except UserError:
-            if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
-                run_dir.rmdir()  # a failed check leaves no empty run behind
-            raise
+        # the report is drawn while Ray shuts down
+        finish = None if on_finish is None else lambda: on_finish(run_dir)
+        return run_search(sp, prof, run, on_progress=on_progress, ready=ready, finish=finish)
+
+
+def _check_study(space: SearchSpace, profile: DeviceProfile, run_dir: Path, *, rebuild: bool) -> None:
+    """A resumed run's study must open; with ``rebuild`` it is rebuilt from ``trials.jsonl`` first."""
+    from autotune.config.search_space import METRICS
+    from autotune.leaderboard import Leaderboard
+    from autotune.search import study as studies
+
+    rows = Leaderboard(run_dir, objectives=space.objectives, metric_columns=METRICS).rows()
+    if rebuild:
+        aside = studies.rebuild_study(space, profile, run_dir, rows)
+        log.warning("study rebuilt from trials.jsonl: %d finished trials; the old one is %s", len(rows), aside.name)
+    studies.check_study(run_dir, len(rows))
 
 
 def _warm_start(source: str | Path, space: SearchSpace) -> Any:
