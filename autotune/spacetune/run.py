@@ -156,7 +156,9 @@ def tune_space(
                         failed.add(k)
             now = time.monotonic()
             with db.writing():
-                db.add_space_spent(str(target), key, now - last, {"space": space.name, "samples": samples})
+                db.add_space_spent(
+                    str(target), key, now - last, {"space": space.name, "samples": samples, "seed": seed}
+                )
             last = now
             done = sum(1 for w in workloads if latency.get(w.key))
             measured = 0 if isinstance(result, BaseException) else result.measured
