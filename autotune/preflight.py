@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
@@ -55,8 +56,10 @@ def preflight(
     space_file: str | None = None,
     samples: int = SAMPLES,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> ModelCheck:
-    """Run every check that needs torch or TVM for ``space`` on ``profile``.
+    """Run every check that needs torch or TVM for ``space`` on ``profile``: the target, the runner,
+    the data set (loaded; decoded image folders cached in ``cache_dir``) and a few sampled builds.
 
     Raises:
         UserError: naming the file and key of the first check that fails (see the module docstring).
@@ -66,7 +69,7 @@ def preflight(
 
     check_profile(profile, file=profile_file)
     RUNNERS.get(profile.runner.kind, file=profile_file, key="runner.kind").check(profile, file=profile_file)
-    return check_model(space, profile, file=space_file, samples=samples, seed=seed)
+    return check_model(space, profile, file=space_file, samples=samples, seed=seed, cache_dir=cache_dir)
 
 
 class _Corner:
@@ -137,7 +140,13 @@ def _load_builder(space: SearchSpace, family: Any, *, file: str | None) -> Any:
 
 
 def check_model(
-    space: SearchSpace, profile: DeviceProfile, *, file: str | None = None, samples: int = SAMPLES, seed: int = 0
+    space: SearchSpace,
+    profile: DeviceProfile,
+    *,
+    file: str | None = None,
+    samples: int = SAMPLES,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> ModelCheck:
     """Import the model family's builder, check its signature and build ``samples`` configurations.
 
@@ -150,7 +159,7 @@ def check_model(
     from autotune.models import build_model
     from autotune.task import make_trial_config, prepare_task
 
-    task = prepare_task(space, profile)
+    task = prepare_task(space, profile, cache_dir=cache_dir)
     _load_builder(space, task.family, file=file)
     shape, classes = task.data.input_shape, task.data.num_classes
     failures: list[str] = []

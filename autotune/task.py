@@ -61,12 +61,19 @@ class Task:
         return model, {"macs": macs, "params": n_params}
 
 
-def prepare_task(space: SearchSpace, profile: DeviceProfile, *, others: tuple[DeviceProfile, ...] = ()) -> Task:
+def prepare_task(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    *,
+    others: tuple[DeviceProfile, ...] = (),
+    cache_dir: str | Path | None = None,
+) -> Task:
     """Load the data set, resolve the model family and validate the compression settings (once per
-    worker)."""
+    worker). ``cache_dir`` (the run's ``cache/``) keeps decoded image folders for the run's workers."""
     t = space.task
     data = load_data(
         t.data,
+        cache_dir=Path(cache_dir) if cache_dir else None,
         val=t.split.val,
         test=t.split.test,
         seed=t.split.seed,

@@ -27,6 +27,7 @@ from autotune.config.search_space import (
     TRAIN_KEYS,
     TRAINED_METRICS,
     CategoricalParam,
+    DataFiles,
     SearchSpace,
 )
 from autotune.errors import UserError
@@ -140,12 +141,29 @@ def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> Non
                     )
 
 
+def _check_files(files: DataFiles, space: SearchSpace, *, file: str) -> None:
+    """What can be seen of file data without reading it: the path exists; images have a shape.
+    The contents are read (and refused with the data file named) by pre-flight."""
+    path = Path(files.path)
+    key = f"task.data.{files.kind}"
+    if not path.exists():
+        raise UserError(f"no such {'folder' if files.kind == 'images' else 'file'}: {files.path}", file=file,
+                        key=key, hint="relative paths are read from the working directory")  # fmt: skip
+    if files.kind == "images" and not path.is_dir():
+        raise UserError(f"not a folder: {files.path}", file=file, key=key)
+    if files.kind == "images" and not space.task.input_shape:
+        raise UserError("an image folder needs an input shape to resize to", file=file, key="task.input_shape",
+                        hint="e.g. [3, 32, 32]")  # fmt: skip
+
+
 def check_space(space: SearchSpace, *, file: str) -> None:
     """Check what needs the registries: task names, the family's parameters and their values."""
     from autotune.data import DATASETS
 
     t = space.task
-    if ":" in t.data:
+    if isinstance(t.data, DataFiles):
+        _check_files(t.data, space, file=file)
+    elif ":" in t.data:
         find_plugin(t.data, file=file, key="task.data")
     else:
         DATASETS.get(t.data, file=file, key="task.data")

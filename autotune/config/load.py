@@ -68,7 +68,11 @@ def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 def _best_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     # Inside a union pydantic reports one error per member; the deepest location is the one that
     # matched the user's intent (e.g. the 'int' member when type: int was written).
-    return max(errors, key=lambda e: (e["type"] != "union_tag_invalid", len(e["loc"])))
+    # A mapping given where a scalar or a model may go (task.data) meant the model: its error wins.
+    def scalar_miss(e: dict[str, Any]) -> bool:
+        return e["type"].endswith("_type") and isinstance(e.get("input"), dict | list)
+
+    return max(errors, key=lambda e: (e["type"] != "union_tag_invalid", not scalar_miss(e), len(e["loc"])))
 
 
 _PARAM_TYPES = ("categorical", "int", "float")

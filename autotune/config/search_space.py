@@ -20,6 +20,7 @@ from pydantic import (
 __all__ = [
     "CategoricalParam",
     "Constraint",
+    "DataFiles",
     "FloatParam",
     "IntParam",
     "DEVICE_METRICS",
@@ -162,13 +163,58 @@ class Split(_Strict):
     seed: int = 0
 
 
+class DataFiles(_Strict):
+    """The user's own data from files, no code: exactly one of ``npz``, ``images``, ``csv`` (paths
+    relative to the working directory)."""
+
+    npz: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A .npz file with arrays x and y (split like digits), or pre-split x_train, y_train, x_val, "
+        "y_val, x_test, y_test; integer labels.",
+    )
+    images: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A folder with one sub-folder of images per class (the sub-folder's name is the class); "
+        "decoded with Pillow, resized to task.input_shape [C, H, W] (C 1 or 3), normalised.",
+    )
+    csv: str | None = Field(
+        default=None, min_length=1, description="A CSV file with a header: numeric feature columns and a label."
+    )
+    label: str | None = Field(default=None, min_length=1, description="The CSV's label column (csv only).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataFiles:
+        given = [k for k in ("npz", "images", "csv") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of npz, images, csv (got {', '.join(given) or 'none'})")
+        if (self.label is not None) != (self.csv is not None):
+            raise ValueError("'label' names the label column of a csv source, and a csv source needs it")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``npz``, ``images`` or ``csv``."""
+        return next(k for k in ("npz", "images", "csv") if getattr(self, k))
+
+    @property
+    def path(self) -> str:
+        """The file or folder."""
+        return str(getattr(self, self.kind))
+
+
 class Task(_Strict):
     """What is learned: a data set and a model family (registry names or ``module:function``)."""
 
-    data: str = Field(description="Data set: a registered name (digits, synthetic) or 'pkg.module:load'.")
+    data: str | DataFiles = Field(
+        description="Data set: a registered name (digits, synthetic), 'pkg.module:load', or files: "
+        "{npz: path}, {images: folder}, {csv: path, label: column}."
+    )
     model: str = Field(description="Model family: a registered name (mobilenet, mlp) or 'pkg.module:build'.")
     input_shape: list[int] | None = Field(
-        default=None, description="Input shape without the batch axis; needed for synthetic data."
+        default=None,
+        description="Input shape without the batch axis; needed for synthetic data and image folders.",
     )
     num_classes: int | None = Field(default=None, ge=1)
     split: Split = Split()

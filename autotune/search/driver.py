@@ -329,7 +329,7 @@ def _tune_finalists(
     rows = [r for r in board.rewrite() if r.get("pareto_rank") == 1 and not r.get("latency_tuned_ms")]
     column, sign = metric_column(first), -1 if space.objectives[first] == "max" else 1
     rows.sort(key=lambda r: sign * (r.get(column) or 0))
-    task = prepare_task(space, profile)
+    task = prepare_task(space, profile, cache_dir=run_dir / "cache")
     t0 = time.monotonic()
     for row in rows[: cfg.finalists]:
         if time_left_s is not None and time.monotonic() - t0 >= time_left_s:

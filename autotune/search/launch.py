@@ -172,7 +172,7 @@ def _search(
 
         def check() -> None:
             for profile, path in ((prof, profile_path), *zip(others, other_paths, strict=True)):
-                preflight(sp, profile, profile_file=str(path), space_file=str(space_path))
+                preflight(sp, profile, profile_file=str(path), space_file=str(space_path), cache_dir=run_dir / "cache")
 
         checked = pool.submit(check)
 

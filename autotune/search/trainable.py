@@ -135,7 +135,7 @@ class Worker:
         ctx = tune.get_context()
         trial_id = ctx.get_trial_id()
         torch.set_num_threads(max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1))))
-        task = prepare_task(self.space, self.profile, others=self.others)
+        task = prepare_task(self.space, self.profile, others=self.others, cache_dir=Path(self.run_dir) / "cache")
         self.warm()
         number = config.get("study_trial")
         params = {k: v for k, v in config.items() if k.startswith(PARAM_PREFIXES)}

@@ -1,17 +1,20 @@
-"""Data sets: a registry of loaders, and plug-in loaders named ``'pkg.module:load'``.
+"""Data sets: a registry of loaders, plug-in loaders named ``'pkg.module:load'``, and the user's files.
 
 A loader takes the split settings and returns a ``DataSplits`` of numpy arrays. Everything here
-works offline: digits ships inside scikit-learn; synthetic data is generated.
+works offline: digits ships inside scikit-learn; synthetic data is generated; ``files`` reads
+``task.data: {npz: …}``, ``{images: …}`` and ``{csv: …, label: …}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autotune.config.search_space import DataFiles
 from autotune.errors import UserError
 from autotune.plugins import load_plugin
 from autotune.registry import Registry
@@ -116,8 +119,61 @@ def _plugin(ref: str, *, seed: int, **_: Any) -> DataSplits:
     return DataSplits(*(v for pair in arrays for v in pair), num_classes=num_classes)
 
 
-def load_data(task_data: str, **kwargs: Any) -> DataSplits:
-    """Load a registered data set or a plug-in (``'pkg.module:load'``, imported by ``autotune.plugins.load_plugin``)."""
+def _standardise(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Scale x_train, x_val, x_test (every other entry) by the training split's mean and std per
+    channel (images) or feature (tables)."""
+    x_train = parts[0]
+    axes = tuple(i for i in range(x_train.ndim) if i != 1)
+    mean = x_train.mean(axis=axes, keepdims=True)
+    std = x_train.std(axis=axes, keepdims=True) + 1e-6
+    return [((p - mean) / std).astype(np.float32) if i % 2 == 0 else p for i, p in enumerate(parts)]
+
+
+def _files(
+    files: DataFiles,
+    *,
+    val: float,
+    test: float,
+    seed: int,
+    input_shape: list[int] | None = None,
+    num_classes: int | None = None,
+    cache_dir: Path | None = None,
+    **_: Any,
+) -> DataSplits:
+    """``task.data`` given as files (``autotune.data.files``), split as digits is."""
+    from autotune.data.files import read_files
+
+    got = read_files(files, input_shape=input_shape, cache_dir=cache_dir)
+    key = f"task.data.{files.kind}"
+    if "x" in got:
+        try:
+            parts = list(_split(np.asarray(got["x"], dtype=np.float32), got["y"], val, test, seed))
+        except ValueError as err:
+            raise UserError(f"the data cannot be split: {err}", file=files.path, key=key,
+                            hint="each class needs a few samples in every split") from None  # fmt: skip
+    else:
+        parts = [np.asarray(got[k], dtype=np.float32) if k.startswith("x") else got[k] for k in got]
+    if files.kind != "npz":
+        parts = _standardise(parts)
+    shape = parts[0].shape[1:]
+    if files.kind != "images" and input_shape and tuple(input_shape) != shape:
+        raise UserError(f"the samples have shape {list(shape)}, not task.input_shape {list(input_shape)}",
+                        file=files.path, key="task.input_shape")  # fmt: skip
+    if any(p.shape[1:] != shape for p in parts[::2]):
+        raise UserError("x_train, x_val and x_test must have the same sample shape", file=files.path, key=key)
+    found = int(max(int(y.max()) for y in parts[1::2]) + 1)
+    classes = num_classes or len(got.get("classes") or ()) or found
+    if classes < 2 or found > classes:
+        raise UserError(f"{found} classes found, task.num_classes is {classes}" if found > classes
+                        else "the data has a single class", file=files.path, key=key)  # fmt: skip
+    return DataSplits(*parts, num_classes=classes)
+
+
+def load_data(task_data: str | DataFiles, *, cache_dir: Path | None = None, **kwargs: Any) -> DataSplits:
+    """Load a registered data set, a plug-in (``'pkg.module:load'``, imported by
+    ``autotune.plugins.load_plugin``) or files (``DataFiles``; decoded images cached in ``cache_dir``)."""
+    if isinstance(task_data, DataFiles):
+        return _files(task_data, cache_dir=cache_dir, **kwargs)
     if ":" in task_data:
         return _plugin(task_data, **kwargs)
     return DATASETS.get(task_data, key="task.data")(**kwargs)
