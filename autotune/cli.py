@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--pareto", action="store_true", help="only the Pareto front (pareto_rank 1)")
     lb.add_argument("--sort", default=None, help="column to sort by (default: pareto_rank, then latency_ms)")
     lb.add_argument("--json", action="store_true", help="print rows as JSON on stdout")
+    lb.add_argument(
+        "--columns",
+        default=None,
+        help="comma-separated columns to show (default: the summary columns and sampled parameters that fit)",
+    )
 
     rp = sub.add_parser("report", help="(re)write a run's pareto.png and report.html")
     rp.add_argument("run_dir")
@@ -115,7 +121,7 @@ def _console(stderr: bool = True) -> Any:
     from rich.console import Console
 
     console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 160)  # pipes and CI logs: do not squeeze tables
     return console
 
@@ -150,12 +156,39 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)] or list(
-        autotune.SUMMARY_COLUMNS
-    )
-    params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
-    _console(stderr=False).print(_table(rows, cols + params[:6], f"{csv_path} ({len(rows)} rows)"))
+    console = _console(stderr=False)
+    if args.columns:
+        cols = [c.strip() for c in args.columns.split(",") if c.strip()]
+        known = list(dict.fromkeys(k for r in rows for k in r)) or list(autotune.COLUMNS)
+        for c in cols:
+            if c not in known:
+                from autotune.registry import closest
+
+                near = closest(c, known)
+                raise UserError(f"no column {c!r} in {csv_path}", key="--columns",
+                                hint=f"did you mean {near!r}?" if near else None)  # fmt: skip
+        dropped: list[str] = []
+    else:
+        wanted = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+        params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
+        cols, dropped = _fit_columns(rows, wanted + params, console.width)
+    console.print(_table(rows, cols, f"{csv_path} ({len(rows)} rows)"))
+    if dropped:
+        console.print(f"{len(dropped)} more columns ({', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}): "
+                      "choose with --columns, or --json for all")  # fmt: skip
     return 0
+
+
+def _fit_columns(rows: list[dict[str, Any]], cols: list[str], width: int) -> tuple[list[str], list[str]]:
+    """The leading ``cols`` whose cells fit ``width`` characters unwrapped (at least two), and the rest."""
+    used, kept = 1, []
+    for i, c in enumerate(cols):
+        cell = max([len(c), *(len(format_value(r.get(c))) for r in rows)])
+        if used + cell + 3 > width and len(kept) >= 2:
+            return kept, cols[i:]
+        used += cell + 3
+        kept.append(c)
+    return kept, []
 
 
 def _progress_renderable(p: Any) -> Any:

@@ -92,3 +92,28 @@ def test_leaderboard_command(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path), "--sort", "latency_ms", "--json"]) == 0
     assert [r["trial_id"] for r in json.loads(capsys.readouterr().out)] == ["a", "b", "c"]
     assert main(["leaderboard", str(tmp_path), "--sort", "nope"]) == 1
+
+
+def test_the_terminal_leaderboard_fits_80_columns(tmp_path):
+    board = Leaderboard(tmp_path, objectives={"accuracy": "max", "latency_ms": "min"}, metric_columns=METRICS)
+    for i in range(5):
+        board.add({"trial_id": f"6191e15{i}", "status": "ok", "accuracy": 0.91234 + i / 100, "val_accuracy": 0.9,
+                   "latency_ms": 0.0123 * (i + 1), "latency_tuned_ms": 0.01, "latency_cov": 0.013, "energy_mj": 0.2,
+                   "size_bytes": 123456, "macs": 2071040, "deploy_precision": "int8",
+                   "speedup_vs_uncompressed": 1.8, "arch.width_mult": 0.75, "arch.kernel_0": 5,
+                   "started_at": str(i)})  # fmt: skip
+    env = {**__import__("os").environ, "COLUMNS": "80"}
+    r = subprocess.run([sys.executable, "-m", "autotune.cli", "leaderboard", str(tmp_path)], capture_output=True,
+                       text=True, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "6191e150" in r.stdout and "0.9223" in r.stdout  # whole cells, not wrapped into slivers
+    assert "more columns" in r.stdout and "--columns" in r.stdout
+    chosen = subprocess.run([sys.executable, "-m", "autotune.cli", "leaderboard", str(tmp_path), "--columns",
+                             "trial_id,arch.kernel_0,macs"], capture_output=True, text=True, env=env)  # fmt: skip
+    header = next(line for line in chosen.stdout.splitlines() if "trial_id" in line)
+    assert "arch.kernel_0" in header and "macs" in header and "latency_ms" not in header
+    bad = subprocess.run([sys.executable, "-m", "autotune.cli", "leaderboard", str(tmp_path), "--columns", "latncy_ms"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 1 and "--columns" in bad.stderr and "did you mean 'latency_ms'" in bad.stderr
