@@ -18,6 +18,7 @@ from typing import Any
 from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import changes_structure, compress, plan_compression, prepare
 from autotune.constraints import violations
+from autotune.curves import Curves
 from autotune.deploy import deploy, on_other_device, time_fp32, tuning_request
 from autotune.errors import CandidateFailed
 from autotune.leaderboard.row import LeaderboardRow, now
@@ -49,6 +50,7 @@ def evaluate(
     screening: Screening | None = None,
     reference: bool = False,
     node: str | None = None,
+    curves_dir: str | Path | None = None,
 ) -> LeaderboardRow:
     """Build, (screen,) train, compress, compile, verify and measure one candidate: its row.
 
@@ -68,6 +70,8 @@ def evaluate(
             reference); default ``<work_dir>/../../cache``.
         reference: also re-time the drift reference network (``reference_latency_ms``).
         node: the cluster node the trial ran on (the ``node`` column).
+        curves_dir: where the training curves go (``autotune.curves``; the run's
+            ``tensorboard/<trial_id>``); None: not written.
     """
     import torch
 
@@ -84,14 +88,18 @@ def evaluate(
         if on_stage:
             on_stage(name)
 
+    curves = Curves(curves_dir)
     try:
         status, error = _stages(config, task, records, work=work, cache=cache, lock=lock, tuning_db=tuning_db,
-                                screening=screening, on_epoch=on_epoch, enter=enter, run=run)  # fmt: skip
+                                screening=screening, on_epoch=on_epoch, enter=enter, run=run,
+                                on_curve=curves.add)  # fmt: skip
     except CandidateFailed as err:
         log.info("trial %s failed in %s: %s", config.trial_id, err.stage, err.reason)
         status, error = "failed", str(err)
     except (MemoryError, torch.OutOfMemoryError) as err:
         status, error = "failed", f"{stage[0]}: out of memory: {err}"
+    finally:
+        curves.close()
     if reference:
         enter("re-timing the reference model (drift check)")
         t0, waited0 = time.perf_counter(), lock.waited_s
@@ -118,6 +126,7 @@ def _stages(
     on_epoch: EpochHook | None,
     enter: Callable[[str], None],
     run: str,
+    on_curve: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[str, str | None]:
     """The stage sequence; each stage's record goes into ``records`` (``LeaderboardRow.from_records``'s
     keywords) as it is made. Returns (status, error) unless a stage raises ``CandidateFailed``."""
@@ -152,7 +161,8 @@ def _stages(
         ctx, records["pass_columns"] = prepare(plan, ctx)  # distillation: the run's teacher, trained once
     enter("train")
     if config.train is not None:
-        trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch, loss=ctx.loss)
+        trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch, loss=ctx.loss,
+                        on_curve=on_curve)  # fmt: skip
     else:
         trained = TrainedModel(model=model, val_accuracy=None, accuracy=None, epochs=0, train_s=0.0)
     records["trained"] = trained

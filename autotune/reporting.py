@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autotune.curves import read_curves
 from autotune.errors import UserError
 from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
 from autotune.space import PARAM_PREFIXES
@@ -117,6 +118,56 @@ th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}.err td{text
 img{max-width:100%;border:1px solid #eee}code{background:#f3f5f8;padding:1px 4px}"""
 
 
+def _polyline_svg(title: str, series: Mapping[str, Sequence[float]], colours: Sequence[str]) -> str:
+    """A small line chart (no axes library): each series over the epochs, scaled to the chart's range."""
+    width, height, pad = 240, 110, 18
+    values = [v for ys in series.values() for v in ys]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    n = max(len(ys) for ys in series.values())
+    lines = []
+    for (name, ys), colour in zip(series.items(), colours, strict=False):
+        xs = [pad + (width - 2 * pad) * i / max(n - 1, 1) for i in range(len(ys))]
+        ys_px = [height - pad - (height - 2 * pad) * (y - lo) / span for y in ys]
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys_px, strict=True))
+        stroke = f'fill="none" stroke="{colour}" stroke-width="1.5"'
+        lines.append(f'<polyline {stroke} points="{pts}"><title>{html.escape(name)}</title></polyline>')
+    legend = " ".join(f'<tspan fill="{c}">{html.escape(k)}</tspan>' for k, c in zip(series, colours, strict=False))
+    return (
+        f'<svg class="curve" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">'
+        f'<rect width="{width}" height="{height}" fill="#fafbfc" stroke="#e3e6ea"/>'
+        f'<text x="{pad}" y="12" font-size="10">{html.escape(title)}: {legend}</text>'
+        f'<text x="2" y="{pad + 8}" font-size="9">{hi:.3g}</text>'
+        f'<text x="2" y="{height - pad}" font-size="9">{lo:.3g}</text>'
+        f'<text x="{width - pad - 30}" y="{height - 4}" font-size="9">{n} epochs</text>{"".join(lines)}</svg>'
+    )
+
+
+def _curves_section(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The training curves of ``rows`` that have them (``autotune.curves``), two charts per trial."""
+    blocks = []
+    for r in rows:
+        points = read_curves(run_dir / "tensorboard" / str(r.get("trial_id")))
+        if not points:
+            continue
+        acc = _polyline_svg("validation accuracy", {"val": [p["val_accuracy"] for p in points]}, ["#1f77b4"])
+        loss = _polyline_svg(
+            "loss", {"train": [p["train_loss"] for p in points], "val": [p["val_loss"] for p in points]},
+            ["#ff7f0e", "#2ca02c"],
+        )  # fmt: skip
+        tid = html.escape(str(r.get("trial_id")))
+        blocks.append(f'<div class="trial-curves" id="curves-{tid}"><h3>{tid}</h3>{acc} {loss}</div>')
+    if not blocks:
+        return ""
+    return (
+        "<h2>Training curves (top configurations)</h2><p>Also in TensorBoard: "
+        f"<code>tensorboard --logdir {html.escape(str(run_dir / 'tensorboard'))}</code>.</p>"
+        f'<div id="curves">{"".join(blocks)}</div>'
+    )
+
+
 def write_report(
     run_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -166,6 +217,7 @@ def write_report(
 <img id="pareto" alt="Pareto plot" src="data:image/png;base64,{img}">
 <h2>Top configurations (Pareto rank, then latency)</h2>
 <div id="top">{_table(top, [*SUMMARY_COLUMNS, *DETAIL_COLUMNS, *params])}</div>
+{_curves_section(run_dir, top)}
 <h2>Failures ({len(failures)})</h2>
 <div id="failures" class="err">{failure_table}</div>
 </body></html>"""

@@ -94,13 +94,15 @@ def train(
     lock: QuietLock | None = None,
     on_epoch: EpochHook | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_curve: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainedModel:
     """Train ``model`` in place on ``data.x_train``; select the epoch by validation accuracy.
 
     Early stopping: with ``patience > 0``, stop after that many epochs without a better
     validation accuracy. The weights of the best epoch are restored. ``loss(logits, x, y)`` replaces
     the cross-entropy (distillation); the L1 penalty is added to either. Time spent waiting for the
-    quiet-measurement lock is not counted in ``train_s``.
+    quiet-measurement lock is not counted in ``train_s``. ``on_curve`` hears each epoch's training
+    loss (the batches' mean), validation loss and accuracy, and learning rate (``autotune.curves``).
 
     Raises:
         CandidateFailed: the loss became NaN or infinite, or memory ran out.
@@ -121,6 +123,8 @@ def train(
     epoch = 0
     for epoch in range(1, epochs + 1):
         model.train()
+        lr = float(opt.param_groups[0]["lr"])
+        total, seen = 0.0, 0
         perm = torch.randperm(len(xt), generator=gen)
         for i in range(0, len(xt), bs):
             idx = perm[i : i + bs]
@@ -137,6 +141,7 @@ def train(
                     opt.zero_grad(set_to_none=True)
                     value.backward()
                     opt.step()
+                    total, seen = total + value.item() * len(idx), seen + len(idx)
                 except (MemoryError, torch.OutOfMemoryError) as err:
                     raise CandidateFailed("train", f"out of memory: {err}") from err
         sched.step()
@@ -149,6 +154,9 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
+        if on_curve:
+            on_curve({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+                      "val_accuracy": val_acc, "lr": lr})  # fmt: skip
         if on_epoch:
             on_epoch(epoch, val_acc, val_loss)
         if patience and since_best >= patience:

@@ -212,6 +212,7 @@ class Worker:
                 on_stage=lambda name: send(("stage", name)),
                 tuning_db=tuning_db,
                 cache_dir=run_dir / "cache",
+                curves_dir=run_dir / "tensorboard" / cfg.trial_id,
                 screening=screening,
                 reference=reference,
                 node=node,

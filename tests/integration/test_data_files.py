@@ -54,3 +54,13 @@ def test_a_search_on_files(tmp_path, write_yaml, repo, source):
     assert all(r["accuracy"] is not None and r["accuracy"] > 0.5 for r in rows)  # learnable, held-out
     if source == "images":  # decoded once by the pre-flight, read from the run's cache by the workers
         assert len(list((tmp_path / "r" / source / "cache").glob("images-*.npz"))) == 1
+    if source == "npz":  # each trial's curves: TensorBoard events (one point per epoch) and the report's charts
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        for r in rows:
+            acc = EventAccumulator(str(tmp_path / "r" / source / "tensorboard" / r["trial_id"]))
+            acc.Reload()
+            assert [e.step for e in acc.Scalars("accuracy/val")] == [1, 2, 3]
+            assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3]
+        report = (tmp_path / "r" / source / "report.html").read_text()
+        assert all(f'id="curves-{r["trial_id"]}"' in report for r in rows)

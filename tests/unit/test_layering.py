@@ -42,6 +42,7 @@ ARROWS: dict[str, set[str]] = {
     "plugins": {"errors"},  # the one loader of user code ('module:function')
     "quiet": {"errors"},
     "sandbox": {"errors"},
+    "curves": set(),  # a trial's training curves: TensorBoard events and curves.json
     "config": {"errors", "registry"},  # schemas and the YAML loader only
     # stages
     "space": BASE | {"compress"},  # each pass declares its settings; the space samples them
@@ -64,7 +65,7 @@ ARROWS: dict[str, set[str]] = {
     # whether they change the deployed structure
     "reference": BASE | {"task", "deploy", "quiet", "leaderboard"},
     "evaluate": BASE
-    | {"task", "screening", "constraints", "reference", "deploy", "leaderboard", "quiet"}
+    | {"task", "screening", "constraints", "reference", "deploy", "leaderboard", "quiet", "curves"}
     | {"models", "train", "compress", "exporter", "measure"},
     "finalists": BASE | {"task", "deploy", "evaluate", "compress", "exporter", "quiet", "leaderboard"},
     # the search and what starts it
@@ -80,7 +81,7 @@ ARROWS: dict[str, set[str]] = {
     # tuning a whole space: sample, fuse and extract as a candidate's build does; Ray for the nodes
     "spacetune": BASE | {"task", "preflight", "exporter", "compiler", "tuning", "search"},
     # what a finished run produces; devices
-    "reporting": BASE | {"leaderboard", "space", "predictor"},
+    "reporting": BASE | {"leaderboard", "space", "predictor", "curves"},
     "bundle": BASE | {"task", "compress", "numerics", "compiler"},
     "devices": BASE | {"measure"},
     # the front door
