@@ -9,6 +9,7 @@ TVM), ``runs`` (run directories), ``reporting`` and ``bundle`` (what a finished 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -137,6 +138,7 @@ def search(
         on_progress=on_progress,
         on_finish=report,
         rebuild_study=rebuild_study,
+        on_update=functools.partial(report, live=True),
     )
 
 
@@ -218,8 +220,9 @@ def calibrate_device(
     return write_profile(name, _load.read_yaml(base_path), cal, path)
 
 
-def report(run_dir: str | Path) -> Path:
-    """(Re)write ``pareto.png`` and ``report.html`` of a run; return the report's path."""
+def report(run_dir: str | Path, *, live: bool = False) -> Path:
+    """(Re)write ``pareto.png`` and ``report.html`` of a run; return the report's path. ``live``: the
+    run is going on (the page says so and reloads itself)."""
     import platform
 
     from autotune.reporting import write_report
@@ -247,7 +250,8 @@ def report(run_dir: str | Path) -> Path:
     screened = Counter(str(r["screened"]) for r in rows if r.get("screened"))
     if screened:
         facts["screened out before training"] = ", ".join(f"{n} {how}" for how, n in sorted(screened.items()))
-    return write_report(run, rows, objectives=space.objectives, title=f"autotune run {run.name}", facts=facts)
+    return write_report(run, rows, objectives=space.objectives, title=f"autotune run {run.name}", facts=facts,
+                        live=live)  # fmt: skip
 
 
 def export(run_dir: str | Path, trial_id: str, out: str | Path | None = None) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import autotune
 from autotune.errors import UserError
-from autotune.reporting import format_value, sort_rows
+from autotune.reporting import check_columns, format_value, sort_rows
 from autotune.runs import leaderboard_csv
 from autotune.search.settings import RunConfig, parse_duration  # noqa: F401 - parse_duration: re-exported
 from autotune.space import PARAM_PREFIXES
@@ -159,14 +159,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     console = _console(stderr=False)
     if args.columns:
         cols = [c.strip() for c in args.columns.split(",") if c.strip()]
-        known = list(dict.fromkeys(k for r in rows for k in r)) or list(autotune.COLUMNS)
-        for c in cols:
-            if c not in known:
-                from autotune.registry import closest
-
-                near = closest(c, known)
-                raise UserError(f"no column {c!r} in {csv_path}", key="--columns",
-                                hint=f"did you mean {near!r}?" if near else None)  # fmt: skip
+        check_columns(rows, cols, key="--columns")
         dropped: list[str] = []
     else:
         wanted = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,12 @@ class RunRecorder:
         self.live: dict[str, Any] = {}  # trial id -> Tune trial, while it runs
         self.requeued: set[str] = set()  # parameter sets lost with a node and run again (once each)
         self.on_progress: ProgressHook | None = None
+        self.on_row: Callable[[], None] | None = None  # a row was stored (the live report)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the run config
         state = self.__dict__.copy()
         state["on_progress"] = None
+        state["on_row"] = None
         state["live"] = {}
         return state
 
@@ -87,6 +90,8 @@ class RunRecorder:
         self.progress.record(row, rows, drift_threshold=self.drift_threshold)
         self.live.pop(str(row["trial_id"]), None)
         self.emit()
+        if self.on_row:
+            self.on_row()
 
     def record_unfinished(self, reason: str) -> int:
         """Write a ``pruned`` row for every trial still running when the search stopped; return how many."""

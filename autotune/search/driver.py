@@ -23,6 +23,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import METRICS, SearchSpace, metric_column
 from autotune.errors import UserError
 from autotune.leaderboard import Leaderboard
+from autotune.search.live import LiveReport
 from autotune.search.progress import Progress, ProgressHook
 from autotune.search.settings import RunConfig
 
@@ -127,6 +128,7 @@ def run_search(
     on_progress: ProgressHook | None = None,
     ready: Callable[[], None] | None = None,
     finish: Callable[[], None] | None = None,
+    update: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a search and return the leaderboard rows.
 
@@ -134,6 +136,8 @@ def run_search(
         ready: called once Ray is up, before any trial (the caller's pre-flight checks, which ran
             meanwhile); an exception from it ends the search.
         finish: called after the last trial, while Ray shuts down (the report).
+        update: called in a background thread after rows are stored, at most every few seconds
+            (the live report, ``autotune.search.live``); never after ``finish`` starts.
 
     Raises:
         UserError: the Ray cluster cannot be reached.
@@ -159,6 +163,8 @@ def run_search(
     start_ray(run.address, profile)  # first: Ray's processes start while Tune is imported
     callback = make_callback(board=board, run=run.name, profile=profile, progress=progress)
     callback.on_progress = on_progress
+    live = LiveReport(update) if update is not None else None
+    callback.on_row = live.request if live is not None else None
     rows: list[dict[str, Any]] | None = None
     try:
         if ready is not None:
@@ -174,6 +180,8 @@ def run_search(
             hint=f"free some space, then continue with: autotune search --resume {run_dir}",
         ) from None
     finally:
+        if live is not None:
+            live.stop()
         if rows is not None and finish is not None:
             with ThreadPoolExecutor(1, thread_name_prefix="autotune-finish") as pool:
                 done = pool.submit(finish)

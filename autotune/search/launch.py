@@ -68,6 +68,7 @@ def search(
     on_progress: ProgressHook | None = None,
     on_finish: Callable[[Path], Any] | None = None,
     rebuild_study: bool = False,
+    on_update: Callable[[Path], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run a search and return its leaderboard rows (see ``autotune.api.search``).
 
@@ -77,6 +78,8 @@ def search(
         config: the run options; a resumed run's own ``run.json`` replaces them.
         on_finish: called with the run directory after the last trial, while Ray shuts down (the
             API draws the report).
+        on_update: called with the run directory in the background as rows are stored (the API
+            redraws the report live).
 
     Raises:
         UserError: a bad space or profile, a run that already exists (without ``resume``), a run
@@ -98,7 +101,7 @@ def search(
     try:
         return _search(space, device, config, name, run_dir, address=address, resume=resume, enqueue=enqueue,
                        warm_start=warm_start, on_progress=on_progress, on_finish=on_finish,
-                       rebuild_study=rebuild_study)  # fmt: skip
+                       rebuild_study=rebuild_study, on_update=on_update)  # fmt: skip
     except UserError:
         if fresh and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {DriverLock.FILE}:
             (run_dir / DriverLock.FILE).unlink(missing_ok=True)
@@ -122,6 +125,7 @@ def _search(
     on_progress: ProgressHook | None,
     on_finish: Callable[[Path], Any] | None,
     rebuild_study: bool,
+    on_update: Callable[[Path], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``search`` once the run directory's driver lock is held."""
     from autotune.catalog import resolve_profile_path, resolve_space_path
@@ -188,7 +192,8 @@ def _search(
 
         # the report is drawn while Ray shuts down
         finish = None if on_finish is None else lambda: on_finish(run_dir)
-        return run_search(sp, prof, run, on_progress=on_progress, ready=ready, finish=finish)
+        update = None if on_update is None else lambda: on_update(run_dir)
+        return run_search(sp, prof, run, on_progress=on_progress, ready=ready, finish=finish, update=update)
 
 
 def _check_study(space: SearchSpace, profile: DeviceProfile, run_dir: Path, *, rebuild: bool) -> None:

@@ -139,10 +139,12 @@ def test_report_merge_and_export(tmp_path, repo):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
-def test_report_renders_in_headless_chromium(tmp_path, repo):
+def test_the_report_is_live_during_the_run_and_renders_in_headless_chromium(tmp_path, repo):
+    import threading
+    import time
+
     from matplotlib.image import imread
 
-    run = _run_three(tmp_path, repo, "rendered")
     flags = [
         "--headless",
         "--no-sandbox",
@@ -154,12 +156,40 @@ def test_report_renders_in_headless_chromium(tmp_path, repo):
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'chrome'}",
     ]
-    url = (run / "report.html").as_uri()
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert 'id="pareto"' in dom and "<table" in dom and "Top configurations" in dom
+
+    def dom(url: str) -> str:
+        r = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        return r.stdout
+
+    res, name = tmp_path / "results", "rendered"
+    args = search_args(res, name, "--no-early-stopping", "--concurrency", "1", trials=4)
+    search = threading.Thread(target=lambda: _cli(*args, cwd=tmp_path))
+    search.start()
+    report, live_dom = res / name / "report.html", None
+    while search.is_alive() and live_dom is None:  # the report appears and is redrawn as trials end
+        if report.exists() and 'id="live"' in report.read_text():
+            snapshot = tmp_path / "live.html"
+            snapshot.write_bytes(report.read_bytes())
+            live_dom = dom(snapshot.as_uri())
+        time.sleep(0.5)
+    search.join()
+    assert live_dom is not None, "no live report while the search ran"
+    assert 'id="live"' in live_dom and 'class="trial" id="trial-' in live_dom and 'http-equiv="refresh"' in live_dom
+    final = report.read_text()
+    assert 'id="live"' not in final and "4 trials" in final
+    rows = autotune.read_leaderboard(res / name)
+    sorted_dom = dom(report.as_uri() + "#sort=-latency_ms")  # the page's script sorts the table
+    table = sorted_dom[sorted_dom.index('<table id="all"') :]
+    table = table[: table.index("</table>")]
+    shown = [r["trial_id"] for r in rows if str(r["trial_id"]) in table]
+    order = sorted(shown, key=lambda t: table.index(f"#trial-{t}"))  # the rows as the page shows them
+    latency = {r["trial_id"]: r["latency_ms"] for r in rows}
+    measured = [t for t in order if latency[t] is not None]
+    assert len(shown) == 4 and measured == sorted(measured, key=lambda t: -latency[t])
+    best = min((r for r in rows if r["latency_ms"] is not None), key=lambda r: r["latency_ms"])["trial_id"]
     shot = tmp_path / "shot.png"
     subprocess.run(
-        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri() + f"#trial-{best}"],
         capture_output=True,
         timeout=120,
         check=True,

@@ -55,5 +55,7 @@ def test_the_report_draws_the_curves_of_the_top_trials(tmp_path):
     html = write_report(tmp_path, rows, objectives={"accuracy": "max", "latency_ms": "min"}, title="t",
                         facts={}).read_text()  # fmt: skip
     assert 'id="curves-a"' in html and 'id="curves-b"' not in html  # b has no curves
-    assert html.count("<polyline") == 3 and "tensorboard --logdir" in html
+    page_a = html[html.index('id="trial-a"') : html.index('id="trial-b"')]
+    assert page_a.count("<polyline") == 3 and html.count("<polyline") == 6  # a's page and the top section
+    assert "tensorboard --logdir" in html
     assert read_curves(tmp_path / "nowhere") == []

@@ -1,20 +1,23 @@
-"""What a person reads after a run: ``pareto.png`` and a self-contained ``report.html``."""
+"""What a person reads during and after a run: ``pareto.png`` and a self-contained ``report.html``
+(its HTML pieces, a page per trial and the table script, in ``pages``)."""
 
 from __future__ import annotations
 
 import base64
 import html
+import os
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autotune.curves import read_curves
 from autotune.errors import UserError
 from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
+from autotune.reporting.pages import PAGE_CSS, SCRIPT, curves_charts, trial_link, trial_pages, trials_table
 from autotune.space import PARAM_PREFIXES
 
-__all__ = ["format_value", "plot_pareto", "sort_rows", "write_report"]
+__all__ = ["check_columns", "format_value", "plot_pareto", "sort_rows", "write_report"]
 
 _STATUS_ORDER = ("ok", "infeasible", "pruned", "failed")
 
@@ -86,6 +89,23 @@ def format_value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def check_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], *, key: str) -> None:
+    """Refuse a name that is not a column of ``rows`` (the closest column as the hint).
+
+    Raises:
+        UserError: (``key``) the first unknown name.
+    """
+    from autotune.leaderboard import COLUMNS
+    from autotune.registry import closest
+
+    known = list(dict.fromkeys(k for r in rows for k in r)) or list(COLUMNS)
+    for name in names:
+        if name not in known:
+            near = closest(name, known)
+            raise UserError(f"no column {name!r} in the leaderboard", key=key,
+                            hint=f"did you mean {near!r}?" if near else None)  # fmt: skip
+
+
 def sort_rows(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, Any]]:
     """Rows by column ``sort`` (descending for accuracies and MACs; empty cells last), or by Pareto
     rank, then latency.
@@ -103,62 +123,20 @@ def sort_rows(rows: list[dict[str, Any]], sort: str | None) -> list[dict[str, An
     return sorted(rows, key=lambda r: (r.get("pareto_rank") or big, r.get("latency_ms") or big))
 
 
-def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    def cell(v: Any) -> str:
-        return html.escape(format_value(v))
-
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 th{background:#f3f5f8}td:first-child,th:first-child{text-align:left}.err td{text-align:left}
 img{max-width:100%;border:1px solid #eee}code{background:#f3f5f8;padding:1px 4px}"""
 
 
-def _polyline_svg(title: str, series: Mapping[str, Sequence[float]], colours: Sequence[str]) -> str:
-    """A small line chart (no axes library): each series over the epochs, scaled to the chart's range."""
-    width, height, pad = 240, 110, 18
-    values = [v for ys in series.values() for v in ys]
-    if not values:
-        return ""
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    n = max(len(ys) for ys in series.values())
-    lines = []
-    for (name, ys), colour in zip(series.items(), colours, strict=False):
-        xs = [pad + (width - 2 * pad) * i / max(n - 1, 1) for i in range(len(ys))]
-        ys_px = [height - pad - (height - 2 * pad) * (y - lo) / span for y in ys]
-        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys_px, strict=True))
-        stroke = f'fill="none" stroke="{colour}" stroke-width="1.5"'
-        lines.append(f'<polyline {stroke} points="{pts}"><title>{html.escape(name)}</title></polyline>')
-    legend = " ".join(f'<tspan fill="{c}">{html.escape(k)}</tspan>' for k, c in zip(series, colours, strict=False))
-    return (
-        f'<svg class="curve" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">'
-        f'<rect width="{width}" height="{height}" fill="#fafbfc" stroke="#e3e6ea"/>'
-        f'<text x="{pad}" y="12" font-size="10">{html.escape(title)}: {legend}</text>'
-        f'<text x="2" y="{pad + 8}" font-size="9">{hi:.3g}</text>'
-        f'<text x="2" y="{height - pad}" font-size="9">{lo:.3g}</text>'
-        f'<text x="{width - pad - 30}" y="{height - 4}" font-size="9">{n} epochs</text>{"".join(lines)}</svg>'
-    )
-
-
 def _curves_section(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
     """The training curves of ``rows`` that have them (``autotune.curves``), two charts per trial."""
     blocks = []
     for r in rows:
-        points = read_curves(run_dir / "tensorboard" / str(r.get("trial_id")))
-        if not points:
-            continue
-        acc = _polyline_svg("validation accuracy", {"val": [p["val_accuracy"] for p in points]}, ["#1f77b4"])
-        loss = _polyline_svg(
-            "loss", {"train": [p["train_loss"] for p in points], "val": [p["val_loss"] for p in points]},
-            ["#ff7f0e", "#2ca02c"],
-        )  # fmt: skip
-        tid = html.escape(str(r.get("trial_id")))
-        blocks.append(f'<div class="trial-curves" id="curves-{tid}"><h3>{tid}</h3>{acc} {loss}</div>')
+        charts = curves_charts(run_dir, r.get("trial_id"))
+        if charts:
+            tid = html.escape(str(r.get("trial_id")))
+            blocks.append(f'<div class="trial-curves" id="curves-{tid}"><h3>{trial_link(tid)}</h3>{charts}</div>')
     if not blocks:
         return ""
     return (
@@ -168,6 +146,18 @@ def _curves_section(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _replace(path: Path, write: Any) -> Path:
+    """Write ``path`` through a temporary file and a rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+#: Seconds between reloads of a live report.
+LIVE_REFRESH_S = 15
+
+
 def write_report(
     run_dir: str | Path,
     rows: Sequence[Mapping[str, Any]],
@@ -175,10 +165,17 @@ def write_report(
     objectives: Mapping[str, str],
     title: str,
     facts: Mapping[str, Any],
+    live: bool = False,
 ) -> Path:
-    """Write ``pareto.png`` and ``report.html`` (the plot embedded: the file opens offline)."""
+    """Write ``pareto.png`` and ``report.html`` (the plot embedded: the file opens offline), each
+    replaced atomically. ``live``: the run is going on; the page says so and reloads itself every
+    ``LIVE_REFRESH_S`` seconds.
+
+    The page has the summary, the Pareto plot, the top configurations with their curves, every trial
+    in a table that sorts (click a header) and filters in the page, a page per trial
+    (``report.html#trial-<id>``, linked from the tables) and the failures."""
     run_dir = Path(run_dir)
-    png = plot_pareto(rows, objectives, run_dir / "pareto.png")
+    png = _replace(run_dir / "pareto.png", lambda tmp: plot_pareto(rows, objectives, tmp))
     img = base64.b64encode(png.read_bytes()).decode()
     counts = Counter(str(r.get("status")) for r in rows)
     ranked = sorted(
@@ -186,6 +183,7 @@ def write_report(
     )
     top = ranked[:15]
     params = sorted({k for r in top for k in r if k.startswith(PARAM_PREFIXES)})
+    all_params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
     failures = [r for r in rows if r.get("status") == "failed"]
     refs = [r for r in rows if isinstance(r.get("drift"), int | float)]
     drifted = [r for r in rows if r.get("drift_flag")]
@@ -201,12 +199,23 @@ def write_report(
     summary = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
     )
-    failure_table = _table(failures, ["trial_id", "error", *params[:6]]) if failures else "<p>none</p>"
+    failure_table = (
+        trials_table(failures, ["trial_id", "error", *params[:6]], table_id="failed") if failures else "<p>none</p>"
+    )
     status = ", ".join(f"{counts[s]} {s}" for s in _STATUS_ORDER if counts[s])
     objective_text = ", ".join(f"{k}: {v}" for k, v in objectives.items())
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>
+    refresh = f'<meta http-equiv="refresh" content="{LIVE_REFRESH_S}">' if live else ""
+    banner = (
+        f'<p id="live">The run is going on: this page reloads every {LIVE_REFRESH_S} s '
+        f"(written {time.strftime('%Y-%m-%d %H:%M:%S')}).</p>"
+        if live
+        else ""
+    )
+    all_columns = ["trial_id", *[c for c in SUMMARY_COLUMNS if c != "trial_id"], "error", *all_params]
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}
+<title>{html.escape(title)}</title><style>{_CSS}{PAGE_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
+{banner}
 <p id="counts">{len(rows)} trials: {html.escape(status)}. Objectives: {html.escape(objective_text)}
 (accuracy is optimised on validation data and reported on the held-out test split).</p>
 <table id="summary">{summary}</table>
@@ -216,11 +225,15 @@ def write_report(
 <code>accuracy</code>, which no part of the search selected on.</p>
 <img id="pareto" alt="Pareto plot" src="data:image/png;base64,{img}">
 <h2>Top configurations (Pareto rank, then latency)</h2>
-<div id="top">{_table(top, [*SUMMARY_COLUMNS, *DETAIL_COLUMNS, *params])}</div>
+<div id="top">{trials_table(top, [*SUMMARY_COLUMNS, *DETAIL_COLUMNS, *params], table_id="best")}</div>
 {_curves_section(run_dir, top)}
+<h2>All trials ({len(rows)})</h2>
+<div id="trials"><input id="filter" type="search" placeholder="filter: any text in a row (e.g. ok, int8)">
+<p>Click a column to sort; a trial id opens its page.</p>
+{trials_table(rows, all_columns, table_id="all")}</div>
 <h2>Failures ({len(failures)})</h2>
 <div id="failures" class="err">{failure_table}</div>
+{trial_pages(run_dir, rows, lambda k: k.startswith(PARAM_PREFIXES))}
+{SCRIPT}
 </body></html>"""
-    out = run_dir / "report.html"
-    out.write_text(doc)
-    return out
+    return _replace(run_dir / "report.html", lambda tmp: tmp.write_text(doc))
