@@ -38,6 +38,7 @@ __all__ = [
     "check_space",
     "evaluate",
     "export",
+    "profile",
     "report",
     "list_profiles",
     "list_spaces",
@@ -181,6 +182,28 @@ def tune(
     preflight(sp, prof, profile_file=str(profile_path), space_file=str(space_path))
     return tune_space(sp, prof, float(budget), results_dir=results_dir, address=address, samples=samples, seed=seed,
                       max_trials=max_trials, space_file=str(space_path), on_chunk=on_chunk)  # fmt: skip
+
+
+def profile(run_dir: str | Path, trial_id: str, device: str | Path | None = None) -> Any:
+    """Where a finished trial's time goes, kernel by kernel, on its device (or ``device``): an
+    ``autotune.profiling.KernelProfile`` (also kept in ``trials/<id>/kernel_profile.json``).
+
+    Measures on this machine with the profile's threads: call it before TVM is imported in the
+    process (the CLI does), else TVM's thread pool keeps the size it started with.
+
+    Raises:
+        UserError: no such trial or no model for it, a profile that does not measure here.
+    """
+    import sys
+
+    from autotune.profiling import profile_trial
+    from autotune.task import worker_env
+
+    prof = load_profile(device) if device else read_run(run_dir)[2]
+    if "tvm" not in sys.modules:
+        for k, v in worker_env(prof).items():
+            os.environ.setdefault(k, v)
+    return profile_trial(run_dir, trial_id, device)
 
 
 def calibrate_device(

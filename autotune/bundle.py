@@ -125,7 +125,17 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
         "checks": checks,
     }
     (out / "params.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    (out / "README.md").write_text(_readme(row, task, checks))
+    from autotune.profiling import PROFILE_FILE
+
+    readme = _readme(row, task, checks)
+    if (trial_dir / PROFILE_FILE).exists():  # made by 'autotune profile'
+        from autotune.profiling import KernelProfile, KernelTime
+
+        stored = json.loads((trial_dir / PROFILE_FILE).read_text())
+        stored["kernels"] = tuple(KernelTime(**k) for k in stored["kernels"])
+        readme += f"\n## Where the time goes (autotune profile, on {stored['device']})\n\n"
+        readme += KernelProfile(**stored).table() + "\n"
+    (out / "README.md").write_text(readme)
     return record
 
 

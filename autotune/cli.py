@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated columns to show (default: the summary columns and sampled parameters that fit)",
     )
 
+    pf = sub.add_parser(
+        "profile",
+        help="where a trial's time goes on the device, kernel by kernel",
+        description="Rebuild a finished trial's model as a search builds it now, time each fused kernel alone "
+        "and the whole model on this machine, and print each kernel's time, calls, share, GFLOP/s and fraction "
+        "of the profile's calibrated peak, and the runtime's own part.",
+    )
+    pf.add_argument("run_dir")
+    pf.add_argument("trial_id")
+    pf.add_argument("--device", default=None, help="a profile that measures here (default: the run's)")
+    pf.add_argument("--json", action="store_true", help="print the profile as JSON on stdout")
     rp = sub.add_parser("report", help="(re)write a run's pareto.png and report.html")
     rp.add_argument("run_dir")
     ex = sub.add_parser("export", help="write a deployable bundle of one trial")
@@ -300,6 +311,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    prof = autotune.profile(args.run_dir, args.trial_id, args.device)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(prof), indent=1))
+        return 0
+    cols = ["kernel", "calls", "µs per call", "µs total", "share", "GFLOP/s", "of peak", "schedule"]
+    rows = [
+        dict(zip(cols, [k.name, k.calls, k.us_per_call, k.total_us, f"{k.share:.1%}", k.gflops,
+                        "" if k.peak_fraction is None else f"{k.peak_fraction:.0%}", "tuned" if k.tuned else "default"],
+                 strict=True))
+        for k in prof.kernels
+    ]  # fmt: skip
+    out = _console(stderr=False)
+    out.print(_table(rows, cols, f"trial {prof.trial_id} on {prof.device}: kernels, heaviest first"))
+    out.print(
+        f"whole model {prof.latency_ms * 1e3:.1f} µs (the trial's row: "
+        f"{'–' if prof.recorded_latency_ms is None else f'{prof.recorded_latency_ms * 1e3:.1f} µs'}); kernels "
+        f"{prof.kernels_ms * 1e3:.1f} µs; the runtime's own work {prof.overhead_ms * 1e3:.1f} µs"
+        + ("" if prof.peak_fp32_gflops else "; no calibrated peak in the profile (autotune device calibrate)")
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {autotune.report(args.run_dir)}")
     return 0
@@ -372,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command in ("search", "tune"):
+        if args.command in ("search", "tune", "profile"):
             from autotune.log import setup_logging
 
             setup_logging(_console(), debug=args.debug)
@@ -381,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "device":
             return cmd_emulate(args) if args.device_command == "emulate" else cmd_calibrate(args)
         commands = {"search": cmd_search, "check": cmd_check, "leaderboard": cmd_leaderboard, "report": cmd_report}
-        return {**commands, "export": cmd_export, "schema": cmd_schema, "tune": cmd_tune}[args.command](args)
+        commands |= {"export": cmd_export, "schema": cmd_schema, "tune": cmd_tune, "profile": cmd_profile}
+        return commands[args.command](args)
     except UserError as err:
         if args.debug:
             raise

@@ -136,6 +136,25 @@ def _facts(row: Mapping[str, Any], columns: Sequence[str]) -> str:
     return "".join(f"<tr><th>{html.escape(c)}</th><td>{html.escape(_fmt(v))}</td></tr>" for c, v in cells)
 
 
+def _kernels(trial_dir: Path) -> str:
+    """The trial's kernel profile (``autotune profile``), when one was made."""
+    from autotune.profiling import read_profile
+
+    prof = read_profile(trial_dir)
+    if not prof:
+        return ""
+    cols = ("name", "calls", "us_per_call", "total_us", "share", "gflops", "peak_fraction", "tuned")
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(k.get(c)))}</td>" for c in cols) + "</tr>"
+                   for k in prof["kernels"])  # fmt: skip
+    return (
+        f"<h3>Kernels on {html.escape(str(prof['device']))} (autotune profile)</h3>"
+        f'<table class="kernels"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        f"<p>Whole model {prof['latency_ms'] * 1e3:.1f} µs: kernels {prof['kernels_ms'] * 1e3:.1f} µs, "
+        f"the runtime's own work {prof['overhead_ms'] * 1e3:.1f} µs.</p>"
+    )
+
+
 def trial_pages(run_dir: Path, rows: Sequence[Mapping[str, Any]], param: Callable[[str], bool]) -> str:
     """One page (section) per trial: the sections of ``SECTIONS``, its sampled parameters (``param``
     says which columns are), its other devices' figures (``<column>@<device>``) and its curves."""
@@ -156,5 +175,8 @@ def trial_pages(run_dir: Path, rows: Sequence[Mapping[str, Any]], param: Callabl
         others = sorted(k for k in r if "@" in k)
         if others:
             parts.append(f"<h3>Other devices</h3><table>{_facts(r, others)}</table>")
+        kernels = _kernels(run_dir / "trials" / str(r.get("trial_id")))
+        if kernels:
+            parts.append(kernels)
         pages.append(f'<section class="trial" id="trial-{tid}">{"".join(parts)}</section>')
     return "".join(pages)

@@ -78,16 +78,20 @@ ARROWS: dict[str, set[str]] = {
     "validate": BASE | {"space", "compress", "data", "models", "plugins"},
     "preflight": BASE | {"compiler", "measure", "models", "plugins", "space", "task"},
     "runs": BASE | {"leaderboard", "validate"},
+    # a finished trial's kernels timed one by one (autotune profile)
+    "profiling": BASE
+    | {"runs", "catalog", "task", "compress", "exporter", "compiler", "deploy", "measure", "quiet"}
+    | {"tuning"},
     # tuning a whole space: sample, fuse and extract as a candidate's build does; Ray for the nodes
     "spacetune": BASE | {"task", "preflight", "exporter", "compiler", "tuning", "search"},
     # what a finished run produces; devices
-    "reporting": BASE | {"leaderboard", "space", "predictor", "curves"},
-    "bundle": BASE | {"task", "compress", "numerics", "compiler"},
+    "reporting": BASE | {"leaderboard", "space", "predictor", "curves", "profiling"},
+    "bundle": BASE | {"task", "compress", "numerics", "compiler", "profiling"},
     "devices": BASE | {"measure"},
     # the front door
     "api": BASE
     | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard"}
-    | {"reporting", "bundle", "devices", "predictor", "warmstart", "spacetune"},
+    | {"reporting", "bundle", "devices", "predictor", "warmstart", "spacetune", "profiling"},
     "autotune": BASE | {"api", "leaderboard"},
     "cli": {"autotune", "errors", "log", "config", "leaderboard", "reporting", "runs", "devices", "space", "search"},
 }
