@@ -153,7 +153,8 @@ def sweep_zombies(run_dir: Path, *, pruned: bool = False) -> int:
 
 
 def check_study(run_dir: Path, rows: int) -> None:
-    """Open a resumed run's ``study.db`` and read its trials, before any work.
+    """Open a resumed run's ``study.db`` and read its trials, before any work (a run with no finished
+    trial and no study yet is fine: the resume makes the study).
 
     Raises:
         UserError: (the file) it cannot be opened or read; the hint offers ``--rebuild-study``.
@@ -161,6 +162,8 @@ def check_study(run_dir: Path, rows: int) -> None:
     import optuna
 
     path = run_dir / "study.db"
+    if not path.exists() and not rows:
+        return  # stopped before its study was made: the resume makes it
     try:
         if not path.exists():
             raise FileNotFoundError("the file is missing")

@@ -104,9 +104,10 @@ def test_an_unreadable_study_is_refused_and_rebuilt_from_the_rows(space, tmp_pat
     assert constraints[0] < 0 and constraints[1] > 0 and constraints[2] > 0 and constraints[4] is None  # sets them
 
 
-def test_a_missing_study_is_refused(tmp_path):
+def test_a_missing_study_is_refused_when_trials_finished(tmp_path):
     with pytest.raises(UserError, match="the file is missing"):
-        studies.check_study(tmp_path, 0)
+        studies.check_study(tmp_path, 2)
+    studies.check_study(tmp_path, 0)  # stopped before the study was made: the resume makes it
 
 
 def test_finished_trials_without_a_row_run_again(space, tmp_path):
