@@ -238,6 +238,10 @@ def calibrate_device(
     n = threads or base_profile.measure.threads
     if n < 1:
         raise UserError(f"threads must be at least 1, got {n}", key="--threads")
+    import sys
+
+    if "tvm" not in sys.modules:  # the FMA kernel runs on TVM's pool: size it before TVM starts
+        os.environ.setdefault("TVM_NUM_THREADS", str(n))
     log.info("calibrating with %d thread%s (about 10 s) ...", n, "s" * (n > 1))
     cal = calibrate(n, meter_kind=base_profile.meter)
     return write_profile(name, _load.read_yaml(base_path), cal, path)

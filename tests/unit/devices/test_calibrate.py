@@ -28,6 +28,14 @@ def test_peak_matmul_is_measured():
     assert gflops > 0 and size in (64, 128)
 
 
+def test_the_fma_peak_bounds_the_matmul():
+    from autotune.measure.peak import fma_peak_gflops
+
+    peak = fma_peak_gflops(1, number=5, repeat=3)
+    matmul, _ = measure_peak_gflops(1, sizes=(256,), seconds=0.05)
+    assert peak > matmul > 0  # an upper bound: FMAs only, from registers
+
+
 class _FakeMeter:
     """An energy counter that gains 2 J every second (a steady 2 W)."""
 
@@ -47,7 +55,7 @@ def test_calibrate_reads_idle_and_active_power_from_a_meter(monkeypatch):
     cal = calibrate(1, idle_s=0.1, matmul_s=0.01, mib=4)
     assert cal.meter == "fake" and cal.idle_w == pytest.approx(2.0, rel=0.05)
     assert cal.active_w == pytest.approx(2.0, rel=0.05)
-    assert cal.fp32_gflops > 0 and cal.bandwidth_gbs > 0 and cal.threads == 1
+    assert cal.fp32_gflops >= cal.matmul_gflops > 0 and cal.bandwidth_gbs > 0 and cal.threads == 1
 
 
 def test_written_profile_loads_with_its_peak(tmp_path, repo):
