@@ -141,8 +141,8 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> An
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c, overflow="fold")
+    for i, c in enumerate(columns):
+        t.add_column(c, overflow="fold", no_wrap=i == 0)  # the first column names the row: whole
     for r in rows:
         t.add_row(*[format_value(r.get(c)) for c in columns])
     return t
