@@ -10,13 +10,13 @@ import autotune
 pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
 
 MLP = "model: mlp}\narch: {layers: 1, width: {type: int, low: 16, high: 32}}\n"
-TRAIN = "train: {optimizer: adam, lr: 0.01, epochs: 3, batch_size: 32}\nobjectives: {accuracy: max, latency_ms: min}\n"
+TRAIN = "train: {optimizer: adam, lr: 0.03, epochs: 8, batch_size: 16}\nobjectives: {accuracy: max, latency_ms: min}\n"
 
 
 def _blobs(n=150, features=6, classes=3):
     rng = np.random.default_rng(0)
     y = np.arange(n) % classes
-    return (rng.normal(size=(n, features)) + y[:, None] * 2.0).astype(np.float32), y
+    return (rng.normal(size=(n, features)) + y[:, None] * 3.0).astype(np.float32), y
 
 
 def _space(tmp_path, source: str) -> str:
@@ -60,7 +60,7 @@ def test_a_search_on_files(tmp_path, write_yaml, repo, source):
         for r in rows:
             acc = EventAccumulator(str(tmp_path / "r" / source / "tensorboard" / r["trial_id"]))
             acc.Reload()
-            assert [e.step for e in acc.Scalars("accuracy/val")] == [1, 2, 3]
-            assert [e.step for e in acc.Scalars("loss/train")] == [1, 2, 3]
+            assert [e.step for e in acc.Scalars("accuracy/val")] == list(range(1, 9))
+            assert [e.step for e in acc.Scalars("loss/train")] == list(range(1, 9))
         report = (tmp_path / "r" / source / "report.html").read_text()
         assert all(f'id="curves-{r["trial_id"]}"' in report for r in rows)
