@@ -213,7 +213,7 @@ def write_report(
     )
     all_columns = ["trial_id", *[c for c in SUMMARY_COLUMNS if c != "trial_id"], "error", *all_params]
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}
-<title>{html.escape(title)}</title><style>{_CSS}{PAGE_CSS}</style></head><body>
+<title>{html.escape(title)}</title><style>{_CSS}{PAGE_CSS}</style></head><body><main id="run">
 <h1>{html.escape(title)}</h1>
 {banner}
 <p id="counts">{len(rows)} trials: {html.escape(status)}. Objectives: {html.escape(objective_text)}
@@ -232,7 +232,7 @@ def write_report(
 <p>Click a column to sort; a trial id opens its page.</p>
 {trials_table(rows, all_columns, table_id="all")}</div>
 <h2>Failures ({len(failures)})</h2>
-<div id="failures" class="err">{failure_table}</div>
+<div id="failures" class="err">{failure_table}</div></main>
 {trial_pages(run_dir, rows, lambda k: k.startswith(PARAM_PREFIXES))}
 {SCRIPT}
 </body></html>"""

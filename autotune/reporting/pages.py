@@ -2,8 +2,9 @@
 tuning, other devices), small SVG line charts, and the script that sorts and filters the trials
 table in the page, without a server.
 
-A trial's page is a ``<section class="trial" id="trial-<trial_id>">`` that CSS shows only when it is
-the page's target (``report.html#trial-<id>``); the trial ids in the tables link to them. The
+A trial's page is a ``<section class="trial" id="trial-<trial_id>">`` that CSS shows, in place of the
+run's page (``<main id="run">``), only when it is the address's target (``report.html#trial-<id>``);
+the trial ids in the tables link to them. The
 script reads ``#sort=<column>`` / ``#sort=-<column>`` and ``#filter=<text>`` from the address too,
 so a view can be bookmarked.
 """
@@ -36,8 +37,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Where": ("node", "cpu_model", "threads", "load_avg", "seed", "started_at", "finished_at"),
 }  # fmt: skip
 
-PAGE_CSS = """.trial{display:none;border-top:2px solid #889;margin-top:1.5em;padding-top:.5em}
-.trial:target{display:block}.trial table td{text-align:left}#trials input{margin:.5em 0;padding:3px 6px;width:24em}
+PAGE_CSS = """.trial{display:none}.trial:target{display:block}body:has(.trial:target) #run{display:none}
+.trial table td{text-align:left}#trials input{margin:.5em 0;padding:3px 6px;width:24em}
 th.sortable{cursor:pointer}th.sortable:hover{background:#e3e8f0}a.tid{text-decoration:none}"""
 
 #: Sorts (a click on a header, numbers as numbers, empty cells last) and filters (every cell's text)
