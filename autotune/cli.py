@@ -306,6 +306,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         + (f"; {rep.failed} kernels could not be tuned" if rep.failed else "")
     )
     print(f"this space has had {rep.spent_s / 60:.1f} of {rep.budget_s / 60:.1f} min of tuning")
+    if rep.interrupted:
+        print("interrupted after the chunks in flight; run the same command to go on")
     print(f"tuning database: {rep.database}")
     print(f"a search with --device {args.device} --results-dir {args.results_dir} compiles its candidates from it")
     return 0

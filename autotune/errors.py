@@ -8,7 +8,9 @@ search goes on. Anything else is a bug and propagates.
 
 from __future__ import annotations
 
-__all__ = ["AutotuneError", "CandidateFailed", "UserError", "describe"]
+import errno
+
+__all__ = ["AutotuneError", "CandidateFailed", "UserError", "describe", "disk_full"]
 
 
 class AutotuneError(Exception):
@@ -54,3 +56,18 @@ def describe(err: BaseException) -> str:
     """``<ExceptionType>: <first line of its message>``: how a third-party error (TVM's, torch's)
     becomes a ``CandidateFailed`` reason on one row line."""
     return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def disk_full(err: BaseException) -> str | None:
+    """What filled up, when ``err`` (or an exception it was raised from) says the disk is full (ENOSPC,
+    EDQUOT, SQLite's "database or disk is full"); else None."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{e.filename}: {e.strerror}" if e.filename else e.strerror or "no space left"
+        if "database or disk is full" in str(e) or "No space left on device" in str(e):
+            return str(e).splitlines()[0]
+        e = e.__cause__ or e.__context__
+    return None

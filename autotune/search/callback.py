@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
+from autotune.errors import disk_full
 from autotune.leaderboard import Leaderboard
 from autotune.leaderboard.row import LeaderboardRow, now
 from autotune.search.progress import Progress, ProgressHook
 from autotune.space import PARAM_PREFIXES
 
-__all__ = ["RunRecorder", "lost_node", "make_callback"]
+__all__ = ["RunRecorder", "lost_node", "make_callback", "make_stopper"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class RunRecorder:
         self.started: dict[str, str] = {}
         self.live: dict[str, Any] = {}  # trial id -> Tune trial, while it runs
         self.requeued: set[str] = set()  # parameter sets lost with a node and run again (once each)
+        self.fatal: BaseException | None = None  # an error that stops the run (a full disk)
         self.on_progress: ProgressHook | None = None
         self.on_row: Callable[[], None] | None = None  # a row was stored (the live report)
 
@@ -85,8 +87,17 @@ class RunRecorder:
             self.on_progress(self.progress)
 
     def record(self, row: dict[str, Any]) -> None:
-        """Add a finished trial's row to the leaderboard and count it."""
-        rows = self.board.add(row)  # the board's rewrite derives pareto_rank, drift and drift_flag
+        """Add a finished trial's row to the leaderboard and count it. A full disk is kept in
+        ``fatal`` (the run then stops: ``FatalStopper``) rather than raised into Tune, which would
+        log it and go on."""
+        try:
+            rows = self.board.add(row)  # the board's rewrite derives pareto_rank, drift and drift_flag
+        except OSError as err:
+            if disk_full(err) is None:
+                raise
+            log.error("the disk is full: trial %s's row could not be stored; the run stops", row.get("trial_id"))
+            self.fatal = self.fatal or err
+            return
         self.progress.record(row, rows, drift_threshold=self.drift_threshold)
         self.live.pop(str(row["trial_id"]), None)
         self.emit()
@@ -183,6 +194,20 @@ class RunRecorder:
             study_trial=config.get("study_trial"),
         )
         return dict(row)
+
+
+def make_stopper(recorder: RunRecorder) -> Any:
+    """A Ray Tune ``Stopper`` that stops the whole run once ``recorder.fatal`` is set."""
+    from ray.tune import Stopper
+
+    class FatalStopper(Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return recorder.fatal is not None
+
+    return FatalStopper()
 
 
 def make_callback(**kwargs: Any) -> Any:

@@ -8,7 +8,6 @@ every finished, pruned or failed trial to the leaderboard as it ends. The Optuna
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -21,13 +20,13 @@ from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import METRICS, SearchSpace, metric_column
-from autotune.errors import UserError
+from autotune.errors import UserError, disk_full
 from autotune.leaderboard import Leaderboard
 from autotune.search.live import LiveReport
 from autotune.search.progress import Progress, ProgressHook
 from autotune.search.settings import RunConfig
 
-__all__ = ["SearchRun", "disk_full", "run_search", "start_ray"]
+__all__ = ["SearchRun", "run_search", "start_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +102,6 @@ def start_ray(address: str | None, profile: DeviceProfile) -> None:
                 os.environ[k] = environ[k]
             else:
                 os.environ.pop(k, None)
-
-
-def disk_full(err: BaseException) -> str | None:
-    """What filled up, when ``err`` (or an exception it was raised from) says the disk is full (ENOSPC,
-    EDQUOT, SQLite's "database or disk is full"); else None."""
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"{e.filename}: {e.strerror}" if e.filename else e.strerror or "no space left"
-        if "database or disk is full" in str(e) or "No space left on device" in str(e):
-            return str(e).splitlines()[0]
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def run_search(
@@ -226,6 +210,7 @@ def _run(
 
     from autotune.search import study as studies
     from autotune.search.adapter import make_searcher
+    from autotune.search.callback import make_stopper
     from autotune.search.trainable import Worker, run_trial
 
     cfg = run.config
@@ -258,6 +243,7 @@ def _run(
             str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
         tuner._local_tuner.get_run_config().callbacks = [callback]  # callbacks are not restorable
+        tuner._local_tuner.get_run_config().stop = make_stopper(callback)
     else:
         # A first run, or a resume from before Tune's first snapshot: the study is the truth.
         study = studies.open_study(space, run_dir)
@@ -288,12 +274,15 @@ def _run(
                 verbose=0,
                 callbacks=[callback],
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                stop=make_stopper(callback),
             ),
         )
     log.info("search %s: up to %d trials, %d at a time", run.name, cfg.trials, concurrency)
     t0 = time.monotonic()
     try:
         tuner.fit()
+        if callback.fatal is not None:  # a full disk: the rows stored so far stay; --resume goes on
+            raise callback.fatal
     finally:
         budget_hit = cfg.time_budget_s is not None and time.monotonic() - t0 >= cfg.time_budget_s
         finished = len(board.rows()) >= cfg.trials

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ class SpaceTuneReport:
         budget_s: the budget asked for (in all, across ``tune`` calls).
         nodes: the nodes that measured.
         failed: workloads no schedule could be measured for (default schedules keep them).
+        interrupted: stopped by Ctrl-C after the chunks in flight.
     """
 
     database: Path
@@ -55,6 +58,29 @@ class SpaceTuneReport:
     budget_s: float
     nodes: tuple[str, ...]
     failed: int
+    interrupted: bool = False
+
+
+class _StopOnInterrupt:
+    """Ctrl-C ends the tuning after the chunks in flight (MetaSchedule would otherwise turn the
+    KeyboardInterrupt raised inside its builder into a failed measurement and go on); a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after the chunks in flight (Ctrl-C again to stop now)")
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def space_key(space: SearchSpace, samples: int, seed: int) -> str:
@@ -124,12 +150,13 @@ def tune_space(
     busy: dict[int, dict[str, int]] = {}
     failed: set[str] = set()
     used: set[str] = set()
+    stop = _StopOnInterrupt()
     try:
         while True:
             left = budget_s - spent0 - (time.monotonic() - t0)
             typical = (time.monotonic() - t0) / chunks if chunks else 0.0  # wall per chunk so far
             for node in range(len(nodes.names)):
-                if node in busy or left <= typical / 2:  # stop rather than overrun by more than half a chunk
+                if node in busy or left <= typical / 2 or stop.requested:  # overrun by half a chunk at most
                     continue
                 skip = failed | {k for todo in busy.values() for k in todo}
                 todo = next_todo(workloads, tuned, latency, size=CHUNK, max_trials=max_trials, skip=skip)
@@ -173,11 +200,14 @@ def tune_space(
             if on_chunk is not None:
                 on_chunk(progress)
     finally:
+        stop.restore()
         nodes.close()
     calls = sum(w.calls for w in workloads)
     covered = sum(w.calls for w in workloads if latency.get(w.key)) / calls if calls else 0.0
     with db.reading():
         spent = db.space_spent_s(key)
+    if stop.requested:
+        log.warning("interrupted: the chunks that finished are in the database; the same command goes on")
     return SpaceTuneReport(
         database=db.directory,
         architectures=sample.architectures,
@@ -190,4 +220,5 @@ def tune_space(
         budget_s=budget_s,
         nodes=tuple(sorted(used)),
         failed=len(failed),
+        interrupted=stop.requested,
     )

@@ -140,3 +140,22 @@ def space_study(tmp_path):
 
     studies.open_study(load_space(REPO / "tests/fixtures/tiny_cnn.yaml"), tmp_path)
     return lambda: optuna.load_study(study_name=studies.STUDY_NAME, storage=studies.storage(tmp_path))
+
+
+def test_a_full_disk_stops_the_run_instead_of_being_logged_by_tune(recorder, monkeypatch):
+    import errno
+
+    from autotune.search.callback import make_stopper
+
+    stopper = make_stopper(recorder)
+    assert not stopper.stop_all()
+
+    def full(row):
+        raise OSError(errno.ENOSPC, "No space left on device", "trials.jsonl")
+
+    monkeypatch.setattr(recorder.board, "add", full)
+    recorder.trial_error(_trial("x"))  # Tune would log an exception from here and go on
+    assert isinstance(recorder.fatal, OSError) and stopper.stop_all()
+    monkeypatch.setattr(recorder.board, "add", lambda row: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))
+    with pytest.raises(OSError, match="denied"):  # not a full disk: a bug or a setup error, raised
+        recorder.trial_error(_trial("y"))

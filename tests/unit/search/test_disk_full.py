@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-from autotune.search.driver import disk_full
+from autotune.errors import disk_full
 
 
 def test_disk_full_is_found_in_the_exception_chain():
