@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Workloads per chunk: one MetaSchedule call on a node (about one to three minutes on 2 cores).
 CHUNK = 4
+#: Workloads per chunk of the first pass, which only measures their default schedules.
+DEFAULTS_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,21 @@ def tune_space(
     db = TuningDatabase(database_dir(profile, results_dir))
     key = space_key(space, samples, seed)
     tuned: dict[str, int] = {}
+    with_default: set[str] = set()
     spent0 = 0.0
     if db.ledger_file.exists():  # (a failed check leaves no database directory behind)
         with db.reading():
             tuned = db.tuned_trials(str(target))  # refuses a database made for another target
             spent0 = db.space_spent_s(key)
+            with_default = db.with_default()
     sample = sample_space(space, profile, samples=samples, seed=seed, file=space_file)
     workloads = list(sample.workloads.values())
     latency = best_latencies(db, {k: mod for k, (_, mod) in sample.mods.items()})
     names = {k: name for k, (name, _) in sample.mods.items()}
+    already = sum(1 for k in sample.workloads if tuned.get(k, 0) > 0)
     log.info(
         "%d architectures, %d distinct workloads; %d already tuned; %.0f of %.0f min of this space's budget spent",
-        sample.architectures, len(workloads), sum(1 for v in latency.values() if v), spent0 / 60, budget_s / 60,
+        sample.architectures, len(workloads), already, spent0 / 60, budget_s / 60,
     )  # fmt: skip
     from autotune.spacetune.nodes import LocalNodes, RayNodes
 
@@ -150,6 +155,7 @@ def tune_space(
     busy: dict[int, dict[str, int]] = {}
     failed: set[str] = set()
     used: set[str] = set()
+    default_tried: set[str] = set()
     stop = _StopOnInterrupt()
     try:
         while True:
@@ -159,11 +165,18 @@ def tune_space(
                 if node in busy or left <= typical / 2 or stop.requested:  # overrun by half a chunk at most
                     continue
                 skip = failed | {k for todo in busy.values() for k in todo}
-                todo = next_todo(workloads, tuned, latency, size=CHUNK, max_trials=max_trials, skip=skip)
+                lacking = [w.key for w in workloads if w.key not in with_default | default_tried | skip]
+                if lacking:  # first: every workload's default schedule, measured (the floor tuning must beat)
+                    defaults = tuple(lacking[:DEFAULTS_CHUNK])
+                    todo, default_tried = dict.fromkeys(defaults, 0), default_tried | set(defaults)
+                else:
+                    defaults = ()
+                    todo = next_todo(workloads, tuned, latency, size=CHUNK, max_trials=max_trials, skip=skip)
                 if not todo:
                     break
                 busy[node] = todo
-                nodes.submit(node, pack_chunk(db, target, profile, sample.mods, todo, seed=seed + chunks))
+                chunk = pack_chunk(db, target, profile, sample.mods, todo, seed=seed + chunks, defaults=defaults)
+                nodes.submit(node, chunk)
                 chunks += 1
             if not busy:
                 break
@@ -175,11 +188,12 @@ def tune_space(
             else:
                 trials += merge_result(db, target, result, names, tuned=tuned)
                 used.add(where)
+                with_default |= set(result.defaults)
                 for k, n in todo.items():
                     if k in result.valid:
                         tuned[k] = tuned.get(k, 0) + n
                         latency[k] = result.best_s.get(k) or latency.get(k)
-                    else:
+                    elif n > 0:
                         failed.add(k)
             now = time.monotonic()
             with db.writing():
@@ -187,7 +201,7 @@ def tune_space(
                     str(target), key, now - last, {"space": space.name, "samples": samples, "seed": seed}
                 )
             last = now
-            done = sum(1 for w in workloads if latency.get(w.key))
+            done = sum(1 for w in workloads if tuned.get(w.key, 0) > 0)
             measured = 0 if isinstance(result, BaseException) else result.measured
             progress = {
                 "node": where, "workloads": len(todo), "trials": measured, "tuned": done, "total": len(workloads),
@@ -203,7 +217,7 @@ def tune_space(
         stop.restore()
         nodes.close()
     calls = sum(w.calls for w in workloads)
-    covered = sum(w.calls for w in workloads if latency.get(w.key)) / calls if calls else 0.0
+    covered = sum(w.calls for w in workloads if tuned.get(w.key, 0) > 0) / calls if calls else 0.0
     with db.reading():
         spent = db.space_spent_s(key)
     if stop.requested:
@@ -212,7 +226,7 @@ def tune_space(
         database=db.directory,
         architectures=sample.architectures,
         workloads=len(workloads),
-        tuned=sum(1 for w in workloads if latency.get(w.key)),
+        tuned=sum(1 for w in workloads if tuned.get(w.key, 0) > 0),
         covered=covered,
         trials=trials,
         seconds=time.monotonic() - t0,

@@ -46,6 +46,7 @@ class Chunk:
         todo: workload key → trials to measure now.
         seeds: the shared database's records of these workloads, as (workload lines, record lines).
         seed: seeds MetaSchedule's search.
+        defaults: workloads whose default schedule is measured first (``Session.measure_defaults``).
     """
 
     target: str
@@ -54,6 +55,7 @@ class Chunk:
     todo: Mapping[str, int]
     seeds: tuple[str, str]
     seed: int = 0
+    defaults: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ChunkResult:
         valid: keys of the workloads that now have a valid (error-free) record.
         best_s: workload key → its best measured seconds per call (None: no valid record).
         seconds: wall time on the node.
+        defaults: workloads whose default schedule was measured without error.
     """
 
     node: str
@@ -76,6 +79,7 @@ class ChunkResult:
     valid: tuple[str, ...]
     best_s: Mapping[str, float | None]
     seconds: float
+    defaults: tuple[str, ...] = ()
 
 
 def _database_lines(directory: Path) -> tuple[str, str]:
@@ -91,6 +95,7 @@ def pack_chunk(
     mods: Mapping[str, tuple[str, tvm.IRModule]],
     todo: Mapping[str, int],
     seed: int = 0,
+    defaults: tuple[str, ...] = (),
 ) -> Chunk:
     """A chunk tuning ``todo`` of the workloads ``mods`` (key → (task name, IRModule)), seeded with the
     shared database's best records of them."""
@@ -114,6 +119,7 @@ def pack_chunk(
         todo=dict(todo),
         seeds=seeds,
         seed=seed,
+        defaults=tuple(defaults),
     )
 
 
@@ -137,6 +143,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
         }
         with db.staging() as staging:
             session = Session(tasks, staging, target=target, db=db, seed=chunk.seed, profile=chunk.profile)
+            defaults = session.measure_defaults(list(chunk.defaults))
             session.tune(dict(chunk.todo))
             measured, valid = session.merge()
             best = {k: session.latency_s(k) for k in chunk.todo}
@@ -153,6 +160,7 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
         valid=tuple(sorted(valid)),
         best_s=best,
         seconds=time.perf_counter() - t0,
+        defaults=tuple(sorted(defaults)),
     )
 
 
@@ -178,7 +186,7 @@ def merge_result(
             for r in records:
                 shared.commit_tuning_record(rebind(r, shared.commit_workload(r.workload.mod)))
             credit = {k: (names[k], tuned.get(k, 0) + n) for k, n in result.todo.items() if k in result.valid}
-            db.credit(str(target), credit)
+            db.credit(str(target), credit, defaults={k: names[k] for k in result.defaults if k in result.valid})
     return len(records)
 
 

@@ -115,6 +115,10 @@ class TuningDatabase:
             )
         return {k: int(v["trials"]) for k, v in ledger["workloads"].items()}
 
+    def with_default(self) -> set[str]:
+        """Keys of the workloads whose default schedule is in the database; read it inside ``reading()``."""
+        return {k for k, v in self._ledger()["workloads"].items() if v.get("default")}
+
     def stored_plan(self, model: str) -> tuple[int, dict[str, int]] | None:
         """The largest latency-guided plan kept for ``model`` (``model_key``): its trials and budgets;
         read it inside ``reading()``."""
@@ -142,14 +146,18 @@ class TuningDatabase:
         tuned: Mapping[str, tuple[str, int]],
         *,
         plan: tuple[str, int, Mapping[str, int]] | None = None,
+        defaults: Mapping[str, str] | None = None,
     ) -> None:
-        """Record that workloads (key → (task name, trials)) were tuned, and a model's latency-guided
+        """Record that workloads (key → (task name, trials)) were tuned, that the default schedules of
+        ``defaults`` (key → task name) were measured into the database, and a model's latency-guided
         ``plan`` (model key, trials, budgets) when given; call it inside ``writing()``."""
         ledger = self._ledger()
         workloads, plans = ledger["workloads"], ledger["plans"]
+        for key, name in (defaults or {}).items():
+            workloads.setdefault(key, {"task": name, "trials": 0})["default"] = True
         for key, (name, trials) in tuned.items():
-            old = int(workloads.get(key, {}).get("trials", 0))
-            workloads[key] = {"task": name, "trials": max(old, trials)}
+            entry = workloads.setdefault(key, {"task": name, "trials": 0})
+            entry["trials"] = max(int(entry.get("trials", 0)), trials)
         if plan is not None:
             model, trials, budgets = plan
             if model not in plans or int(plans[model]["trials"]) <= trials:

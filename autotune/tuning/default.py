@@ -24,12 +24,12 @@ buy against ONNX Runtime.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["REDUCTION_TILE", "REGISTER_TILE", "apply_default_schedules", "vector_lanes"]
+__all__ = ["REDUCTION_TILE", "REGISTER_TILE", "apply_default_schedules", "default_schedule", "vector_lanes"]
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,13 @@ def _decide(trace: object, lanes: int) -> object:
     return trace
 
 
-def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
-    """``func`` scheduled by the rule, or None when the rule does not apply to it."""
-    import tvm
+def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
+    """The rule's schedule of a workload module (one PrimFunc, ``main``), postprocessed: its ``trace``
+    replays it (a tuning record of the default, see ``Session.measure_defaults``). None when the rule
+    does not apply."""
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", rand_state=0)
     spaces = ctx.space_generator.generate_design_space(mod)
     if not spaces:
@@ -112,6 +112,16 @@ def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.Pr
     sch = s_tir.Schedule(mod)
     trace.apply_to_schedule(sch, remove_postproc=True)
     if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
+        return None
+    return sch
+
+
+def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
+    """``func`` scheduled by the rule, or None when the rule does not apply to it."""
+    import tvm
+
+    sch = default_schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    if sch is None:
         return None
     scheduled = sch.mod["main"]
     for key, value in func.attrs.items():  # the original symbol and attributes

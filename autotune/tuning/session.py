@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from tvm.s_tir import meta_schedule as ms
 
 __all__ = ["Session", "rebind", "stub_tensor_intrin", "unused_intrin_tables"]
+
+log = logging.getLogger(__name__)
 
 #: MetaSchedule's tensor-intrinsic tables that are not x86's (see ``stub_tensor_intrin``).
 _INTRIN_TABLES = ("cuda", "rocm", "hexagon", "metal", "arm_cpu", "riscv_cpu")
@@ -121,6 +124,44 @@ class Session:
                 for r in self.shared.get_top_k(self.shared.commit_workload(mod), 64):
                     self.private.commit_tuning_record(rebind(r, self.private.commit_workload(mod)))
         self.seeded_bytes = Path(staging, "database_tuning_record.json").stat().st_size
+
+    def measure_defaults(self, keys: Sequence[str]) -> set[str]:
+        """Measure each workload's default schedule (``autotune.tuning.default``) and keep it as a
+        tuning record, so the database's best is never worse than the default and the search starts
+        from it (MetaSchedule seeds its population with the best records). Returns the keys measured
+        without error."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from autotune.tuning.default import default_schedule
+
+        schedules = []
+        for k in keys:
+            mod = self.tasks[k].dispatched[0]
+            try:
+                sch = default_schedule(mod, self.target)
+            except Exception as err:  # TVMError: the rule does not apply; tuning starts without it
+                log.debug("no default schedule to measure for %s: %s", k, str(err).splitlines()[0])
+                continue
+            if sch is not None:
+                schedules.append((k, mod, sch))
+        if not schedules:
+            return set()
+        built = self.builder.build([ms.builder.BuilderInput(sch.mod, self.target) for _, _, sch in schedules])
+        runnable, inputs = [], []
+        for (k, mod, sch), b in zip(schedules, built, strict=True):
+            if b.error_msg is None:
+                args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+                runnable.append((k, mod, sch, args))
+                inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", args))  # llvm targets only
+        ok = set()
+        for (k, mod, sch, args), future in zip(runnable, self.runner.run(inputs), strict=True):
+            result = future.result()
+            if result.error_msg is None and result.run_secs:
+                record = ms.database.TuningRecord(sch.trace, self.private.commit_workload(mod), result.run_secs,
+                                                  self.target, args)  # fmt: skip
+                self.private.commit_tuning_record(record)
+                ok.add(k)
+        return ok
 
     def tune(self, todo: dict[str, int]) -> None:
         """Measure ``todo[key]`` more trials of each workload."""

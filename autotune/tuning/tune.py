@@ -62,7 +62,9 @@ class TuneReport:
         tasks: workloads (fused PrimFuncs) in the model.
         hits: workloads with a budget that the database already had tuned to it.
         misses: workloads with a budget that had to be tuned (or topped up).
-        trials: schedules measured by this tuning (0 when everything was a hit).
+        trials: schedules measured by this tuning (0 when everything was a hit): MetaSchedule's trials
+            and the default schedule of each workload the database had none of (measured once, kept as a
+            record: the best record is never worse than the default, and the search starts from it).
         tune_s: seconds spent, lock waits excluded.
         records: records in the database afterwards.
     """
@@ -159,6 +161,9 @@ def _measure(
         try:
             keys = plan.todo if plan is not None else by_key
             session = Session({k: by_key[k] for k in keys}, staging, target=target, db=db, seed=seed, profile=profile)
+            with db.reading():
+                have = db.with_default()
+            defaults = session.measure_defaults([k for k in keys if k not in have])
             if plan is not None:
                 session.tune(plan.todo)
             else:
@@ -169,7 +174,8 @@ def _measure(
     names = {w.key: w.name for w in workloads}
     guided_plan = (model_key(workloads), trials, plan.budgets) if guided(workloads, trials) else None
     with db.writing():
-        db.credit(str(target), {k: (names[k], plan.budgets[k]) for k in plan.todo if k in valid}, plan=guided_plan)
+        db.credit(str(target), {k: (names[k], plan.budgets[k]) for k in plan.todo if k in valid}, plan=guided_plan,
+                  defaults={k: names[k] for k in defaults if k in valid})  # fmt: skip
     if missing := set(plan.todo) - valid:
         log.warning("tuning left %d of %d workloads without a valid schedule", len(missing), len(plan.todo))
     return plan, measured

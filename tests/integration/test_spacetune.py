@@ -49,6 +49,7 @@ def test_tune_fills_the_database_once_and_a_search_compiles_from_it(tmp_path, wr
     assert first.trials >= 8 * first.workloads and _records(db) == first.trials
     ledger = json.loads(db.ledger_file.read_text())
     assert len(ledger["workloads"]) == first.workloads and all(w["trials"] == 8 for w in ledger["workloads"].values())
+    assert all(w["default"] for w in ledger["workloads"].values())  # every default schedule measured, kept
     (entry,) = ledger["spaces"].values()
     assert entry["space"] == "tiny_latency" and 0 < entry["spent_s"] <= first.seconds + 1
 
