@@ -118,18 +118,22 @@ class Session:
         with db.reading():
             self.shared = ms.database.JSONDatabase(work_dir=str(db.directory))
         self.private = ms.database.JSONDatabase(work_dir=staging)
+        self.defaults: list[ms.database.TuningRecord] = []  # measured default schedules, merged apart
         for task in tasks.values():
             mod = task.dispatched[0]
             if self.shared.has_workload(mod):
+                default = _default_trace(mod, target)
                 for r in self.shared.get_top_k(self.shared.commit_workload(mod), 64):
-                    self.private.commit_tuning_record(rebind(r, self.private.commit_workload(mod)))
+                    if str(r.trace) != default:  # the search must not mutate it (its replay can fail)
+                        self.private.commit_tuning_record(rebind(r, self.private.commit_workload(mod)))
         self.seeded_bytes = Path(staging, "database_tuning_record.json").stat().st_size
 
     def measure_defaults(self, keys: Sequence[str]) -> set[str]:
-        """Measure each workload's default schedule (``autotune.tuning.default``) and keep it as a
-        tuning record, so the database's best is never worse than the default and the search starts
-        from it (MetaSchedule seeds its population with the best records). Returns the keys measured
-        without error."""
+        """Measure each workload's default schedule (``autotune.tuning.default``); ``merge`` keeps it
+        as a tuning record, so the database's best is never worse than the default. MetaSchedule's
+        search does not start from it: mutating its trace (decisions set by our rule, padding at the
+        root) can fail to replay (``old_outputs.size() == new_outputs.size()``). Returns the keys
+        measured without error."""
         from tvm.s_tir import meta_schedule as ms
 
         from autotune.tuning.default import default_schedule
@@ -157,9 +161,8 @@ class Session:
         for (k, mod, sch, args), future in zip(runnable, self.runner.run(inputs), strict=True):
             result = future.result()
             if result.error_msg is None and result.run_secs:
-                record = ms.database.TuningRecord(sch.trace, self.private.commit_workload(mod), result.run_secs,
-                                                  self.target, args)  # fmt: skip
-                self.private.commit_tuning_record(record)
+                workload = ms.database.Workload(mod)
+                self.defaults.append(ms.database.TuningRecord(sch.trace, workload, result.run_secs, self.target, args))
                 ok.add(k)
         return ok
 
@@ -225,6 +228,7 @@ class Session:
         records = ms.database.JSONDatabase(
             path_workload=str(staged.with_name("database_workload.json")), path_tuning_record=str(new)
         ).get_all_tuning_records()
+        records = [*records, *self.defaults]
         shared = self.shared
         with self.db.writing():
             for r in records:
@@ -235,6 +239,17 @@ class Session:
             if shared.has_workload(mod := task.dispatched[0]) and shared.get_top_k(shared.commit_workload(mod), 1)
         }
         return len(records), valid
+
+
+def _default_trace(mod: tvm.IRModule, target: tvm.target.Target) -> str | None:
+    """The text of the default schedule's trace of a workload (to tell its record apart), or None."""
+    from autotune.tuning.default import default_schedule
+
+    try:
+        sch = default_schedule(mod, target)
+    except Exception:  # TVMError: the rule does not apply
+        return None
+    return None if sch is None else str(sch.trace)
 
 
 def rebind(record: ms.database.TuningRecord, workload: ms.database.Workload) -> ms.database.TuningRecord:
