@@ -172,16 +172,16 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one schedule
                                        "process": " ".join(victim.cmdline()[:1])})  # fmt: skip
                         victim.send_signal(signal.SIGKILL)
                 if node_at is not None and done >= node_at and len(_trial_processes()) >= 2:
-                    faults.append({"kind": "node kill", "at_rows": done})
+                    faults.append({"kind": "node kill", "at_rows": done, "at": time.time()})
                     cluster.remove_node(worker)
                     worker, node_at = cluster.add_node(num_cpus=1), None
                 if driver_at is not None and done >= driver_at:
                     drivers[-1].proc.send_signal(signal.SIGKILL)
                     drivers[-1].proc.wait()
-                    faults.append({"kind": "driver kill", "at_rows": done})
+                    faults.append({"kind": "driver kill", "at_rows": done, "at": time.time()})
                     time.sleep(1)
                     faults.append({"kind": "torn write", "at_rows": done, "trial_id": _tear_last_row(run)})
-                    drivers.append(Driver(["search", "--resume", str(run)], log))
+                    drivers.append(Driver(["search", "--resume", str(run), "--address", cluster.address], log))
                     driver_at = None
                 time.sleep(0.5)
             rc = drivers[-1].proc.returncode
@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one schedule
             "study_running": running,
             "statuses": {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")},
             "failed_errors": sorted({e[:80] for e, r in zip(errors, rows, strict=True) if r["status"] == "failed"}),
+            "failed_rows": [(r["trial_id"], r.get("node"), r.get("started_at"), str(r.get("error"))[:120])
+                            for r in rows if r["status"] == "failed"],  # fmt: skip
             "drivers": [d.memory_mb() for d in drivers],
         }
         report["driver_log_tail"] = log.read_text().splitlines()[-15:]
