@@ -216,8 +216,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one schedule
             "study_running": running,
             "statuses": {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")},
             "failed_errors": sorted({e[:80] for e, r in zip(errors, rows, strict=True) if r["status"] == "failed"}),
-            "failed_rows": [(r["trial_id"], r.get("node"), r.get("started_at"), str(r.get("error"))[:120])
-                            for r in rows if r["status"] == "failed"],  # fmt: skip
+            "failed_rows": [
+                (r["trial_id"], r.get("node"), r.get("started_at"), str(r.get("error"))[:120])
+                for r in rows
+                if r["status"] == "failed"
+            ],  # fmt: skip
             "drivers": [d.memory_mb() for d in drivers],
         }
         report["driver_log_tail"] = log.read_text().splitlines()[-15:]
