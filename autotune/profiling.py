@@ -90,7 +90,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     from autotune.config.load import load_profile
     from autotune.deploy import compile_model, time_model, tuning_request
     from autotune.exporter import export_program
-    from autotune.measure.kernels import time_kernels
+    from autotune.measure.kernels import check_measures_here, time_kernels
     from autotune.quiet import QuietLock
     from autotune.runs import read_run
     from autotune.task import load_trained_model, prepare_task
@@ -105,13 +105,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
         raise UserError(f"trial {trial_id} has no model to profile (status {row.get('status')})", key="TRIAL_ID",
                         hint="profile a trial whose status is ok")  # fmt: skip
     profile = load_profile(resolve_profile_path(device)) if device else run_profile
-    if profile.runner.kind != "local":
-        raise UserError(
-            f"kernel profiles are measured on this machine; {profile.name!r} measures with the "
-            f"{profile.runner.kind!r} runner",
-            key="--device",
-            hint="profile with --device host",
-        )
+    check_measures_here(profile, key="--device")  # before any work
     task = prepare_task(space, profile, cache_dir=run / "cache")
     cfg, model = load_trained_model(row, task, run)
     how = deployment(plan_compression(cfg.compress))

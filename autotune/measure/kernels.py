@@ -13,7 +13,7 @@ from autotune.errors import UserError
 from autotune.measure.base import repeat_until_precise
 from autotune.quiet import QuietLock
 
-__all__ = ["time_kernels"]
+__all__ = ["check_measures_here", "time_kernels"]
 
 
 def _tensor(shape: tuple[int, ...], dtype: str, dev: Any, rng: np.random.Generator) -> Any:
@@ -26,6 +26,21 @@ def _tensor(shape: tuple[int, ...], dtype: str, dev: Any, rng: np.random.Generat
     return tvm.runtime.tensor(data, dev)
 
 
+def check_measures_here(profile: DeviceProfile, *, key: str = "runner.kind") -> None:
+    """Kernels are timed on this machine: refuse a profile that measures elsewhere.
+
+    Raises:
+        UserError: (``key``) the profile's runner is not ``local``.
+    """
+    if profile.runner.kind != "local":
+        raise UserError(
+            f"kernel profiles are measured on this machine; profile {profile.name!r} measures with the "
+            f"{profile.runner.kind!r} runner",
+            key=key,
+            hint="profile the trial with a profile that measures here (--device host)",
+        )
+
+
 def time_kernels(kernels: Sequence[Any], profile: DeviceProfile, lock: QuietLock | None = None) -> dict[str, float]:
     """Kernel name → median seconds per call, each kernel (``autotune.compiler.kernels.Kernel``) timed
     alone on random inputs of its argument shapes, holding the quiet lock exclusively.
@@ -35,13 +50,7 @@ def time_kernels(kernels: Sequence[Any], profile: DeviceProfile, lock: QuietLock
     """
     import tvm
 
-    if profile.runner.kind != "local":
-        raise UserError(
-            f"kernel profiles are measured on this machine; profile {profile.name!r} measures with the "
-            f"{profile.runner.kind!r} runner",
-            key="runner.kind",
-            hint="profile the trial with a local profile (--device host)",
-        )
+    check_measures_here(profile)
     dev, cfg, rng = tvm.cpu(), profile.measure, np.random.default_rng(0)
     out: dict[str, float] = {}
     with (lock or QuietLock(None)).exclusive():
