@@ -132,7 +132,7 @@ def _console(stderr: bool = True) -> Any:
     from rich.console import Console
 
     console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    if not console.is_terminal:
         console.width = max(console.width, 160)  # pipes and CI logs: do not squeeze tables
     return console
 
@@ -172,14 +172,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         cols = [c.strip() for c in args.columns.split(",") if c.strip()]
         check_columns(rows, cols, key="--columns")
         dropped: list[str] = []
+        width = console.width
     else:
         wanted = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
         params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
-        cols, dropped = _fit_columns(rows, wanted + params, console.width)
-    console.print(_table(rows, cols, f"{csv_path} ({len(rows)} rows)"))
+        width = int(os.environ.get("COLUMNS") or 0) or console.width  # a pipe has no width: COLUMNS if set
+        cols, dropped = _fit_columns(rows, wanted + params, width)
+    console.print(_table(rows, cols, f"{csv_path} ({len(rows)} rows)"), width=width)
     if dropped:
         console.print(f"{len(dropped)} more columns ({', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}): "
-                      "choose with --columns, or --json for all")  # fmt: skip
+                      "choose with --columns, or --json for all", width=width)  # fmt: skip
     return 0
 
 

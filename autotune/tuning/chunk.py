@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.tuning.database import TuningDatabase
-from autotune.tuning.session import Session, rebind, stub_tensor_intrin
+from autotune.tuning.intrin import stub_tensor_intrin
+from autotune.tuning.session import Session, rebind
 
 if TYPE_CHECKING:
     import tvm

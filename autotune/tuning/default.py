@@ -134,7 +134,7 @@ def apply_default_schedules(fused: tvm.IRModule, target: tvm.target.Target) -> t
     the rule of this module; returns the new module (llvm targets only; others unchanged)."""
     import tvm
 
-    from autotune.tuning.session import stub_tensor_intrin
+    from autotune.tuning.intrin import stub_tensor_intrin
 
     if target.kind.name != "llvm":
         return fused

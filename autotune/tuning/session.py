@@ -7,8 +7,6 @@ import functools
 import importlib
 import logging
 import os
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,41 +14,16 @@ from typing import TYPE_CHECKING, Any
 from autotune.config.device_profile import DeviceProfile
 from autotune.measure import RUNNERS
 from autotune.tuning.database import TuningDatabase
+from autotune.tuning.intrin import stub_tables, unused_intrin_tables
 from autotune.tuning.plan import TRIALS_PER_ITER
 
 if TYPE_CHECKING:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-__all__ = ["Session", "rebind", "stub_tensor_intrin", "unused_intrin_tables"]
+__all__ = ["Session", "rebind"]
 
 log = logging.getLogger(__name__)
-
-#: MetaSchedule's tensor-intrinsic tables that are not x86's (see ``stub_tensor_intrin``).
-_INTRIN_TABLES = ("cuda", "rocm", "hexagon", "metal", "arm_cpu", "riscv_cpu")
-
-
-def unused_intrin_tables(target: tvm.target.Target) -> tuple[str, ...]:
-    """The tensor-intrinsic tables of devices other than ``target``'s (by its keys)."""
-    keys = set(target.keys)
-    return tuple(name for name in _INTRIN_TABLES if name not in keys)
-
-
-def _stub_tables(names: tuple[str, ...]) -> None:
-    """Register empty modules for the tensor-intrinsic tables ``names`` that are not imported yet.
-
-    MetaSchedule imports ``tvm.s_tir.tensor_intrin`` (every table; CUDA's alone takes ~45 s here) in
-    this process and in each builder worker, whose pool is restarted for every batch. A target never
-    uses the tables of other devices. This changes ``sys.modules`` for the rest of the process.
-    """
-    for name in names:
-        full = f"tvm.s_tir.tensor_intrin.{name}"
-        sys.modules.setdefault(full, types.ModuleType(full))
-
-
-def stub_tensor_intrin(target: tvm.target.Target) -> None:
-    """Stub the tensor-intrinsic tables ``target`` never uses (``_stub_tables``), in this process."""
-    _stub_tables(unused_intrin_tables(target))
 
 
 def _workers() -> int:
@@ -111,7 +84,7 @@ class Session:
         self.builder = ms.builder.LocalBuilder(
             max_workers=self.threads,
             timeout_sec=60,
-            initializer=functools.partial(_stub_tables, unused_intrin_tables(target)),
+            initializer=functools.partial(stub_tables, unused_intrin_tables(target)),
             **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
         )
         self.runner = RUNNERS.get(profile.runner.kind).metaschedule_runner(profile)

@@ -15,6 +15,7 @@ from autotune.errors import CandidateFailed, describe
 from autotune.measure import RUNNERS
 from autotune.quiet import QuietLock
 from autotune.tuning.database import TuningDatabase
+from autotune.tuning.intrin import stub_tensor_intrin
 from autotune.tuning.plan import (
     GUIDED_STAGES,
     TRIALS_PER_ITER,
@@ -25,7 +26,7 @@ from autotune.tuning.plan import (
     plan_guided,
     plan_tuning,
 )
-from autotune.tuning.session import Session, stub_tensor_intrin
+from autotune.tuning.session import Session
 
 if TYPE_CHECKING:
     import tvm
