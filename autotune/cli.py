@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import autotune
+from autotune.cli_render import fit_columns, make_console, progress_renderable, table
 from autotune.errors import UserError
-from autotune.reporting import check_columns, format_value, sort_rows
+from autotune.reporting import check_columns, sort_rows
 from autotune.runs import leaderboard_csv
 from autotune.search.settings import RunConfig, parse_duration  # noqa: F401 - parse_duration: re-exported
 from autotune.space import PARAM_PREFIXES
@@ -128,26 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _console(stderr: bool = True) -> Any:
-    from rich.console import Console
-
-    console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 160)  # pipes and CI logs: do not squeeze tables
-    return console
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> Any:
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, overflow="fold", no_wrap=i == 0)  # the first column names the row: whole
-    for r in rows:
-        t.add_row(*[format_value(r.get(c)) for c in columns])
-    return t
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     paths = [leaderboard_csv(p) for p in args.run_dir]
     if args.merge:
@@ -167,7 +148,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    console = _console(stderr=False)
+    console = make_console(stderr=False)
     if args.columns:
         cols = [c.strip() for c in args.columns.split(",") if c.strip()]
         check_columns(rows, cols, key="--columns")
@@ -177,55 +158,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         wanted = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
         params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
         width = int(os.environ.get("COLUMNS") or 0) or console.width  # a pipe has no width: COLUMNS if set
-        cols, dropped = _fit_columns(rows, wanted + params, width)
-    console.print(_table(rows, cols, f"{csv_path} ({len(rows)} rows)"), width=width)
+        cols, dropped = fit_columns(rows, wanted + params, width)
+    console.print(table(rows, cols, f"{csv_path} ({len(rows)} rows)"), width=width)
     if dropped:
         console.print(f"{len(dropped)} more columns ({', '.join(dropped[:4])}{', ...' if len(dropped) > 4 else ''}): "
                       "choose with --columns, or --json for all", width=width)  # fmt: skip
     return 0
 
 
-def _fit_columns(rows: list[dict[str, Any]], cols: list[str], width: int) -> tuple[list[str], list[str]]:
-    """The leading ``cols`` whose cells fit ``width`` characters unwrapped (at least two), and the rest."""
-    used, kept = 1, []
-    for i, c in enumerate(cols):
-        cell = max([len(c), *(len(format_value(r.get(c))) for r in rows)])
-        if used + cell + 3 > width and len(kept) >= 2:
-            return kept, cols[i:]
-        used += cell + 3
-        kept.append(c)
-    return kept, []
-
-
-def _progress_renderable(p: Any) -> Any:
-    from rich.console import Group
-    from rich.text import Text
-
-    left = "" if p.remaining_s is None else f" · remaining {p.remaining_s:,.0f}s"
-    lines = [
-        Text.from_markup(
-            f"[bold]trials {p.done}/{p.total}[/] done · running {len(p.running)} · failed {p.failed} · "
-            f"pruned {p.pruned} · infeasible {p.infeasible} · elapsed {p.elapsed_s:,.0f}s{left}"
-        )
-    ]
-    if p.best:
-        keys = ("trial_id", "accuracy", "val_accuracy", "latency_ms", "energy_mj", "macs")
-        best = "  ".join(f"{k}={format_value(p.best.get(k))}" for k in keys if p.best.get(k) is not None)
-        lines.append(Text.from_markup(f"[bold]best[/] {best}"))
-    if p.predictor_checked:
-        lines.append(
-            Text(f"latency predictor: {p.predictor_hit_rate:.0%} of {p.predictor_checked} predictions within ±10 %")
-        )
-    if p.drift_warning:
-        lines.append(Text.from_markup(f"[bold yellow]warning[/] {p.drift_warning}"))
-    lines += [Text(f"  {tid}: {what}") for tid, what in list(p.running.items())[:8]]
-    return Group(*lines)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from rich.live import Live
 
-    console = _console()
+    console = make_console()
     results_dir, name, resume = args.results_dir, args.name, False
     if args.resume:
         run_dir = Path(args.resume).resolve()
@@ -238,7 +182,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
 
     def on_progress(p: Any) -> None:
-        live.update(_progress_renderable(p))
+        live.update(progress_renderable(p))
 
     with live:
         try:
@@ -271,9 +215,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     ok = [r for r in rows if r.get("status") == "ok"]
     top = sort_rows(ok, None)[:5]
     cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in top)]
-    out = _console(stderr=False)
+    out = make_console(stderr=False)
     if top:
-        out.print(_table(top, cols, "top trials (Pareto rank, then latency)"))
+        out.print(table(top, cols, "top trials (Pareto rank, then latency)"))
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
     out.print(f"{len(rows)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     out.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
@@ -329,8 +273,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
                  strict=True))
         for k in prof.kernels
     ]  # fmt: skip
-    out = _console(stderr=False)
-    out.print(_table(rows, cols, f"trial {prof.trial_id} on {prof.device}: kernels, heaviest first"))
+    out = make_console(stderr=False)
+    out.print(table(rows, cols, f"trial {prof.trial_id} on {prof.device}: kernels, heaviest first"))
     out.print(
         f"whole model {prof.latency_ms * 1e3:.1f} µs (the trial's row: "
         f"{'–' if prof.recorded_latency_ms is None else f'{prof.recorded_latency_ms * 1e3:.1f} µs'}); kernels "
@@ -415,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("search", "tune", "profile"):
             from autotune.log import setup_logging
 
-            setup_logging(_console(), debug=args.debug)
+            setup_logging(make_console(), debug=args.debug)
         if args.command in ("spaces", "profiles"):
             return cmd_list(args.command)
         if args.command == "device":
