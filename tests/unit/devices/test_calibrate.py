@@ -28,12 +28,12 @@ def test_peak_matmul_is_measured():
     assert gflops > 0 and size in (64, 128)
 
 
-def test_the_fma_peak_bounds_the_matmul():
-    from autotune.measure.peak import fma_peak_gflops
+def test_the_fma_peak_kernel_runs_vector_fmas():
+    from autotune.measure.peak import ACCUMULATORS, fma_peak_gflops, host_target
 
-    peak = fma_peak_gflops(1, number=5, repeat=3)
-    matmul, _ = measure_peak_gflops(1, sizes=(256,), seconds=0.05)
-    assert peak > matmul > 0  # an upper bound: FMAs only, from registers
+    peak = fma_peak_gflops(1, number=2, repeat=1)
+    assert peak > 0 and ACCUMULATORS >= 8  # its figure is a bench's business (bench/, not a test)
+    assert int(host_target(2).attrs["num-cores"]) == 2
 
 
 class _FakeMeter:
