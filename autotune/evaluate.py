@@ -8,20 +8,24 @@ propagates (the search's sandbox records it with its traceback).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from autotune.backends import BACKENDS, NOT_ON_DEVICE, Job
+from autotune.backends.base import NotOnDevice
 from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import changes_structure, compress, plan_compression, prepare
 from autotune.constraints import violations
 from autotune.curves import Curves
-from autotune.deploy import deploy, on_other_device, time_fp32, tuning_request
+from autotune.deploy import on_other_device, time_fp32, tuning_request
 from autotune.errors import CandidateFailed
-from autotune.leaderboard.row import LeaderboardRow, now
+from autotune.leaderboard.row import BackendOutcome, DeviceResult, LeaderboardRow, now
 from autotune.quiet import QuietLock
 from autotune.records import TrainedModel, TrialConfig
 from autotune.reference import measure_reference
@@ -146,10 +150,11 @@ def _stages(
                           lock=lock)  # fmt: skip
     request = tuning_request(tuning_db, profile.tuning.trials_per_candidate, lock, config.seed)
     features = None
+    first = profile.backends[0]
     if screening is not None and not changes_structure(plan):
         stages = ("constraint-first: compile untrained", "constraint-first: measure untrained")
-        probe = functools.partial(time_fp32, model, profile, data.x_test, out_dir=work / "untrained", lock=lock,
-                                  request=request, on_stage=enter, stages=stages)  # fmt: skip
+        probe = functools.partial(_time_only, first, model, profile, data.x_test, out_dir=work / "untrained",
+                                  lock=lock, request=request, on_stage=enter, stages=stages)  # fmt: skip
         ident = {"run": run, "trial_id": config.trial_id}
         records["screen"], features = screen(model, records["structure"], task, screening, probe=probe,
                                              identity=ident, lock=lock)  # fmt: skip
@@ -181,11 +186,17 @@ def _stages(
     enter("export")
     with lock.shared():
         program, exported, seconds["export_s"] = export_program(compressed.model, data.input_shape)
-    main = records["main"] = deploy(program, exported, profile, data.x_test, out_dir=work, lock=lock,
-                                    deployment=how, request=request, on_stage=enter)  # fmt: skip
+    job = Job(model=exported, profile=profile, inputs=data.x_test, out_dir=work, lock=lock, deployment=how,
+              program=program, request=request, on_stage=enter)  # fmt: skip
+    main = records["main"] = BACKENDS.get(first).deploy(job if first == "tvm" else replace(job, out_dir=work / first))
+    records["backend"] = first
     records["fingerprint"] = RUNNERS.get(profile.runner.kind).fingerprint(profile)
     record(screening, features, {"run": run, "trial_id": config.trial_id, "latency_ms": main.measurement.latency_ms,
                                  "timing": main.measurement.timing})  # fmt: skip
+    records["backends"] = {}
+    for name in profile.backends[1:]:
+        enter(name)
+        records["backends"][name] = _other_backend(name, replace(job, out_dir=work / name, request=None))
     records["others"] = {}
     for other in task.others:
         enter(f"on {other.name}")
@@ -194,8 +205,37 @@ def _stages(
     if compressed.compressed:
         enter("measure uncompressed")
         try:  # the twin is advisory: its failure leaves the speedup empty
-            records["uncompressed"] = time_fp32(trained.model, profile, data.x_test, out_dir=work / "uncompressed",
-                                                lock=lock, request=request).measurement  # fmt: skip
+            twin = _time_only(first, trained.model, profile, data.x_test, out_dir=work / "uncompressed", lock=lock,
+                              request=request)  # fmt: skip
+            records["uncompressed"] = twin.measurement
         except CandidateFailed as err:
             log.warning("the uncompressed model could not be timed: %s", err)
     return "ok", None
+
+
+def _other_backend(name: str, job: Job) -> BackendOutcome:
+    """One of the profile's other backends on the candidate; its failure is its own, not the trial's."""
+    try:
+        return BackendOutcome(BACKENDS.get(name).deploy(job))
+    except NotOnDevice as err:
+        return BackendOutcome(None, NOT_ON_DEVICE, err.reason)
+    except CandidateFailed as err:
+        log.info("backend %s failed on the candidate: %s", name, err)
+        return BackendOutcome(None, "failed", str(err))
+
+
+def _time_only(
+    backend: str, model: Any, profile: Any, inputs: Any, *, out_dir: Path, lock: QuietLock, request: Any = None,
+    on_stage: Callable[[str], None] | None = None, stages: tuple[str, str] = ("compile", "measure"),
+) -> DeviceResult:  # fmt: skip
+    """Time a model without the numerics check with the profile's first backend (an untrained probe,
+    an uncompressed twin)."""
+    if backend == "tvm":
+        return time_fp32(model, profile, inputs, out_dir=out_dir, lock=lock, request=request, on_stage=on_stage,
+                         stages=stages)  # fmt: skip
+    from autotune.models.layers import fold_batchnorm
+
+    folded = copy.deepcopy(model).eval()
+    fold_batchnorm(folded)
+    job = Job(model=folded, profile=profile, inputs=inputs, out_dir=out_dir, lock=lock, check=False, on_stage=on_stage)
+    return BACKENDS.get(backend).deploy(job)

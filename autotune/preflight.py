@@ -64,10 +64,12 @@ def preflight(
     Raises:
         UserError: naming the file and key of the first check that fails (see the module docstring).
     """
+    from autotune.backends import check_backends
     from autotune.compiler import check_profile
     from autotune.measure import RUNNERS
 
     check_profile(profile, file=profile_file)
+    check_backends(profile, file=profile_file)
     RUNNERS.get(profile.runner.kind, file=profile_file, key="runner.kind").check(profile, file=profile_file)
     return check_model(space, profile, file=space_file, samples=samples, seed=seed, cache_dir=cache_dir)
 

@@ -73,10 +73,12 @@ def check_space_semantics(space: SearchSpace, *, file: str | None = None) -> Non
             name, at, device = full.partition("@")
             if at and (name not in DEVICE_METRICS or not _DEVICE_NAME.match(device)):
                 raise UserError(
-                    f"{full!r}: only {', '.join(DEVICE_METRICS)} can name a device, as METRIC@PROFILE_NAME",
+                    f"{full!r}: only {', '.join(DEVICE_METRICS)} can name a device or a backend, as "
+                    "METRIC@PROFILE_NAME or METRIC@BACKEND",
                     file=file,
                     key=f"{section}.{full}",
-                    hint="the profile name is one given with --device in a multi-device search",
+                    hint="a profile given with --device in a multi-device search, or a backend of the profile's "
+                    "backends list after the first",
                 )
             if name not in METRICS:
                 near = closest(name, list(METRICS))

@@ -183,6 +183,20 @@ class DeviceProfile(_Strict):
     peak: Peak | None = None
     limits: Limits = Limits()
     tuning: Tuning = Tuning()
+    backends: tuple[str, ...] = Field(
+        default=("tvm",),
+        min_length=1,
+        description="Runtimes each candidate is built, checked and timed with (tvm, onnxruntime, openvino); "
+        "the first fills the usual columns, each other <column>@<backend>.",
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _check_backends(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({b for b in v if v.count(b) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} named twice")
+        return v
 
     @model_validator(mode="after")
     def _check_target(self) -> DeviceProfile:

@@ -43,6 +43,7 @@ METRICS: dict[str, str] = {
     "val_accuracy": "val_accuracy",
     "latency_ms": "latency_ms",
     "latency_p90_ms": "latency_p90_ms",
+    "best_latency_ms": "best_latency_ms",
     "energy_mj": "energy_mj",
     "size_bytes": "size_bytes",
     "artifact_bytes": "artifact_bytes",
@@ -51,7 +52,8 @@ METRICS: dict[str, str] = {
     "macs": "macs",
 }
 TRAINED_METRICS = {"accuracy", "val_accuracy"}
-#: Metrics measured on each device of a multi-device search: ``latency_ms@rpi5`` names one device's.
+#: Metrics measured on each device of a multi-device search and by each backend of a profile's
+#: ``backends``: ``latency_ms@rpi5`` names one device's, ``latency_ms@onnxruntime`` one backend's.
 DEVICE_METRICS = ("latency_ms", "latency_p90_ms", "energy_mj")
 
 

@@ -1,9 +1,12 @@
-"""Build the emulated aarch64 device's root filesystem: Debian's arm64 CPython 3.11 and TVM's aarch64 wheels.
+"""Build the emulated aarch64 device's root filesystem: Debian's arm64 CPython 3.11, TVM's and ONNX
+Runtime's aarch64 wheels, and autotune itself (so the device runs ``autotune.devices.server``).
 
 No binfmt_misc, chroot or debootstrap is needed: the arm64 ``.deb`` closure is unpacked with ``dpkg -x``,
 the wheels are installed where the emulated Python looks, and a wrapper script runs it under
 ``qemu-aarch64-static -L ROOT`` with itself as ``argv[0]`` (``-0``), so the RPC server can re-exec
-``sys.executable`` for its workers.
+``sys.executable`` for its workers. QEMU user mode shows the guest this machine's x86
+``/proc/cpuinfo``, on which ONNX Runtime's CPU detection (cpuinfo) crashes at import; since ``-L``
+looks for files under ROOT first, ``ROOT/proc/cpuinfo`` describes a Cortex-A76 instead.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ WHEELS = (
     "psutil",
     "cloudpickle",
     "tornado",
+    # autotune's RPC server (pydantic profiles, yaml) and the onnxruntime backend
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_inspection",
+    "pyyaml",
+    "onnxruntime",
+    "flatbuffers",
+    "packaging",
+    "protobuf",
 )
 #: Debian arm64 packages whose dependency closure makes the root filesystem.
 _DEBS = ("python3.11:arm64", "libstdc++6:arm64", "libgcc-s1:arm64")
@@ -56,6 +69,35 @@ _PIP_PLATFORM = (
 _HOST_TOOLS = {"qemu-aarch64-static": "qemu-user-static", "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
 _WRAPPER = "python3.11-aarch64"
 _READY = ".autotune-ready.json"
+#: What the guest reads as /proc/cpuinfo (a Cortex-A76 with dotprod, like the rpi5 profile's).
+_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU architecture: 8
+CPU variant\t: 0x4
+CPU part\t: 0xd0b
+CPU revision\t: 1
+
+"""
+
+
+def _source_digest() -> str:
+    """A digest of autotune's own source files, so a changed checkout is copied to the device again."""
+    import hashlib
+
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent.parent
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _install_autotune(site: Path) -> None:
+    """Copy autotune's (pure Python) package into the device's site-packages."""
+    pkg = Path(__file__).resolve().parent.parent
+    shutil.rmtree(site / "autotune", ignore_errors=True)
+    shutil.copytree(pkg, site / "autotune", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def cache_path(cache_dir: str | os.PathLike[str]) -> Path:
@@ -124,8 +166,9 @@ def build_device(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> Path:
     Installs ``qemu-user-static`` and ``gcc-aarch64-linux-gnu`` (the cross compiler the rpi4 profiles
     name) with apt-get when missing (as root), enables the arm64 architecture in dpkg, downloads the
     arm64 ``.deb`` closure of Python 3.11 (~14 MB) and unpacks it with ``dpkg -x``, then downloads the
-    aarch64 wheels of ``WHEELS`` (~110 MB) and installs them where the emulated Python looks. About
-    half a minute with warm caches; 450 MB on disk.
+    aarch64 wheels of ``WHEELS`` (~140 MB) and installs them where the emulated Python looks, and
+    copies autotune's package there (again whenever its source changes). About half a minute with
+    warm caches; 530 MB on disk.
 
     Args:
         cache_dir: where the root filesystem, downloads, logs and pid file live.
@@ -143,7 +186,12 @@ def build_device(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> Path:
         missing = [pkg for tool, pkg in _HOST_TOOLS.items() if shutil.which(tool) is None]
         if missing:
             _apt_install(missing)
-        if ready.is_file() and json.loads(ready.read_text()).get("wheels") == list(WHEELS):
+        site = root / "usr/local/lib/python3.11/dist-packages"
+        state = json.loads(ready.read_text()) if ready.is_file() else {}
+        if state.get("wheels") == list(WHEELS):
+            if state.get("autotune") != _source_digest():
+                _install_autotune(site)
+                ready.write_text(json.dumps({**state, "autotune": _source_digest()}))
             return wrapper
         t0 = time.perf_counter()
         debs, wheels = work / "debs", work / "whl"
@@ -155,13 +203,16 @@ def build_device(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> Path:
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
         _run([*pip, "download", "--no-deps", *_PIP_PLATFORM, "-d", str(wheels), *WHEELS])
         # Debian's site.py looks here; under `qemu -L ROOT` it also shadows the host's own site-packages.
-        site = root / "usr/local/lib/python3.11/dist-packages"
         files = [str(w) for w in sorted(wheels.glob("*.whl"))]
         _run([*pip, "install", "--no-deps", "--no-index", "--upgrade", "--target", str(site), *_PIP_PLATFORM, *files])
         qemu = shutil.which("qemu-aarch64-static")
         wrapper.write_text(f'#!/bin/sh\nexec {qemu} -L "{root}" -0 "{wrapper}" "{root}/usr/bin/python3.11" "$@"\n')
         wrapper.chmod(0o755)
-        version = _run([str(wrapper), "-c", "import tvm, tvm.rpc; print(tvm.__version__)"], timeout_s=300).strip()
-        ready.write_text(json.dumps({"wheels": list(WHEELS), "tvm": version}))
+        (root / "proc").mkdir(exist_ok=True)
+        (root / "proc" / "cpuinfo").write_text(_CPUINFO)
+        _install_autotune(site)
+        check = "import tvm, tvm.rpc, onnxruntime, autotune.devices.server; print(tvm.__version__)"
+        version = _run([str(wrapper), "-c", check], timeout_s=300).strip().splitlines()[-1]
+        ready.write_text(json.dumps({"wheels": list(WHEELS), "tvm": version, "autotune": _source_digest()}))
         log.info("built the emulated aarch64 device (TVM %s) in %.0f s", version, time.perf_counter() - t0)
     return wrapper

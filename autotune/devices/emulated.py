@@ -140,7 +140,7 @@ def start_device(
     threads: int = 1,
     timeout_s: float = 300.0,
     native: bool = False,
-    server_module: str = "tvm.exec.rpc_server",
+    server_module: str = "autotune.devices.server",
     env: dict[str, str] | None = None,
 ) -> EmulatedDevice:
     """Build the device if needed, start a tracker and the emulated server, and wait for registration.
@@ -155,8 +155,8 @@ def start_device(
         timeout_s: how long to wait for the tracker and the server to be up.
         native: serve with this machine's own Python instead (no QEMU, nothing built): a loopback
             device, so the RPC path can be exercised and its cost measured against local timing.
-        server_module: the server to run (``autotune.measure.rpc_server`` adds the device's energy
-            meter; native only: the emulated root filesystem has TVM but not autotune).
+        server_module: the server to run: autotune's (the default) adds the device's energy meter
+            and the backends (``autotune.devices.server``); ``tvm.exec.rpc_server`` is TVM's own.
         env: more environment variables for the server.
 
     Raises:

@@ -26,13 +26,17 @@ from autotune.records import (
     TrialConfig,
 )
 
-__all__ = ["DeviceResult", "LeaderboardRow", "ScreenReport", "now", "roofline_fraction"]
+__all__ = ["BackendOutcome", "DeviceResult", "LeaderboardRow", "ScreenReport", "now", "roofline_fraction"]
 
 #: The columns a multi-device search fills for each other device, as ``<column>@<profile name>``.
 OTHER_DEVICE_COLUMNS = (
     "latency_ms", "latency_p90_ms", "latency_cov", "latency_ci_low_ms", "latency_ci_high_ms", "timing",
     "energy_mj", "energy_source", "idle_w", "max_abs_diff", "artifact_bytes", "compile_s", "verify_s", "measure_s",
 )  # fmt: skip
+
+#: The columns each of a profile's other backends fills, as ``<column>@<backend>``: the device
+#: columns, the precision it ran at, and its own ``status`` (ok, failed, not on device) and ``error``.
+BACKEND_COLUMNS = (*OTHER_DEVICE_COLUMNS, "deploy_precision", "status", "error")
 
 _PARAM_PREFIXES = ("arch.", "train.", "compress.")
 
@@ -49,6 +53,16 @@ class DeviceResult:
     artifact: CompiledArtifact
     numerics: NumericsReport | None
     measurement: Measurement
+
+
+@dataclass(frozen=True)
+class BackendOutcome:
+    """What one of a profile's other backends made of the candidate: its result when it was built,
+    checked and timed (``status`` ok), else its ``status`` (failed, not on device) and ``error``."""
+
+    result: DeviceResult | None
+    status: str = "ok"
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,22 @@ def _device_columns(result: DeviceResult, names: tuple[str, ...]) -> dict[str, A
     cols |= _fields(result.measurement, names)
     cols["timing"] = result.measurement.timing
     return cols
+
+
+def _backend_columns(first: str, main: DeviceResult, backends: Mapping[str, BackendOutcome]) -> dict[str, Any]:
+    """``backend``, each other backend's ``<column>@<backend>``, and the fastest verified of them all."""
+    cols: dict[str, Any] = {"backend": first}
+    latency = {first: main.measurement.latency_ms}
+    for name, outcome in backends.items():
+        got: dict[str, Any] = {}
+        if outcome.result is not None:
+            got = _device_columns(outcome.result, BACKEND_COLUMNS)
+            got["deploy_precision"] = outcome.result.artifact.deploy_precision
+            latency[name] = outcome.result.measurement.latency_ms
+        got |= {"status": outcome.status, "error": outcome.error}
+        cols |= {f"{k}@{name}": got.get(k) for k in BACKEND_COLUMNS}
+    best = min(latency, key=lambda n: latency[n])
+    return cols | {"best_backend": best, "best_latency_ms": latency[best]}
 
 
 def _finite(v: Any) -> Any:
@@ -174,6 +204,8 @@ class LeaderboardRow(Mapping[str, Any]):
         pass_columns: Mapping[str, Any] | None = None,
         main: DeviceResult | None = None,
         others: Mapping[str, DeviceResult | None] | None = None,
+        backends: Mapping[str, BackendOutcome] | None = None,
+        backend: str = "tvm",
         uncompressed: Measurement | None = None,
         screen: ScreenReport | None = None,
         fingerprint: Mapping[str, Any] | None = None,
@@ -189,8 +221,10 @@ class LeaderboardRow(Mapping[str, Any]):
             structure: the built model's ``macs`` and ``params`` (before training and compression).
             pass_columns: what the compression passes reported (``PassReport.columns`` and the
                 columns of ``prepare``), merged in pipeline order.
-            main: the compile, check and timing on the profile's device; ``others`` the same on a
-                multi-device search's other devices (``<column>@<device>``; None: not reached).
+            main: the compile, check and timing on the profile's device by its first backend
+                (``backend``); ``others`` the same on a multi-device search's other devices
+                (``<column>@<device>``; None: not reached); ``backends`` the profile's other backends
+                (``<column>@<backend>``), compared with the first in ``best_backend``/``best_latency_ms``.
             uncompressed: the same architecture uncompressed, timed like the candidate.
             seconds: the stage timings that no record carries (``build_s``, ``export_s``,
                 ``quiet_wait_s``, ``reference_s``), by column name.
@@ -240,6 +274,8 @@ class LeaderboardRow(Mapping[str, Any]):
         for name, result in (others or {}).items():
             got = _device_columns(result, OTHER_DEVICE_COLUMNS) if result is not None else {}
             cols |= {f"{k}@{name}": got.get(k) for k in OTHER_DEVICE_COLUMNS}
+        if main is not None:
+            cols |= _backend_columns(backend, main, backends or {})
         if uncompressed is not None and main is not None:
             cols["latency_uncompressed_ms"] = uncompressed.latency_ms
             cols["speedup_vs_uncompressed"] = uncompressed.latency_ms / main.measurement.latency_ms

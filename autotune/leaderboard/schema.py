@@ -2,7 +2,8 @@
 
 The column order is the public schema (see README, "Leaderboard columns"); ``SCHEMA_VERSION``
 changes when it does. A column of another device of a multi-device search is written
-``<column>@<device>`` (``latency_ms@rpi5``).
+``<column>@<device>`` (``latency_ms@rpi5``), and one of a profile's other backends
+``<column>@<backend>`` (``latency_ms@onnxruntime``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ __all__ = [
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
 #: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
-#: 6: weight_clusters (the weight-clustering pass); 7: tuned_share
-SCHEMA_VERSION = 7
+#: 6: weight_clusters (the weight-clustering pass); 7: tuned_share; 8: backend, best_backend,
+#: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends)
+SCHEMA_VERSION = 8
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -44,6 +46,9 @@ COLUMNS: tuple[str, ...] = (
     "latency_ci_high_ms",
     "latency_repeats",
     "timing",
+    "backend",
+    "best_backend",
+    "best_latency_ms",
     "latency_pred_ms",
     "screened",
     "energy_mj",
@@ -143,7 +148,8 @@ DETAIL_COLUMNS: tuple[str, ...] = (
 #: Columns that hold text even when a value looks like a number (Ray's hex trial id ``6191e151``
 #: reads as 6.191e154; node ids and versions likewise).
 TEXT_COLUMNS = frozenset(
-    ("run", "trial_id", "status", "error", "device", "timing", "energy_source", "peak_mem_source")
+    ("run", "trial_id", "status", "error", "device", "timing", "backend", "best_backend", "energy_source")
+    + ("peak_mem_source",)
     + ("deploy_precision", "screened", "violations", "cpu_model", "cpu_governor", "tvm_version")
     + ("torch_version", "node", "target", "started_at", "finished_at")
 )
@@ -152,7 +158,7 @@ TEXT_COLUMNS = frozenset(
 TUNED_COLUMNS: dict[str, str] = {"latency_ms": "latency_tuned_ms", "latency_p90_ms": "latency_tuned_p90_ms"}
 
 #: Objectives that come from a timing: an emulated device's timings are never ranked.
-TIMED_COLUMNS = frozenset(("latency_ms", "latency_p90_ms", "energy_mj"))
+TIMED_COLUMNS = frozenset(("latency_ms", "latency_p90_ms", "energy_mj", "best_latency_ms"))
 
 
 def split_device(column: str) -> tuple[str, str]:

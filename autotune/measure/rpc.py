@@ -144,7 +144,7 @@ _REMOTE_IDLE_S = 0.5
 
 
 def _remote_meter(remote: RPCSession) -> tuple[str, Callable[[], float]] | None:
-    """The device's energy meter, when its server offers one (``autotune.measure.rpc_server``)."""
+    """The device's energy meter, when its server offers one (``autotune.devices.server``)."""
     try:
         name = str(remote.get_function("autotune.meter.name")())
     except Exception:  # AttributeError / TVMError: a plain TVM server, without autotune's functions
@@ -200,7 +200,7 @@ def _measure(
 
     Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
     ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
-    is read on the device when its server offers a meter (``autotune.measure.rpc_server``) and the
+    is read on the device when its server offers a meter (``autotune.devices.server``) and the
     profile's ``meter`` is not ``none``: the meter's idle power over a quiet 0.5 s on the device is
     subtracted from its reading over the timing window. Otherwise it is modelled as ``(active_w -
     idle_w) × latency`` (``energy_source = 'model'``). ``timing`` is ``'emulated'`` for an

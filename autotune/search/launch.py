@@ -29,28 +29,35 @@ log = logging.getLogger(__name__)
 def check_devices(
     space: SearchSpace, first: DeviceProfile, others: Sequence[DeviceProfile], *, space_file: str
 ) -> None:
-    """Check the devices of a multi-device search against each other and the space's device metrics.
+    """Check the devices of a multi-device search against each other, the first device's backends,
+    and the space's ``METRIC@NAME`` objectives and constraints.
 
     Raises:
-        UserError: two devices share a name, or an objective or constraint names a device that is
-            not one of the others (the first device's figures are named without ``@``).
+        UserError: two devices share a name, a device is named like a backend, or an objective or
+            constraint names a device or backend that is not in the search (the first device's and
+            the first backend's figures are named without ``@``).
     """
     names = [first.name, *(o.name for o in others)]
+    backends = list(first.backends[1:])
     for n in names:
         if names.count(n) > 1:
             raise UserError(f"device profile {n!r} is given twice; each device needs its own name", key="--device")
+        if n in first.backends:
+            raise UserError(f"device profile {n!r} has the name of a backend; rename the profile", key="--device")
     for section in ("objectives", "constraints"):
         for full in getattr(space, section):
-            _, at, device = full.partition("@")
-            if at and device not in names[1:]:
+            _, at, where = full.partition("@")
+            if at and where not in names[1:] + backends:
                 hint = (
-                    f"the first device's figures are named without '@' ({full.partition('@')[0]!r})"
-                    if device == first.name
-                    else f"devices of this search after the first: {', '.join(names[1:]) or 'none'}"
+                    "the first device's and the first backend's figures are named without '@' "
+                    f"({full.partition('@')[0]!r})"
+                    if where in (first.name, first.backends[0])
+                    else f"devices of this search after the first: {', '.join(names[1:]) or 'none'}; "
+                    f"backends of {first.name} after the first: {', '.join(backends) or 'none'}"
                 )
                 raise UserError(
-                    f"{full!r} names a device that is not in the search", file=space_file, key=f"{section}.{full}",
-                    hint=hint,
+                    f"{full!r} names a device or backend that is not in the search", file=space_file,
+                    key=f"{section}.{full}", hint=hint,
                 )  # fmt: skip
 
 

@@ -114,7 +114,7 @@ def test_objective_naming_an_unknown_device_is_refused(tmp_path, repo, write_yam
         .replace("objectives: {accuracy: max, latency_ms: min}", "objectives: {accuracy: max, latency_ms@rpi5: min}")
     )
     space = write_yaml(space_text, name="space.yaml")
-    with pytest.raises(autotune.UserError, match="'latency_ms@rpi5' names a device that is not in the search"):
+    with pytest.raises(autotune.UserError, match="'latency_ms@rpi5' names a device or backend that is not in"):
         autotune.search(space, repo / "tests/fixtures/host_fast.yaml", name="x", results_dir=tmp_path / "r")
     assert not (tmp_path / "r" / "x").exists()
 
@@ -148,7 +148,7 @@ def test_energy_is_read_on_the_device_through_the_session(tmp_path, repo):
     try:
         with devices.start_device(
             tmp_path / "device", key="metered", native=True, timeout_s=120,
-            server_module="autotune.measure.rpc_server", env=env, **ports,
+            server_module="autotune.devices.server", env=env, **ports,
         ) as dev:  # fmt: skip
             host = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
             runner = host.runner.model_copy(update={"kind": "rpc", "tracker": dev.tracker, "key": "metered"})

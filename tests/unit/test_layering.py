@@ -65,7 +65,7 @@ ARROWS: dict[str, set[str]] = {
     # whether they change the deployed structure
     "reference": BASE | {"task", "deploy", "quiet", "leaderboard"},
     "evaluate": BASE
-    | {"task", "screening", "constraints", "reference", "deploy", "leaderboard", "quiet", "curves"}
+    | {"task", "screening", "constraints", "reference", "deploy", "backends", "leaderboard", "quiet", "curves"}
     | {"models", "train", "compress", "exporter", "measure"},
     "finalists": BASE | {"task", "deploy", "evaluate", "compress", "exporter", "quiet", "leaderboard"},
     # the search and what starts it
@@ -76,7 +76,7 @@ ARROWS: dict[str, set[str]] = {
     | {"catalog", "validate", "preflight", "runs", "reporting"},
     "catalog": BASE,
     "validate": BASE | {"space", "compress", "data", "models", "plugins"},
-    "preflight": BASE | {"compiler", "measure", "models", "plugins", "space", "task"},
+    "preflight": BASE | {"compiler", "measure", "models", "plugins", "space", "task", "backends"},
     "runs": BASE | {"leaderboard", "validate"},
     # a finished trial's kernels timed one by one (autotune profile)
     "profiling": BASE
@@ -87,7 +87,8 @@ ARROWS: dict[str, set[str]] = {
     # what a finished run produces; devices
     "reporting": BASE | {"leaderboard", "space", "predictor", "curves", "profiling"},
     "bundle": BASE | {"task", "compress", "numerics", "compiler", "profiling"},
-    "devices": BASE | {"measure"},
+    "devices": BASE | {"measure", "backends"},  # the device's RPC server offers the backends
+    "backends": BASE | {"quiet", "deploy", "exporter", "numerics", "measure", "compress", "models", "leaderboard"},
     # the front door
     "api": BASE
     | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard"}
@@ -100,7 +101,9 @@ ARROWS: dict[str, set[str]] = {
 
 #: module (path relative to autotune/, glob) -> heavy top-level packages it may import
 ALLOWED = {
-    "tvm": {"compiler/*", "tuning/*", "numerics.py", "measure/*"},
+    "tvm": {"compiler/*", "tuning/*", "numerics.py", "measure/*", "backends/remote.py", "devices/server.py"},
+    "onnxruntime": {"backends/onnxruntime.py", "bundle.py"},
+    "openvino": {"backends/openvino.py"},
     "ray": {"search/*", "spacetune/nodes.py"},
     "optuna": {"search/*", "space.py"},
     "rich": {"cli.py", "cli_render.py", "log.py"},

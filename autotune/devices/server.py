@@ -2,13 +2,16 @@
 
 Run it on the device in place of ``python -m tvm.exec.rpc_server`` (same options, plus ``--meter``)::
 
-    python -m autotune.measure.rpc_server --tracker HOST:9190 --key rpi5 --host 127.0.0.1 --port 9090
+    python -m autotune.devices.server --tracker HOST:9190 --key rpi5 --host 127.0.0.1 --port 9090
 
 It is TVM's own server with two more global functions in every session, which the ``rpc`` runner
 calls around its timing window (``autotune.measure.rpc``):
 
 - ``autotune.meter.name()``: the meter's name (``rapl``, ``nvml``, ``jetson``), ``""`` if none reads;
-- ``autotune.meter.read_j()``: the meter's cumulative joules.
+- ``autotune.meter.read_j()``: the meter's cumulative joules;
+
+and the ``autotune.backend.*`` functions that build and time a profile's other backends (ONNX
+Runtime, OpenVINO) on the device, where its Python has them (``autotune.backends.remote``).
 
 It needs TVM and autotune importable on the device (``pip install --no-deps`` of autotune, with
 pydantic, pyyaml and numpy, is enough: torch is not imported). With the plain TVM server the energy
@@ -22,7 +25,7 @@ import functools
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "register_meter"]
+__all__ = ["main", "register_meter", "session_init"]
 
 
 def register_meter(kind: str = "auto") -> None:
@@ -53,8 +56,16 @@ def register_meter(kind: str = "auto") -> None:
     tvm.register_global_func("autotune.meter.read_j", read_j, override=True)
 
 
+def session_init(meter: str = "auto") -> None:
+    """What each session's process registers: the meter's functions and the backends'."""
+    from autotune.backends.remote import register_backends
+
+    register_meter(meter)
+    register_backends()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m autotune.measure.rpc_server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m autotune.devices.server", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--port-end", type=int, default=9199)
@@ -76,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key=args.key,
         tracker_addr=tracker,
         custom_addr=args.custom_addr,
-        server_init_callback=functools.partial(register_meter, args.meter),
+        server_init_callback=functools.partial(session_init, args.meter),
     )
     server.proc.join()
     return 0
