@@ -1,7 +1,10 @@
 """``export_bundle``: a finished trial → a deployable folder (ONNX, TVM library, parameters, README).
 
 The model is re-created from the trial's stored weights (``trials/<id>/weights.pt``), never
-retrained; both artifacts are checked against it before the bundle is declared done.
+retrained; both artifacts are checked against it before the bundle is declared done. A profile with
+other backends adds each verified backend's own artifact (``onnxruntime/model.onnx``,
+``openvino/model.xml`` + ``.bin``), checked again here when the device is this machine, and the
+README says which runtime was fastest on the device, with the figures.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
     """
     trial_dir = run_dir / "trials" / str(row["trial_id"])
     so, weights = trial_dir / "model.so", trial_dir / "weights.pt"
-    if row.get("status") not in ("ok", "infeasible") or not so.exists() or not weights.exists():
+    tvm_first = str(row.get("backend") or "tvm") == "tvm"
+    if row.get("status") not in ("ok", "infeasible") or (tvm_first and not so.exists()) or not weights.exists():
         raise UserError(
             f"trial {row['trial_id']} has no compiled model to export (status {row.get('status')})",
             key="TRIAL_ID",
@@ -85,13 +89,14 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
     out.mkdir(parents=True, exist_ok=True)
     xs = np.ascontiguousarray(task.data.x_test[: task.profile.numerics.samples])
     onnx_diff = _onnx(model, xs, out / "model.onnx")
-    shutil.copyfile(so, out / "model.so")
+    if so.exists():
+        shutil.copyfile(so, out / "model.so")
     shutil.copyfile(run_dir / "profile.yaml", out / "profile.yaml")
     shutil.copyfile(run_dir / "space.yaml", out / "space.yaml")
     checks: dict[str, Any] = {"onnxruntime_max_abs_diff": onnx_diff}
-    target = json.loads(row.get("target") or "{}")
+    target = json.loads(row.get("target") or "{}") if tvm_first else {}
     checks["tvm_max_abs_diff"] = None  # a cross-compiled library loads on its device, not here
-    if str(target.get("mtriple", platform.machine())).startswith(platform.machine()):
+    if so.exists() and str(target.get("mtriple", platform.machine())).startswith(platform.machine()):
         from autotune.compress.fakequant import activation_bits
         from autotune.numerics import check_numerics, tolerance_for
 
@@ -124,10 +129,12 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
         "num_classes": task.data.num_classes,
         "checks": checks,
     }
+    runtimes = _backends(trial_dir, row, task, model, xs, out)
+    record["backends"] = runtimes
     (out / "params.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     from autotune.profiling import PROFILE_FILE
 
-    readme = _readme(row, task, checks)
+    readme = _readme(row, task, checks) + _runtimes_section(row, runtimes)
     if (trial_dir / PROFILE_FILE).exists():  # made by 'autotune profile'
         from autotune.profiling import KernelProfile, KernelTime
 
@@ -137,6 +144,67 @@ def export_bundle(run_dir: Path, row: Mapping[str, Any], task: Task, out: Path) 
         readme += KernelProfile(**stored).table() + "\n"
     (out / "README.md").write_text(readme)
     return record
+
+
+def _backends(
+    trial_dir: Path, row: Mapping[str, Any], task: Task, model: torch.nn.Module, xs: np.ndarray, out: Path
+) -> list[dict[str, Any]]:
+    """Copy each verified other backend's artifact into ``out/<backend>/`` and check it again when it
+    runs here; return one record per backend of the profile (the first one, TVM's, included)."""
+    from autotune.backends import BACKENDS, RuntimeBackend
+    from autotune.compress.fakequant import activation_bits
+    from autotune.numerics import tolerance_for
+
+    profile = task.profile
+    first = str(row.get("backend") or profile.backends[0])
+
+    def figures(name: str, at: str) -> dict[str, Any]:
+        keys = ("status", "error", "latency_ms", "deploy_precision")
+        return {"backend": name, **{k: row.get(k + at) for k in keys}}
+
+    found = []
+    for name in profile.backends:
+        entry = {**figures(name, ""), "status": "ok", "error": None} if name == first else figures(name, f"@{name}")
+        src = trial_dir / name
+        if name == "tvm" and name == first:
+            entry["files"] = ["model.so"]
+        elif entry["status"] == "ok" and src.is_dir():
+            shutil.copytree(src, out / name, dirs_exist_ok=True)
+            entry["files"] = sorted(f"{name}/{p.name}" for p in (out / name).iterdir() if p.is_file())
+            backend = BACKENDS.get(name)
+            if profile.runner.kind == "local" and isinstance(backend, RuntimeBackend) and backend.missing() is None:
+                main_file = next(p for p in (out / name).iterdir() if p.suffix in (".onnx", ".xml"))
+                precision = str(row.get("deploy_precision") or "fp32").split()[0]
+                run, _ = backend.session(str(main_file), threads=profile.measure.threads, precision=precision)
+                tol = tolerance_for(profile, precision=precision, act_bits=activation_bits(model))
+                with torch.inference_mode():
+                    ref = model(torch.from_numpy(xs)).numpy()
+                got = np.stack([np.asarray(run(x[None]))[0] for x in xs])
+                entry["max_abs_diff_at_export"] = float(np.max(np.abs(got - ref)))
+                entry["check_bound"] = tol.atol + tol.rtol * float(np.max(np.abs(ref)))
+        found.append(entry)
+    return found
+
+
+def _runtimes_section(row: Mapping[str, Any], runtimes: list[dict[str, Any]]) -> str:
+    """The README's comparison of the profile's backends on its device (empty with only one)."""
+    if len(runtimes) < 2:
+        return ""
+    lines = ["| runtime | latency ms | vs fastest | precision it ran | files | status |", "|---|---|---|---|---|---|"]
+    timed = [r for r in runtimes if r["status"] == "ok" and r.get("latency_ms")]
+    best = min(timed, key=lambda r: r["latency_ms"]) if timed else None
+    for r in runtimes:
+        ms = r.get("latency_ms")
+        ratio = f"{ms / best['latency_ms']:.2f}×" if best and ms and r["status"] == "ok" else "—"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error') or ''}"
+        cells = [r["backend"], f"{ms:.4g}" if ms and r["status"] == "ok" else "—", ratio,
+                 str(r.get("deploy_precision") or "—"), ", ".join(r.get("files") or []) or "—", status]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    head = f"\n## Runtimes on {row.get('device')}\n\n"
+    if best is not None:
+        head += (f"**Fastest: {best['backend']}**, {best['latency_ms']:.4g} ms per inference (batch 1, "
+                 "median, measured on the profile's device with the same threads as the others).\n\n")  # fmt: skip
+    return head + "\n".join(lines) + "\n"
 
 
 def _readme(row: Mapping[str, Any], task: Task, checks: Mapping[str, Any]) -> str:

@@ -40,6 +40,10 @@ def _port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
+#: What a server's command line holds (``autotune.devices.server``, ``tvm.exec.rpc_server``).
+_SERVER = "server"
+
+
 def _group(pgid: int, marker: str) -> list[int]:
     """Pids in process group ``pgid`` whose command line holds ``marker`` (a recycled pgid is not ours)."""
     pids = []
@@ -102,7 +106,7 @@ class EmulatedDevice:
 
     def kill_server(self) -> None:
         """Kill the RPC server's process group only, as a device that is lost (the tracker stays)."""
-        _kill_group(self.server_pid, "rpc_server")
+        _kill_group(self.server_pid, _SERVER)
 
     def stop(self) -> None:
         """Kill the server's and the tracker's process groups and forget the pid file."""
@@ -187,7 +191,7 @@ def start_device(
         )
         _state_file(cache, key).write_text(json.dumps(asdict(device)))
         while _registered(device) < 1:
-            if time.monotonic() > deadline or not _group(device.server_pid, "rpc_server"):
+            if time.monotonic() > deadline or not _group(device.server_pid, _SERVER):
                 raise UserError(
                     f"the RPC server did not register with the tracker in {timeout_s:.0f} s: {_tail(device.server_log)}"
                 )
@@ -219,7 +223,7 @@ def device_status(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR, *, key:
     if device is None:
         return "not running (no pid file)"
     tracker_up = _group(device.tracker_pid, "rpc_tracker")
-    server_up = _group(device.server_pid, "rpc_server")
+    server_up = _group(device.server_pid, _SERVER)
     servers = _registered(device) if tracker_up else 0
     return (
         f"tracker {device.tracker} {'up' if tracker_up else 'down'} (pid {device.tracker_pid}); "
@@ -233,7 +237,7 @@ def running_device(
 ) -> EmulatedDevice | None:
     """The device started from ``cache_dir`` with ``key`` if its RPC server is still running, else None."""
     device = _load_state(cache_path(cache_dir), key)
-    return device if device is not None and _group(device.server_pid, "rpc_server") else None
+    return device if device is not None and _group(device.server_pid, _SERVER) else None
 
 
 def stop_device(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR, *, key: str = "rpi4-emu") -> bool:

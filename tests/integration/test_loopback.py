@@ -210,3 +210,29 @@ def test_tuning_measures_on_the_rpc_device(tmp_path, repo, loopback):
     art = json.loads(r.stdout.strip().splitlines()[-1])
     assert art["tuned_trials"] > 0 and db.record_count() == art["tuned_trials"]
     assert loopback.server_log.read_text().count("load_module") >= loads + art["tuned_trials"]  # each build ran there
+
+
+def test_a_backend_runs_where_the_device_server_offers_it(tmp_path, repo, loopback):
+    """autotune's server builds and times ONNX Runtime on the device; TVM's plain server cannot."""
+    from autotune.backends import BACKENDS, Job
+    from autotune.backends.base import NotOnDevice
+    from autotune.models import MODEL_FAMILIES, build_model
+    from autotune.quiet import QuietLock
+
+    host = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10).eval()
+    xs = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+
+    def job(tracker: str, key: str, out: str) -> Job:
+        runner = host.runner.model_copy(update={"kind": "rpc", "tracker": tracker, "key": key})
+        return Job(model=model, profile=host.model_copy(update={"runner": runner}), inputs=xs,
+                   out_dir=tmp_path / out, lock=QuietLock(None))  # fmt: skip
+
+    result = BACKENDS.get("onnxruntime").deploy(job(loopback.tracker, KEY, "ours"))
+    assert result.measurement.timing == "device" and result.measurement.latency_ms > 0
+    assert result.numerics is not None and result.numerics.max_abs_diff < 1e-4
+    ports = dict(tracker_port=_free_port(), server_port=_free_port())
+    with devices.start_device(tmp_path / "plain", key="plain", native=True, timeout_s=120,
+                              server_module="tvm.exec.rpc_server", **ports) as plain:  # fmt: skip
+        with pytest.raises(NotOnDevice, match="not on device: its RPC server is not autotune's"):
+            BACKENDS.get("onnxruntime").deploy(job(plain.tracker, "plain", "plain"))

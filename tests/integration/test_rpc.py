@@ -114,11 +114,17 @@ def test_trial_pipeline_verifies_and_times_on_the_device(device, tmp_path, repo)
         "train.lr": 0.005,
         "train.epochs": 2,
     }
-    row = autotune.evaluate(params, _profile(device), space=space, work_dir=tmp_path)
+    profile = _profile(device).model_copy(update={"backends": ("tvm", "onnxruntime")})
+    row = autotune.evaluate(params, profile, space=space, work_dir=tmp_path)
     assert row["status"] == "ok", row.get("error")
     assert row["timing"] == "emulated" and row["latency_ms"] > 0
     assert row["max_abs_diff"] < 1e-4 and row["top1_agreement"] == 1.0
     assert "aarch64" in row["target"]
+    # ONNX Runtime's aarch64 wheel ran the same candidate on the device, through autotune's server
+    assert row["status@onnxruntime"] == "ok", row["error@onnxruntime"]
+    assert row["timing@onnxruntime"] == "emulated" and row["latency_ms@onnxruntime"] > 0
+    assert row["max_abs_diff@onnxruntime"] < 1e-4
+    assert row["best_backend"] in ("tvm", "onnxruntime")
 
 
 def test_key_without_server_fails_within_request_timeout(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):

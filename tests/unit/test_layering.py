@@ -86,7 +86,7 @@ ARROWS: dict[str, set[str]] = {
     "spacetune": BASE | {"task", "preflight", "exporter", "compiler", "tuning", "search"},
     # what a finished run produces; devices
     "reporting": BASE | {"leaderboard", "space", "predictor", "curves", "profiling"},
-    "bundle": BASE | {"task", "compress", "numerics", "compiler", "profiling"},
+    "bundle": BASE | {"task", "compress", "numerics", "compiler", "profiling", "backends"},
     "devices": BASE | {"measure", "backends"},  # the device's RPC server offers the backends
     "backends": BASE | {"quiet", "deploy", "exporter", "numerics", "measure", "compress", "models", "leaderboard"},
     # the front door
