@@ -218,6 +218,11 @@ class DeviceProfile(_Strict):
         t = self.tuning
         if not (t.trials_per_candidate or t.trials_per_finalist):
             return self
+        if self.backends[0] != "tvm":
+            raise ValueError(
+                f"tuning applies to the tvm backend, but the first of backends is {self.backends[0]!r}: "
+                "put tvm first, or set the tuning trials to 0"
+            )
         if self.target.get("kind", "llvm") != "llvm" and not self.is_host:
             raise ValueError("tuning needs an llvm (CPU) target")
         if self.compiler and self.runner.kind == "local":
