@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     dbs = {k: Path(v) for k, _, v in (d.partition("=") for d in args.db)}
     report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "models": {}}
     report["environment"] = environment(profile, args.threads)
+    from importlib import metadata
+
+    report["environment"]["versions"]["openvino"] = metadata.version("openvino")
     report["databases"] = {k: str(v) for k, v in dbs.items()}
     table = Table(title=f"Runtimes, batch 1, {args.threads} thread(s), {report['environment']['cpu']}")
     for c in ("model", "precision", "engine", "latency ms", "CoV", "vs fastest", "int8 speedup", "ran as", "max|diff|"):

@@ -4,7 +4,8 @@ autotune's RPC server (``autotune.devices.server``) registers three functions in
 (``register_backends``), the same way it offers the device's energy meter:
 
 - ``autotune.backend.missing(name)``: ``""`` when the backend's runtime is installed there, else why not;
-- ``autotune.backend.build(name, file, threads, precision)``: build an uploaded model; the precision it runs;
+- ``autotune.backend.build(name, file, threads, precision)``: build an uploaded model; JSON of the
+  precision it runs and the runtime's version there;
 - ``autotune.backend.run(name, file, inputs)`` → outputs, one batch-1 call per input (the numerics check);
 - ``autotune.backend.time(name, file, measure_json, x)`` → JSON of the per-call seconds and ``number``,
   timed on the device's own clock by the profile's policy (``autotune.backends.base.time_calls``).
@@ -54,9 +55,10 @@ def register_backends() -> None:
         return BACKENDS.get(name).missing() or ""
 
     def build(name: str, file: str, threads: int, precision: str) -> str:
-        run, runs_at = BACKENDS.get(name).session(workpath(file), threads=int(threads), precision=precision)
+        backend = BACKENDS.get(name)
+        run, runs_at = backend.session(workpath(file), threads=int(threads), precision=precision)
         sessions[file] = run
-        return runs_at
+        return json.dumps({"runs_at": runs_at, "version": backend.version()})
 
     def run(name: str, file: str, inputs: tvm.runtime.Tensor) -> tvm.runtime.Tensor:
         xs = inputs.numpy()
@@ -104,10 +106,10 @@ def deploy_remote(backend: RuntimeBackend, job: Job, path: Path, export_s: float
             remote.upload(str(f), target=f.name)
         t0 = time.perf_counter()
         build = remote.get_function("autotune.backend.build")
-        runs_at = str(build(name, path.name, cfg.threads, job.deployment.precision))
+        built = json.loads(str(build(name, path.name, cfg.threads, job.deployment.precision)))
     except Exception as err:  # TVMError carrying the runtime's error on the device
         raise CandidateFailed("compile", f"{name} cannot build the model on the device: {describe(err)}") from err
-    artifact = backend.artifact(job, path, export_s, time.perf_counter() - t0, runs_at)
+    artifact = backend.artifact(job, path, export_s, time.perf_counter() - t0, built["runs_at"], built["version"])
     dev = remote.cpu()
 
     def run_all(xs: np.ndarray) -> np.ndarray:

@@ -85,12 +85,14 @@ class RuntimeBackend:
         job.stage(f"{self.name}: measure")
         return DeviceResult(artifact, numerics, time_session(run, job.inputs[:1], profile, lock))
 
-    def artifact(self, job: Job, path: Path, export_s: float, build_s: float, runs_at: str) -> CompiledArtifact:
-        """The record of a built model (``target`` names the runtime and its version)."""
+    def artifact(
+        self, job: Job, path: Path, export_s: float, build_s: float, runs_at: str, version: str | None = None
+    ) -> CompiledArtifact:
+        """The record of a built model (``target`` names the runtime and its version where it ran)."""
         files = [p for p in path.parent.iterdir() if p.is_file()]
         size = sum(p.stat().st_size for p in files)
         return CompiledArtifact(
-            path=str(path), target=f"{self.name} {self.version()}", input_shape=job.input_shape,
+            path=str(path), target=f"{self.name} {version or self.version()}", input_shape=job.input_shape,
             artifact_bytes=size, weights_bytes=size, peak_mem_bytes=0, peak_mem_source="not measured",
             export_s=export_s, import_s=0.0, compile_s=build_s, deploy_precision=runs_at,
         )  # fmt: skip
