@@ -5,8 +5,9 @@ and saved as IR (``model.xml`` + ``model.bin``, what the bundle ships). OpenVINO
 transformations turn the QDQ pairs into u8 × s8 convolutions and matmuls. The CPU plugin compiles
 with the profile's threads, one stream, the latency hint, and an explicit inference precision:
 ``f32`` for fp32 (left alone, OpenVINO would run bf16 on a CPU with AVX-512 BF16 and be checked
-at the wrong tolerance), ``f16`` for fp16 (on a CPU without AVX-512 FP16 the plugin compiles bf16 instead, as on the Zen 5
-this was written on). ``deploy_precision@openvino`` is the precision OpenVINO reports it compiled.
+at the wrong tolerance), ``f16`` for fp16 (on a CPU without AVX-512 FP16 the plugin compiles bf16
+instead, as on the Zen 5 this was written on). ``deploy_precision@openvino`` is the precision
+OpenVINO reports it compiled.
 """
 
 from __future__ import annotations
