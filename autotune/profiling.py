@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import UserError
+from autotune.errors import CandidateFailed, UserError
 
 __all__ = ["PROFILE_FILE", "KernelProfile", "KernelTime", "profile_trial", "read_profile"]
 
@@ -77,12 +77,12 @@ def read_profile(trial_dir: str | Path) -> dict[str, Any] | None:
 
 
 def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None = None) -> KernelProfile:
-    """Profile trial ``trial_id`` of the run in ``run_dir`` on its device (or ``device``, a profile
-    that measures on this machine).
+    """Profile trial ``trial_id`` of the run in ``run_dir`` on its device (or ``device``): on this
+    machine, or on an RPC device with its own time evaluator.
 
     Raises:
-        UserError: no such trial, a trial without a model (failed, pruned), a profile that does not
-            measure here.
+        UserError: no such trial, a trial without a model (failed, pruned), a device that does not
+            answer or fails while profiling.
     """
     from autotune.catalog import resolve_profile_path
     from autotune.compiler.kernels import build_kernels
@@ -90,7 +90,8 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     from autotune.config.load import load_profile
     from autotune.deploy import compile_model, time_model, tuning_request
     from autotune.exporter import export_program
-    from autotune.measure.kernels import check_measures_here, time_kernels
+    from autotune.measure import RUNNERS
+    from autotune.measure.kernels import time_kernels
     from autotune.quiet import QuietLock
     from autotune.runs import read_run
     from autotune.task import load_trained_model, prepare_task
@@ -105,7 +106,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
         raise UserError(f"trial {trial_id} has no model to profile (status {row.get('status')})", key="TRIAL_ID",
                         hint="profile a trial whose status is ok")  # fmt: skip
     profile = load_profile(resolve_profile_path(device)) if device else run_profile
-    check_measures_here(profile, key="--device")  # before any work
+    RUNNERS.get(profile.runner.kind).check(profile, file="--device")  # the device answers, before any work
     task = prepare_task(space, profile, cache_dir=run / "cache")
     cfg, model = load_trained_model(row, task, run)
     how = deployment(plan_compression(cfg.compress))
@@ -115,7 +116,10 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     db = database_dir(profile, run.parent)
     kernels = build_kernels(program, profile, out_dir=work / "kernels", precision=how.precision,
                             weight_granularity=how.weight_granularity, db_dir=db)  # fmt: skip
-    seconds = time_kernels(kernels, profile, lock)
+    try:
+        seconds = time_kernels(kernels, profile, lock)
+    except CandidateFailed as err:
+        raise UserError(f"profiling on {profile.name} failed: {err}", key="--device") from err
     request = tuning_request(db, 0, lock, int(row.get("seed") or 0))
     artifact = compile_model(program, profile, input_shape=task.data.input_shape, out_dir=work / "model", lock=lock,
                              deployment=how, request=request)  # fmt: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autotune.compiler.build import FUSE, PREPARE, SCHEDULE, BuildOptions, _import, run_steps
+from autotune.compiler.build import FUSE, PREPARE, SCHEDULE, BuildOptions, _export, _import, run_steps
 from autotune.compiler.target import resolve_target
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, describe
@@ -99,8 +99,10 @@ def build_kernels(
         try:
             lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
             path = out / f"{name}.so"
-            lib.export_library(str(path))
+            _export(lib, path, profile)  # with the profile's cross compiler, for a device elsewhere
             flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+        except CandidateFailed:
+            raise
         except Exception as err:  # TVMError: a kernel that does not build alone
             raise CandidateFailed("compile", f"{name}: {describe(err)}") from err
         args = tuple((tuple(int(x) for x in p.ty.shape), str(p.ty.dtype)) for p in func.params)

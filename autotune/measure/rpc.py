@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from tvm.runtime.vm import VirtualMachine
     from tvm.s_tir import meta_schedule as ms
 
-__all__ = ["RPC", "RpcRunner", "check_tracker", "registered_servers", "run_remote"]
+__all__ = ["RPC", "RpcRunner", "check_tracker", "on_device", "registered_servers", "run_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,22 @@ def _on_device(
                 lost = _lost_or_raise(remote, err, runner, stage)
         log.warning("device %r lost (attempt %d of %d): %s", runner.key, attempt + 1, runner.retries + 1, lost)
     raise CandidateFailed(stage, f"device lost: {describe(lost)}") from lost
+
+
+def on_device(runner: Runner, work: Callable[[RPCSession], T], *, stage: str = "measure") -> T:
+    """Call ``work`` with a session on a free device of ``runner.key`` (no model loaded: ``work``
+    uploads what it needs; ``autotune profile`` times kernels this way).
+
+    Raises:
+        CandidateFailed: ``stage``: no session, or ``work`` fails there.
+    """
+    remote = _request(runner, stage)
+    try:
+        return work(remote)
+    except CandidateFailed:
+        raise
+    except Exception as err:  # TVMError from the device
+        raise CandidateFailed(stage, f"on the device {runner.key!r}: {describe(err)}") from err
 
 
 #: Seconds of device idle read before each remote timing window.

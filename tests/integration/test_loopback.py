@@ -236,3 +236,31 @@ def test_a_backend_runs_where_the_device_server_offers_it(tmp_path, repo, loopba
                               server_module="tvm.exec.rpc_server", **ports) as plain:  # fmt: skip
         with pytest.raises(NotOnDevice, match="not on device: its RPC server is not autotune's"):
             BACKENDS.get("onnxruntime").deploy(job(plain.tracker, "plain", "plain"))
+
+
+def test_profile_a_trial_on_an_rpc_device(tmp_path, repo, loopback, write_yaml):
+    """``autotune profile --device`` with an rpc profile: the kernels are timed on the device."""
+    space = write_yaml(
+        """
+        name: profiled
+        task: {data: synthetic, model: mobilenet, input_shape: [3, 32, 32], num_classes: 10}
+        arch: {stages: 2, width_mult: 0.5, kernel: 3, expand: 2, se: false, act: relu}
+        objectives: {macs: max, latency_ms: min}
+        """,
+        name="space.yaml",
+    )
+    (row,) = autotune.search(space, repo / "tests/fixtures/host_fast.yaml", name="p", results_dir=tmp_path, trials=1)
+    fast = (repo / "tests/fixtures/host_fast.yaml").read_text().replace("name: host_fast", "name: over_rpc")
+    runner = f"runner: {{kind: rpc, tracker: '{loopback.tracker}', key: {KEY}, request_timeout_s: 10}}\n"
+    device = write_yaml(fast + runner, name="over_rpc.yaml")
+    r = subprocess.run([sys.executable, "-m", "autotune.cli", "profile", str(tmp_path / "p"), row["trial_id"],
+                        "--device", str(device), "--json"], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    prof = json.loads(r.stdout)
+    assert prof["device"] == "over_rpc" and len(prof["kernels"]) >= 4
+    assert all(k["us_per_call"] > 0 for k in prof["kernels"])
+    assert prof["overhead_ms"] == pytest.approx(prof["latency_ms"] - prof["kernels_ms"])
+    stopped = write_yaml(fast + runner.replace(KEY, "nobody").replace("10}", "1}"), name="nobody.yaml")
+    bad = subprocess.run([sys.executable, "-m", "autotune.cli", "profile", str(tmp_path / "p"), row["trial_id"],
+                          "--device", str(stopped)], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and "nobody" in bad.stderr and "Traceback" not in bad.stderr
