@@ -17,6 +17,7 @@ from typing import Any
 import autotune
 from autotune.cli_render import fit_columns, make_console, progress_renderable, table
 from autotune.errors import UserError
+from autotune.leaderboard import summary_columns
 from autotune.reporting import check_columns, sort_rows
 from autotune.runs import leaderboard_csv
 from autotune.search.settings import RunConfig, parse_duration  # noqa: F401 - parse_duration: re-exported
@@ -155,7 +156,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         dropped: list[str] = []
         width = console.width
     else:
-        wanted = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+        wanted = summary_columns(rows)
         params = sorted({k for r in rows for k in r if k.startswith(PARAM_PREFIXES)})
         width = int(os.environ.get("COLUMNS") or 0) or console.width  # a pipe has no width: COLUMNS if set
         cols, dropped = fit_columns(rows, wanted + params, width)
@@ -214,7 +215,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         run_dir = candidates[-1].parent if candidates else Path(results_dir)
     ok = [r for r in rows if r.get("status") == "ok"]
     top = sort_rows(ok, None)[:5]
-    cols = [c for c in autotune.SUMMARY_COLUMNS if any(r.get(c) is not None for r in top)]
+    cols = summary_columns(top)
     out = make_console(stderr=False)
     if top:
         out.print(table(top, cols, "top trials (Pareto rank, then latency)"))

@@ -20,6 +20,7 @@ from autotune.leaderboard.schema import (
     STATUSES,
     SUMMARY_COLUMNS,
     TEXT_COLUMNS,
+    summary_columns,
 )
 from autotune.leaderboard.store import Leaderboard
 
@@ -39,5 +40,6 @@ __all__ = [
     "pareto_ranks",
     "rank_rows",
     "read_leaderboard",
+    "summary_columns",
     "write_csv",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "TUNED_COLUMNS",
     "at_device",
     "split_device",
+    "summary_columns",
 ]
 
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
@@ -126,6 +127,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "latency_ms",
     "latency_tuned_ms",
     "latency_cov",
+    "best_backend",
+    "best_latency_ms",
     "energy_mj",
     "size_bytes",
     "macs",
@@ -159,6 +162,15 @@ TUNED_COLUMNS: dict[str, str] = {"latency_ms": "latency_tuned_ms", "latency_p90_
 
 #: Objectives that come from a timing: an emulated device's timings are never ranked.
 TIMED_COLUMNS = frozenset(("latency_ms", "latency_p90_ms", "energy_mj", "best_latency_ms"))
+
+
+def summary_columns(rows: list[dict] | tuple[dict, ...], *, filled: bool = True) -> list[str]:
+    """``SUMMARY_COLUMNS`` (``filled``: only those some row fills); ``best_backend`` and
+    ``best_latency_ms`` only when the rows compare several backends (with one backend they repeat
+    ``backend`` and ``latency_ms``)."""
+    several = any(k.startswith("status@") for r in rows for k in r)
+    return [c for c in SUMMARY_COLUMNS if (not filled or any(r.get(c) is not None for r in rows))
+            and (several or c not in ("best_backend", "best_latency_ms"))]  # fmt: skip
 
 
 def split_device(column: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import UserError
-from autotune.leaderboard import DETAIL_COLUMNS, SUMMARY_COLUMNS
+from autotune.leaderboard import DETAIL_COLUMNS, summary_columns
 from autotune.reporting.pages import PAGE_CSS, SCRIPT, curves_charts, trial_link, trial_pages, trials_table
 from autotune.space import PARAM_PREFIXES
 
@@ -211,7 +211,8 @@ def write_report(
         if live
         else ""
     )
-    all_columns = ["trial_id", *[c for c in SUMMARY_COLUMNS if c != "trial_id"], "error", *all_params]
+    shown = summary_columns(rows, filled=False)
+    all_columns = ["trial_id", *[c for c in shown if c != "trial_id"], "error", *all_params]
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh}
 <title>{html.escape(title)}</title><style>{_CSS}{PAGE_CSS}</style></head><body><main id="run">
 <h1>{html.escape(title)}</h1>
@@ -225,7 +226,7 @@ def write_report(
 <code>accuracy</code>, which no part of the search selected on.</p>
 <img id="pareto" alt="Pareto plot" src="data:image/png;base64,{img}">
 <h2>Top configurations (Pareto rank, then latency)</h2>
-<div id="top">{trials_table(top, [*SUMMARY_COLUMNS, *DETAIL_COLUMNS, *params], table_id="best")}</div>
+<div id="top">{trials_table(top, [*shown, *DETAIL_COLUMNS, *params], table_id="best")}</div>
 {_curves_section(run_dir, top)}
 <h2>All trials ({len(rows)})</h2>
 <div id="trials"><input id="filter" type="search" placeholder="filter: any text in a row (e.g. ok, int8)">

@@ -68,3 +68,13 @@ def test_tuning_needs_tvm_first(repo):
     with pytest.raises(ValueError, match="tuning applies to the tvm backend"):
         autotune.config.device_profile.DeviceProfile.model_validate({**tuned, "backends": ["onnxruntime", "tvm"]})
     autotune.config.device_profile.DeviceProfile.model_validate({**tuned, "backends": ["tvm", "onnxruntime"]})
+
+
+def test_summaries_show_the_best_backend_only_when_backends_are_compared():
+    from autotune.leaderboard import summary_columns
+
+    one = [dict(_row({}))]
+    three = [dict(_row({"onnxruntime": BackendOutcome(_result(1.5, "onnxruntime 1"))}))]
+    assert "best_backend" not in summary_columns(one) and "best_latency_ms" not in summary_columns(one, filled=False)
+    assert {"best_backend", "best_latency_ms"} <= set(summary_columns(three))
+    assert "energy_mj" in summary_columns(one) and "latency_tuned_ms" not in summary_columns(one)
