@@ -63,8 +63,13 @@ def load_profile(path: str | Path | None = None) -> DeviceProfile:
 
 
 def check(space: str | Path | None = None, device: str | Path | None = None) -> tuple[SearchSpace, DeviceProfile]:
-    """Validate a space and a profile without doing any work. Raises ``UserError``."""
-    return load_space(space), load_profile(device)
+    """Validate a space and a profile without doing any work (the profile's backends are known and
+    installed here). Raises ``UserError``."""
+    from autotune.backends import check_backends
+
+    sp, prof = load_space(space), load_profile(device)
+    check_backends(prof, file=str(resolve_profile_path(device)))
+    return sp, prof
 
 
 def search(

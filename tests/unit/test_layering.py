@@ -91,7 +91,7 @@ ARROWS: dict[str, set[str]] = {
     "backends": BASE | {"quiet", "deploy", "exporter", "numerics", "measure", "compress", "models", "leaderboard"},
     # the front door
     "api": BASE
-    | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard"}
+    | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard", "backends"}
     | {"reporting", "bundle", "devices", "predictor", "warmstart", "spacetune", "profiling"},
     "autotune": BASE | {"api", "leaderboard"},
     "cli_render": {"reporting"},  # what the CLI draws (rich)

@@ -135,3 +135,11 @@ def test_time_calls_grows_number_until_a_repeat_is_long_enough(profile):
     assert number == 32  # doubled from 1 until a repeat of `number` calls lasts 2 ms
     assert cfg.min_repeat <= len(seconds) <= cfg.repeat
     assert seconds == pytest.approx([1e-4] * len(seconds))
+
+
+def test_autotune_check_names_an_unknown_backend(tmp_path):
+    text = (REPO / "device_profiles/host_runtimes.yaml").read_text().replace("openvino]", "openvin]")
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(autotune.UserError, match="unknown backend 'openvin'") as err:
+        autotune.check("digits_cnn", tmp_path / "p.yaml")
+    assert str(tmp_path / "p.yaml") in str(err.value) and err.value.key == "backends"
