@@ -127,6 +127,20 @@ def test_trial_pipeline_verifies_and_times_on_the_device(device, tmp_path, repo)
     assert row["best_backend"] in ("tvm", "onnxruntime")
 
 
+def test_kernels_are_cross_compiled_and_timed_on_the_device(device, tmp_path):
+    """``autotune profile`` on the emulated device: each kernel built for aarch64 and timed there."""
+    from autotune.compiler.kernels import build_kernels
+    from autotune.measure.kernels import time_kernels
+
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, INPUT_SHAPE, 10)
+    program, _, _ = export_program(model.eval(), INPUT_SHAPE)
+    kernels = build_kernels(program, _profile(device), out_dir=tmp_path)
+    assert kernels and all(open(k.path, "rb").read(20)[18] == 0xB7 for k in kernels)  # ELF e_machine: AArch64
+    seconds = time_kernels(kernels, _profile(device))
+    assert set(seconds) == {k.name for k in kernels} and all(s > 0 for s in seconds.values())
+
+
 def test_key_without_server_fails_within_request_timeout(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
     profile = _profile(device, key="no-such-device", request_timeout_s=1.5)
     t0 = time.perf_counter()
@@ -176,17 +190,3 @@ def test_lost_device_fails_the_candidate(device, compiled: tuple[CompiledArtifac
     assert "no free device" in errors[0].reason  # the retry found no server for the key
     waited = time.perf_counter() - t0
     assert waited < 60, "a lost device must fail after its retries, not hang"
-
-
-def test_kernels_are_cross_compiled_and_timed_on_the_device(device, tmp_path):
-    """``autotune profile`` on the emulated device: each kernel built for aarch64 and timed there."""
-    from autotune.compiler.kernels import build_kernels
-    from autotune.measure.kernels import time_kernels
-
-    torch.manual_seed(0)
-    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, INPUT_SHAPE, 10)
-    program, _, _ = export_program(model.eval(), INPUT_SHAPE)
-    kernels = build_kernels(program, _profile(device), out_dir=tmp_path)
-    assert kernels and all(open(k.path, "rb").read(20)[18] == 0xB7 for k in kernels)  # ELF e_machine: AArch64
-    seconds = time_kernels(kernels, _profile(device))
-    assert set(seconds) == {k.name for k in kernels} and all(s > 0 for s in seconds.values())
