@@ -137,6 +137,19 @@ def _facts(row: Mapping[str, Any], columns: Sequence[str]) -> str:
     return "".join(f"<tr><th>{html.escape(c)}</th><td>{html.escape(_fmt(v))}</td></tr>" for c, v in cells)
 
 
+def _runtimes(row: Mapping[str, Any], backends: Sequence[str]) -> str:
+    """The profile's backends side by side: latency, the precision each ran, the check, the status."""
+    cols = ("latency_ms", "latency_ci_low_ms", "latency_ci_high_ms", "deploy_precision", "max_abs_diff",
+            "energy_mj", "status", "error")  # fmt: skip
+    head = "".join(f"<th>{c}</th>" for c in ("backend", *cols))
+    first = {c: row.get(c) for c in cols} | {"status": "ok", "error": None}
+    rows = [(str(row.get("backend") or "tvm"), first)] + [(b, {c: row.get(f"{c}@{b}") for c in cols}) for b in backends]
+    cells = ["".join(f"<td>{html.escape(_fmt(v[c]))}</td>" for c in cols) for _, v in rows]
+    body = "".join(f"<tr><td>{html.escape(name)}</td>{c}</tr>" for (name, _), c in zip(rows, cells, strict=True))
+    best = f"<p>Fastest verified: {html.escape(str(row.get('best_backend')))}.</p>" if row.get("best_backend") else ""
+    return f"<h3>Runtimes on this device</h3>{best}<table><tr>{head}</tr>{body}</table>"
+
+
 def _kernels(trial_dir: Path) -> str:
     """The trial's kernel profile (``autotune profile``), when one was made."""
     from autotune.profiling import read_profile
@@ -173,7 +186,10 @@ def trial_pages(run_dir: Path, rows: Sequence[Mapping[str, Any]], param: Callabl
             facts = _facts(r, columns)
             if facts:
                 parts.append(f"<h3>{html.escape(title)}</h3><table>{facts}</table>")
-        others = sorted(k for k in r if "@" in k)
+        backends = sorted({k.partition("@")[2] for k in r if k.startswith("status@")})
+        if backends:
+            parts.append(_runtimes(r, backends))
+        others = sorted(k for k in r if "@" in k and k.partition("@")[2] not in backends)
         if others:
             parts.append(f"<h3>Other devices</h3><table>{_facts(r, others)}</table>")
         kernels = _kernels(run_dir / "trials" / str(r.get("trial_id")))

@@ -39,3 +39,17 @@ def test_every_trial_has_a_page_and_a_row(tmp_path):
 def test_a_live_report_says_so_and_reloads(tmp_path):
     html = write_report(tmp_path, _rows(), objectives=OBJ, title="t", facts={}, live=True).read_text()
     assert '<meta http-equiv="refresh" content="15">' in html and 'id="live"' in html
+
+
+def test_a_trial_page_compares_the_runtimes(tmp_path):
+    rows = _rows()
+    rows[2] |= {"backend": "tvm", "best_backend": "openvino", "best_latency_ms": 0.5, "deploy_precision": "fp32",
+                "latency_ms@openvino": 0.5, "status@openvino": "ok", "deploy_precision@openvino": "fp32",
+                "status@onnxruntime": "failed", "error@onnxruntime": "convert: ONNX export failed"}  # fmt: skip
+    html = write_report(tmp_path, rows, objectives=OBJ, title="t", facts={}).read_text()
+    c3 = html[html.index('id="trial-c3"') :]
+    assert "<h3>Runtimes on this device</h3>" in c3 and "Fastest verified: openvino" in c3
+    runtimes = c3[c3.index("Runtimes on this device") : c3.index("</table>", c3.index("Runtimes on this device"))]
+    assert [m for m in re.findall(r"<tr><td>(\w+)</td>", runtimes)] == ["tvm", "onnxruntime", "openvino"]
+    assert "convert: ONNX export failed" in runtimes and "Other devices" not in c3
+    assert 'data-col="best_backend"' in html  # the run compares backends: the tables show the best one
