@@ -18,6 +18,7 @@ import numpy as np
 
 from autotune.backends.base import BACKENDS, Job, Session
 from autotune.backends.runtime import RuntimeBackend
+from autotune.errors import CandidateFailed, describe
 
 __all__ = ["OPENVINO", "OpenVinoBackend"]
 
@@ -40,7 +41,11 @@ class OpenVinoBackend(RuntimeBackend):
                               granularity=d.weight_granularity)  # fmt: skip
         t0 = time.perf_counter()
         xml = job.out_dir / "model.xml"
-        ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+        try:
+            converted = ov.convert_model(str(onnx_path))
+        except Exception as err:  # OpenVINO's converter raises its own types for ops it cannot take
+            raise CandidateFailed("convert", f"OpenVINO cannot convert the model: {describe(err)}") from err
+        ov.save_model(converted, str(xml), compress_to_fp16=False)
         onnx_path.unlink()
         return xml, seconds + time.perf_counter() - t0
 
