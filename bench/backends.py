@@ -105,6 +105,7 @@ def _builds(key: str, task: Any, models: dict[str, torch.nn.Module], profile: An
     from tvm import relax
 
     from autotune.backends import BACKENDS, Job
+    from autotune.backends.runtime import run_all
     from autotune.compiler import compile_artifact
     from autotune.compress.fakequant import activation_bits
     from autotune.exporter import export_program
@@ -141,14 +142,11 @@ def _builds(key: str, task: Any, models: dict[str, torch.nn.Module], profile: An
             job = Job(model=exported, profile=profile, inputs=xs, out_dir=work / f"{key}-{precision}-{name}",
                       lock=QuietLock(None), deployment=Deployment(precision, "channel"))  # fmt: skip
             job.out_dir.mkdir(parents=True, exist_ok=True)
-            path, _ = backend.convert(job)
+            path, export_s = backend.convert(job)
             run, ran_as = backend.session(str(path), threads=profile.measure.threads, precision=precision)
-            with torch.inference_mode():
-                ref = exported(torch.from_numpy(xs)).numpy()
-            got = np.stack([np.asarray(run(np.ascontiguousarray(v[None])))[0] for v in xs])
-            diff = float(np.max(np.abs(got - ref)))
-            bound = tol.atol + tol.rtol * float(np.max(np.abs(ref)))
-            assert diff <= bound, f"{name} {precision} differs from PyTorch: {diff:.3g} > {bound:.3g}"
+            art = backend.artifact(job, path, export_s, 0.0, ran_as)
+            diff = check_numerics(art, exported, xs, profile=profile, tolerance=tol,
+                                  run=lambda b, run=run: run_all(run, b)).max_abs_diff  # fmt: skip
             calls[f"{name} {precision}"] = lambda run=run: run(x)
             facts[f"{name} {precision}"] = {"max_abs_diff": diff, "ran_as": ran_as}
         if precision == "fp32":

@@ -10,11 +10,9 @@ paid off). fp16 runs at fp32: the CPU provider has no fp16 convolutions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from autotune.backends.base import BACKENDS, Job, Session
+from autotune.backends.base import BACKENDS, Session
 from autotune.backends.runtime import RuntimeBackend
 
 __all__ = ["ONNXRUNTIME", "OnnxRuntimeBackend"]
@@ -24,14 +22,6 @@ class OnnxRuntimeBackend(RuntimeBackend):
     name = "onnxruntime"
     module = "onnxruntime"
     install = "pip install onnxruntime"
-
-    def convert(self, job: Job) -> tuple[Path, float]:
-        from autotune.backends.onnx import export_onnx
-
-        path = job.out_dir / "model.onnx"
-        d = job.deployment
-        return path, export_onnx(job.model, job.input_shape, path, precision=d.precision,
-                                 granularity=d.weight_granularity)  # fmt: skip
 
     def session(self, path: str, *, threads: int, precision: str) -> tuple[Session, str]:
         import onnxruntime as ort

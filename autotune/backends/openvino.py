@@ -33,12 +33,7 @@ class OpenVinoBackend(RuntimeBackend):
 
         import openvino as ov
 
-        from autotune.backends.onnx import export_onnx
-
-        onnx_path = job.out_dir / "model.onnx"
-        d = job.deployment
-        seconds = export_onnx(job.model, job.input_shape, onnx_path, precision=d.precision,
-                              granularity=d.weight_granularity)  # fmt: skip
+        onnx_path, seconds = super().convert(job)
         t0 = time.perf_counter()
         xml = job.out_dir / "model.xml"
         try:

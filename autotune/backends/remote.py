@@ -68,7 +68,7 @@ def register_backends() -> None:
     def time_(name: str, file: str, measure_json: str, x: tvm.runtime.Tensor) -> str:
         cfg = Measure(**json.loads(measure_json))
         seconds, number = time_calls(sessions[file], np.ascontiguousarray(x.numpy()), cfg)
-        return json.dumps({"seconds": seconds, "number": number, "threads": os.cpu_count()})
+        return json.dumps({"seconds": seconds, "number": number})
 
     for fname, fn in (("missing", missing), ("build", build), ("run", run), ("time", time_)):
         tvm.register_global_func(f"autotune.backend.{fname}", fn, override=True)

@@ -46,8 +46,13 @@ class RuntimeBackend:
         return metadata.version(self.module)
 
     def convert(self, job: Job) -> tuple[Path, float]:
-        """Write the model's file(s) under ``job.out_dir``; return the file a session loads and the seconds."""
-        raise NotImplementedError
+        """Write the model's file(s) under ``job.out_dir``; return the file a session loads and the
+        seconds. By default the ONNX file of ``autotune.backends.onnx`` (QDQ at int8)."""
+        from autotune.backends.onnx import export_onnx
+
+        path, d = job.out_dir / "model.onnx", job.deployment
+        return path, export_onnx(job.model, job.input_shape, path, precision=d.precision,
+                                 granularity=d.weight_granularity)  # fmt: skip
 
     def session(self, path: str, *, threads: int, precision: str) -> tuple[Session, str]:
         """Build the model for this machine's CPU: the session and the precision it really runs."""

@@ -189,9 +189,10 @@ def build_device(cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR) -> Path:
         site = root / "usr/local/lib/python3.11/dist-packages"
         state = json.loads(ready.read_text()) if ready.is_file() else {}
         if state.get("wheels") == list(WHEELS):
-            if state.get("autotune") != _source_digest():
+            digest = _source_digest()
+            if state.get("autotune") != digest:
                 _install_autotune(site)
-                ready.write_text(json.dumps({**state, "autotune": _source_digest()}))
+                ready.write_text(json.dumps({**state, "autotune": digest}))
             return wrapper
         t0 = time.perf_counter()
         debs, wheels = work / "debs", work / "whl"
