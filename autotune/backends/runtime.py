@@ -2,7 +2,8 @@
 
 It checks a session against PyTorch (``autotune.numerics``) and times it with the profile's policy,
 on this machine (``time_session``) or on the profile's RPC device (``autotune.backends.remote``);
-a subclass says only how to convert the model and how to build a session.
+a subclass says how to build a session, and how to convert the model when the runtime does not
+read the ONNX file ``convert`` writes by default.
 """
 
 from __future__ import annotations
