@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
 from autotune.compiler.target import resolve_target, target_json
+from autotune.compiler.workloads import call_counts, workloads_of, write_workloads
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError, describe
 from autotune.quiet import QuietLock
@@ -188,14 +189,14 @@ def fused_module(program: ExportedProgram, profile: DeviceProfile, *, precision:
     return run_steps(FUSE, run_steps(PREPARE, _import(program), options), options)
 
 
-def _tuned_share(mod: tvm.IRModule) -> float:
+def _tuned_share(mod: tvm.IRModule) -> tuple[float, set[str]]:
     """The share of the fused kernels (PrimFuncs) that a tuning record scheduled (``apply_database``
-    marks them ``tir.is_scheduled``); 0.0 without kernels."""
+    marks them ``tir.is_scheduled``; 0.0 without kernels), and their names."""
     import tvm
 
-    funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    tuned = sum(bool(f.attrs.get("tir.is_scheduled", False)) for f in funcs if f.attrs)
-    return tuned / len(funcs) if funcs else 0.0
+    funcs = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    tuned = {n for n, f in funcs.items() if f.attrs and bool(f.attrs.get("tir.is_scheduled", False))}
+    return (len(tuned) / len(funcs) if funcs else 0.0), tuned
 
 
 def compile_artifact(
@@ -261,7 +262,7 @@ def compile_artifact(
         if tuning is None:
             lowered = run_steps(SCHEDULE + FINALIZE, fused, options)
         compile_s = time.perf_counter() - t2
-    tuned_share = 0.0
+    tuned_share, tuned = 0.0, set()
     if tuning is not None:
         db = TuningDatabase(tuning.db_dir)
         trials, seed = tuning.trials, tuning.seed
@@ -271,7 +272,7 @@ def compile_artifact(
         with _shared(lock):
             t2 = time.perf_counter()
             applied = apply_database(fused, target, db)
-            tuned_share = _tuned_share(applied)
+            tuned_share, tuned = _tuned_share(applied)
             lowered = run_steps(SCHEDULE + FINALIZE, applied, options)
             compile_s += time.perf_counter() - t2
     with _shared(lock):
@@ -288,6 +289,7 @@ def compile_artifact(
         path = out / "model.so"
         _export(ex, path, profile)
         compile_s += time.perf_counter() - t4
+    write_workloads(out, workloads_of(fused, tuned, call_counts(fused)))
     return CompiledArtifact(
         path=str(path),
         target=json.dumps(target_json(profile), sort_keys=True),

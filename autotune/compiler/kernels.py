@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autotune.compiler.build import FUSE, PREPARE, SCHEDULE, BuildOptions, _export, _import, run_steps
+from autotune.compiler.build import FUSE, PREPARE, SCHEDULE, BuildOptions, _export, _import, _tuned_share, run_steps
 from autotune.compiler.target import resolve_target
+from autotune.compiler.workloads import Workload, call_counts, workloads_of
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, describe
 from autotune.tuning import TuningDatabase, apply_database
 
 if TYPE_CHECKING:
-    import tvm
     from torch.export import ExportedProgram
 
-__all__ = ["Kernel", "build_kernels"]
+__all__ = ["Kernel", "build_kernels", "candidate_workloads"]
 
 
 @dataclass(frozen=True)
@@ -40,25 +40,6 @@ class Kernel:
     args: tuple[tuple[tuple[int, ...], str], ...]
     path: str
     tuned: bool
-
-
-def _calls(mod: tvm.IRModule) -> dict[str, int]:
-    """PrimFunc name → ``call_tir`` sites in the module's Relax functions."""
-    import tvm
-    from tvm import relax
-
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-    out: dict[str, int] = {}
-    for _, fn in mod.functions_items():
-        if not isinstance(fn, relax.Function) or not isinstance(fn.body, relax.SeqExpr):
-            continue
-        for block in fn.body.blocks:
-            for binding in block.bindings:
-                value = binding.value
-                if isinstance(value, relax.Call) and value.op == call_tir:
-                    name = value.args[0].name_hint
-                    out[name] = out.get(name, 0) + 1
-    return out
 
 
 def build_kernels(
@@ -88,7 +69,7 @@ def build_kernels(
         fused = apply_database(fused, target, db)
     tuned = {gv.name_hint for gv, f in fused.functions_items() if _scheduled(f)}
     scheduled = run_steps(SCHEDULE, fused, options)
-    calls = _calls(scheduled)
+    calls = call_counts(scheduled)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kernels = []
@@ -114,3 +95,31 @@ def build_kernels(
 def _scheduled(func: object) -> bool:
     attrs = getattr(func, "attrs", None)
     return bool(attrs and attrs.get("tir.is_scheduled", False))
+
+
+def candidate_workloads(
+    program: ExportedProgram,
+    profile: DeviceProfile,
+    *,
+    precision: str = "fp32",
+    weight_granularity: str = "tensor",
+    db_dir: str | Path | None = None,
+) -> list[Workload]:
+    """The workloads ``compile_artifact`` would write for ``program`` (imported and fused, nothing
+    compiled; about a second for a small network): the kernel-level predictor's input. A kernel is
+    ``tuned`` when the database schedules it, or, on a profile that tunes every candidate, always.
+
+    Raises:
+        CandidateFailed: the model cannot be imported, or a step fails.
+    """
+    target = resolve_target(profile)
+    options = BuildOptions(target=target, precision=precision, weight_granularity=weight_granularity,
+                           default_schedules=profile.tuning.default_schedules)  # fmt: skip
+    fused = run_steps(FUSE, run_steps(PREPARE, _import(program), options), options)
+    calls = call_counts(fused)
+    tuned: set[str] = set()
+    if profile.tuning.trials_per_candidate > 0:
+        tuned = set(calls)
+    elif db_dir and TuningDatabase(db_dir).record_file.exists():
+        tuned = _tuned_share(apply_database(fused, target, TuningDatabase(db_dir)))[1]
+    return workloads_of(fused, tuned, calls)

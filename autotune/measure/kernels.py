@@ -14,7 +14,7 @@ from autotune.config.device_profile import DeviceProfile
 from autotune.measure.base import repeat_until_precise
 from autotune.quiet import QuietLock
 
-__all__ = ["time_kernels"]
+__all__ = ["time_in_library", "time_kernels"]
 
 
 def _tensor(shape: tuple[int, ...], dtype: str, dev: Any, rng: np.random.Generator) -> Any:
@@ -48,6 +48,35 @@ def time_kernels(kernels: Sequence[Any], profile: DeviceProfile, lock: QuietLock
         return _time_all(kernels, profile, None)
 
 
+def time_in_library(
+    path: str, workloads: Sequence[Any], profile: DeviceProfile, lock: QuietLock | None = None
+) -> dict[str, float]:
+    """Workload name → median seconds per call, each of ``workloads``
+    (``autotune.compiler.workloads.Workload``) timed alone from the compiled model's own library at
+    ``path`` (no compile; a ``local`` profile), holding the quiet lock exclusively."""
+    import tvm
+
+    lock = lock or QuietLock(None)
+    dev, rng = tvm.cpu(), np.random.default_rng(0)
+    lib = tvm.runtime.load_module(path).imports[0]  # the kernels, beside the Relax VM's bytecode
+    with lock.exclusive():
+        return {w.name: _time_one(lib, w.name, w.args, dev, profile, rng) for w in workloads}
+
+
+def _time_one(mod: Any, name: str, shapes: Sequence[Any], dev: Any, profile: DeviceProfile, rng: Any) -> float:
+    """Median seconds of one call of ``mod[name]`` on random tensors of ``shapes``, by the profile's policy."""
+    cfg = profile.measure
+    args = [_tensor(shape, dtype, dev, rng) for shape, dtype in shapes]
+    for _ in range(cfg.warmup):
+        mod[name](*args)
+
+    def timer(n: int) -> list[float]:
+        evaluator = mod.time_evaluator(name, dev, number=cfg.number, repeat=n, min_repeat_ms=int(cfg.min_repeat_ms))
+        return list(evaluator(*args).results)
+
+    return float(np.median(repeat_until_precise(timer, cfg)))
+
+
 def _time_all(kernels: Sequence[Any], profile: DeviceProfile, remote: Any) -> dict[str, float]:
     """Time every kernel here (``remote`` None) or in an RPC session (libraries uploaded first)."""
     import os
@@ -55,7 +84,7 @@ def _time_all(kernels: Sequence[Any], profile: DeviceProfile, remote: Any) -> di
     import tvm
 
     dev = remote.cpu() if remote is not None else tvm.cpu()
-    cfg, rng = profile.measure, np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     out: dict[str, float] = {}
     for k in kernels:
         if remote is not None:
@@ -63,14 +92,5 @@ def _time_all(kernels: Sequence[Any], profile: DeviceProfile, remote: Any) -> di
             mod = remote.load_module(os.path.basename(k.path))
         else:
             mod = tvm.runtime.load_module(k.path)
-        args = [_tensor(shape, dtype, dev, rng) for shape, dtype in k.args]
-        for _ in range(cfg.warmup):
-            mod["main"](*args)
-
-        def timer(n: int, mod: Any = mod, args: list[Any] = args) -> list[float]:
-            evaluator = mod.time_evaluator("main", dev, number=cfg.number, repeat=n,
-                                           min_repeat_ms=int(cfg.min_repeat_ms))  # fmt: skip
-            return list(evaluator(*args).results)
-
-        out[k.name] = float(np.median(repeat_until_precise(timer, cfg)))
+        out[k.name] = _time_one(mod, "main", k.args, dev, profile, rng)
     return out
