@@ -279,11 +279,37 @@ def report(run_dir: str | Path, *, live: bool = False) -> Path:
     rate, checked = hit_rate(rows)
     if checked:
         facts["latency predictor"] = f"{rate:.0%} of {checked} predictions within ±10 % of the measured latency"
+        models = Counter(str(r["latency_pred_model"]) for r in rows if r.get("latency_pred_model"))
+        facts["latency predictor"] += " (" + ", ".join(f"{n} by {m}" for m, n in sorted(models.items())) + ")"
+    table = kernel_table_facts(run.parent, profile, run.name)
+    if table:
+        facts["kernel table"] = table
     screened = Counter(str(r["screened"]) for r in rows if r.get("screened"))
     if screened:
         facts["screened out before training"] = ", ".join(f"{n} {how}" for how, n in sorted(screened.items()))
     return write_report(run, rows, objectives=space.objectives, title=f"autotune run {run.name}", facts=facts,
                         live=live)  # fmt: skip
+
+
+def kernel_table_facts(results_dir: Path, profile: DeviceProfile, run: str) -> str | None:
+    """The profile's kernel table in one line: its size, and how many of this run's kernels it
+    already had when they were measured (None without a table)."""
+    from autotune.kernel_table import KernelTable, table_path
+    from autotune.predictor import environment_key, history_path, load_history
+
+    path = table_path(profile, results_dir)
+    if not path.exists():
+        return None
+    key = environment_key(profile)
+    recs = [
+        r for r in load_history(history_path(profile, results_dir), key) if r.get("run") == run and r.get("kernels")
+    ]
+    size = f"{len(KernelTable.load(path, key))} kernels timed on this profile"
+    total = sum(len(r["kernels"]) for r in recs)
+    if not total:
+        return size
+    reused = 1 - sum(int(r.get("new_kernels") or 0) for r in recs) / total
+    return f"{size}; {reused:.0%} of this run's {total} kernels were already in it"
 
 
 def export(run_dir: str | Path, trial_id: str, out: str | Path | None = None) -> Path:

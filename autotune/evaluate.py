@@ -182,7 +182,8 @@ def _stages(
         torch.save(compressed.model, work / "model.pt")
     how = compressed.deployment
     if screening is not None and features is None:  # compressed: the deployed structure is known now
-        records["screen"], features = predict_deployed(screening, compressed.model, data.input_shape, how.precision)
+        records["screen"], features = predict_deployed(screening, compressed.model, data.input_shape, how.precision,
+                                                       profile)  # fmt: skip
     enter("export")
     with lock.shared():
         program, exported, seconds["export_s"] = export_program(compressed.model, data.input_shape)
@@ -191,8 +192,12 @@ def _stages(
     main = records["main"] = BACKENDS.get(first).deploy(job if first == "tvm" else replace(job, out_dir=work / first))
     records["backend"] = first
     records["fingerprint"] = RUNNERS.get(profile.runner.kind).fingerprint(profile)
-    record(screening, features, {"run": run, "trial_id": config.trial_id, "latency_ms": main.measurement.latency_ms,
-                                 "timing": main.measurement.timing})  # fmt: skip
+    measured = {"run": run, "trial_id": config.trial_id, "latency_ms": main.measurement.latency_ms,
+                "timing": main.measurement.timing}  # fmt: skip
+    if features is not None and screening is not None and screening.table is not None:
+        enter("kernel table")
+    record(screening, features, measured, artifact=main.artifact if first == "tvm" else None, profile=profile,
+           lock=lock)  # fmt: skip
     records["backends"] = {}
     for name in profile.backends[1:]:
         enter(name)

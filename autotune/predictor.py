@@ -107,11 +107,13 @@ def structure_features(model: nn.Module, input_shape: Sequence[int], precision: 
 @dataclass(frozen=True)
 class Prediction:
     """A predicted latency with a multiplicative uncertainty: the truth is likely within
-    ``latency_ms · exp(±k·sigma)`` (``sigma`` a log-ratio standard deviation)."""
+    ``latency_ms · exp(±k·sigma)`` (``sigma`` a log-ratio standard deviation). ``source``: the
+    predictor that made it, ``network`` (this module) or ``kernels`` (``autotune.kernel_predictor``)."""
 
     latency_ms: float
     sigma: float
     samples: int
+    source: str = "network"
 
     def bounds(self, k: float = 3.0) -> tuple[float, float]:
         return self.latency_ms * math.exp(-k * self.sigma), self.latency_ms * math.exp(k * self.sigma)
@@ -233,13 +235,18 @@ def record_measurement(
     *,
     run: str = "",
     trial_id: str = "",
+    kernels: Sequence[Mapping[str, Any]] | None = None,
+    new_kernels: int | None = None,
 ) -> None:
-    """Append one measured candidate to the history (``key``: its ``environment_key``)."""
+    """Append one measured candidate to the history (``key``: its ``environment_key``). ``kernels``:
+    its workloads (``autotune.compiler.workloads.Workload`` as dicts), for the kernel-level predictor;
+    ``new_kernels``: how many of them the kernel table lacked and timed."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(
-        {**key, "run": run, "trial_id": trial_id, "features": dict(features), "latency_ms": float(latency_ms)}
-    )
+    rec = {**key, "run": run, "trial_id": trial_id, "features": dict(features), "latency_ms": float(latency_ms)}
+    if kernels is not None:
+        rec |= {"kernels": [dict(k) for k in kernels], "new_kernels": new_kernels}
+    line = json.dumps(rec)
     with open(p, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(line + "\n")

@@ -10,6 +10,7 @@ otherwise, when a constraint could be broken, the untrained network is compiled 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -25,9 +26,12 @@ from autotune.quiet import QuietLock
 if TYPE_CHECKING:
     from torch import nn
 
+    from autotune.config.device_profile import DeviceProfile
     from autotune.task import Task
 
 __all__ = ["Screening", "predict", "predict_deployed", "record", "screen"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class Screening:
         seen: the smallest and largest comparable latency measured so far (None: none); decides
             whether to time an untrained network when there is no prediction.
         fit_s: seconds spent fitting ``predictor`` (added to the row's ``screen_s``).
+        kernels: a fitted ``autotune.kernel_predictor.KernelPredictor`` that predicts better than
+            ``predictor`` (cross-validated) and is used instead (``latency_pred_model = kernels``).
+        table: the profile's kernel table (``kernel_table.table_path``), filled with the new kernels
+            of every candidate timed here (a ``local`` profile), or None.
+        tuning_db: the profile's tuning database (which kernels a candidate gets tuned).
     """
 
     constraint_first: bool = True
@@ -56,6 +65,9 @@ class Screening:
     skip_sigmas: float = 3.0
     seen: tuple[float, float] | None = None
     fit_s: float = 0.0
+    kernels: Any = None
+    table: Path | None = None
+    tuning_db: str | None = None
 
 
 def _predicted_violation(pred: Any, space: SearchSpace, k: float) -> tuple[str | None, bool]:
@@ -114,33 +126,66 @@ def _doubt_without_prediction(seen: tuple[float, float] | None, space: SearchSpa
 
 
 def predict_deployed(
-    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str
+    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str, profile: DeviceProfile
 ) -> tuple[ScreenReport, dict[str, float]]:
     """For a candidate screening could not judge before training (compression changed it): the
     predictor's latency for the deployed model, and its structural features."""
-    features, pred = predict(screening, model, input_shape, precision)
-    return ScreenReport(seconds=None, latency_pred_ms=pred.latency_ms if pred is not None else None), features
+    features, pred = predict(screening, model, input_shape, precision, profile)
+    return _report(None, pred), features
+
+
+def _report(seconds: float | None, pred: Any, **kw: Any) -> ScreenReport:
+    if pred is None:
+        return ScreenReport(seconds=seconds, **kw)
+    return ScreenReport(seconds=seconds, latency_pred_ms=pred.latency_ms, latency_pred_model=pred.source, **kw)
 
 
 def predict(
-    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str
+    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str, profile: DeviceProfile
 ) -> tuple[dict[str, float], Any]:
-    """The model's structural features and the predictor's latency for it (None without a predictor)."""
+    """The model's structural features and the predicted latency for it (None without a predictor):
+    the kernel-level predictor's when the screening has one (the model is exported and fused to find
+    its kernels), else the network-level one's."""
     from autotune.predictor import structure_features
 
     features = structure_features(model, input_shape, precision=precision)
+    if screening.kernels is not None:
+        from autotune.compiler.kernels import candidate_workloads
+        from autotune.errors import CandidateFailed
+        from autotune.exporter import export_program
+
+        try:
+            program, _, _ = export_program(model, input_shape)
+            workloads = candidate_workloads(program, profile, precision=precision, db_dir=screening.tuning_db)
+        except CandidateFailed:  # the deployment will fail in its own stage, with its reason
+            return features, None
+        return features, screening.kernels.predict(workloads)
     pred = screening.predictor.predict(features) if screening.predictor is not None else None
     return features, pred
 
 
-def record(screening: Screening | None, features: Mapping[str, float] | None, row: Mapping[str, Any]) -> None:
-    """Append a measured latency to the predictor's history (emulated timings are never latency)."""
+def record(
+    screening: Screening | None,
+    features: Mapping[str, float] | None,
+    row: Mapping[str, Any],
+    *,
+    artifact: Any = None,
+    profile: DeviceProfile | None = None,
+    lock: QuietLock | None = None,
+) -> None:
+    """Append a measured latency to the predictor's history (emulated timings are never latency).
+
+    With the measured TVM ``artifact`` on a ``local`` profile, its kernels the kernel table lacks are
+    timed alone from its library and added (``autotune.kernel_table``), and its workloads stored
+    with the measurement.
+    """
     if screening is None or screening.history is None or features is None or screening.key is None:
         return
     if not isinstance(row.get("latency_ms"), int | float) or row.get("timing") == "emulated":
         return
     from autotune.predictor import record_measurement
 
+    kernels, new = _fill_table(screening, artifact, profile, lock)
     record_measurement(
         screening.history,
         screening.key,
@@ -148,7 +193,31 @@ def record(screening: Screening | None, features: Mapping[str, float] | None, ro
         float(row["latency_ms"]),
         run=str(row.get("run") or ""),
         trial_id=str(row.get("trial_id") or ""),
+        kernels=kernels,
+        new_kernels=new,
     )
+
+
+def _fill_table(
+    screening: Screening, artifact: Any, profile: DeviceProfile | None, lock: QuietLock | None
+) -> tuple[list[dict[str, Any]] | None, int | None]:
+    """Time the artifact's kernels the table lacks (see ``record``): its workloads as dicts and how
+    many were new, or (None, None) when there is no table, workload list or local library."""
+    if screening.table is None or artifact is None or profile is None or profile.runner.kind != "local":
+        return None, None
+    from autotune.compiler.workloads import read_workloads
+    from autotune.kernel_table import KernelTable
+
+    workloads = read_workloads(Path(artifact.path).parent)
+    if not workloads:
+        return None, None
+    table = KernelTable.load(screening.table, screening.key)
+    try:
+        new = table.fill(artifact.path, workloads, profile, lock)
+    except Exception:  # TVMError: a kernel the library does not export; the row does not depend on it
+        log.warning("the kernel table could not time %s's kernels", artifact.path, exc_info=True)
+        return None, None
+    return [dataclasses.asdict(w) for w in workloads], new
 
 
 def screen(
@@ -174,12 +243,11 @@ def screen(
 
     t0, waited0 = time.perf_counter(), lock.waited_s
     space, profile = task.space, task.profile
-    features, pred = predict(screening, model, task.data.input_shape, "fp32")
-    latency_pred = pred.latency_ms if pred is not None else None
+    features, pred = predict(screening, model, task.data.input_shape, "fp32", profile)
 
     def report(**kw: Any) -> tuple[ScreenReport, dict[str, float]]:
         seconds = screening.fit_s + time.perf_counter() - t0 - (lock.waited_s - waited0)
-        return ScreenReport(seconds=seconds, latency_pred_ms=latency_pred, **kw), features
+        return _report(seconds, pred, **kw), features
 
     bounds = weight_free_bounds(space, profile)
     if not bounds:
@@ -198,7 +266,7 @@ def screen(
         probed = probe()
         m, a = probed.measurement, probed.artifact
         measured = {**structure, **dataclasses.asdict(a), **dataclasses.asdict(m), "size_bytes": a.weights_bytes}
-        record(screening, features, {**identity, **measured})
+        record(screening, features, {**identity, **measured}, artifact=a, profile=profile, lock=lock)
         broken = violations(measured, space, profile)
     if not broken:
         return report()

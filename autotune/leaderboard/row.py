@@ -71,11 +71,13 @@ class ScreenReport:
 
     ``screened`` is ``predicted`` or ``constraint-first`` when the candidate was stopped (then
     ``violations`` says why), else None; ``probe`` holds the untrained network's compile and timing
-    when it was timed and found infeasible; ``latency_pred_ms`` the predictor's latency, if any.
+    when it was timed and found infeasible; ``latency_pred_ms`` the predictor's latency, if any, and
+    ``latency_pred_model`` which predictor made it (``kernels`` or ``network``).
     """
 
     seconds: float | None
     latency_pred_ms: float | None = None
+    latency_pred_model: str | None = None
     screened: str | None = None
     violations: tuple[str, ...] = ()
     probe: DeviceResult | None = None
@@ -261,7 +263,8 @@ class LeaderboardRow(Mapping[str, Any]):
                 }
         cols |= dict(pass_columns or {})
         if screen is not None:
-            cols |= {"screen_s": screen.seconds, "latency_pred_ms": screen.latency_pred_ms}
+            cols |= {"screen_s": screen.seconds, "latency_pred_ms": screen.latency_pred_ms,
+                     "latency_pred_model": screen.latency_pred_model}  # fmt: skip
             if screen.screened:
                 cols |= {"screened": screen.screened, "epochs": 0, "train_s": 0.0}
             if screen.probe is not None:

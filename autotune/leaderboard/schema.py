@@ -25,8 +25,8 @@ __all__ = [
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
 #: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
 #: 6: weight_clusters (the weight-clustering pass); 7: tuned_share; 8: backend, best_backend,
-#: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends)
-SCHEMA_VERSION = 8
+#: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends); 9: latency_pred_model
+SCHEMA_VERSION = 9
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -51,6 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "best_backend",
     "best_latency_ms",
     "latency_pred_ms",
+    "latency_pred_model",
     "screened",
     "energy_mj",
     "energy_source",
@@ -153,7 +154,7 @@ DETAIL_COLUMNS: tuple[str, ...] = (
 TEXT_COLUMNS = frozenset(
     ("run", "trial_id", "status", "error", "device", "timing", "backend", "best_backend", "energy_source")
     + ("peak_mem_source",)
-    + ("deploy_precision", "screened", "violations", "cpu_model", "cpu_governor", "tvm_version")
+    + ("deploy_precision", "latency_pred_model", "screened", "violations", "cpu_model", "cpu_governor", "tvm_version")
     + ("torch_version", "node", "target", "started_at", "finished_at")
 )
 

@@ -194,7 +194,7 @@ class Worker:
         from autotune.quiet import QuietLock
 
         run_dir = Path(self.run_dir)
-        screening = _screening(self.profile, run_dir, self.predictor, self.constraint_first)
+        screening = _screening(self.profile, run_dir, self.predictor, self.constraint_first, self.tuning_db)
         reference = bool(self.reference_every) and isinstance(number, int) and number % self.reference_every == 0
         lock_dir = run_dir / ".quiet" / socket.gethostname()  # per machine: nodes do not disturb each other
         run, tuning_db = self.run, self.tuning_db
@@ -223,16 +223,24 @@ class Worker:
         return work
 
 
-def _screening(profile: DeviceProfile, run_dir: Path, predictor: bool, constraint_first: bool) -> Any:
-    """The trial's screening: the latency predictor fitted on the profile's history (in the parent,
-    before the fork, so its fit time is the trial's ``screen_s``)."""
+def _screening(
+    profile: DeviceProfile, run_dir: Path, predictor: bool, constraint_first: bool, tuning_db: str | None
+) -> Any:
+    """The trial's screening: the latency predictors fitted on the profile's history and kernel table
+    (in the parent, before the fork, so their fit time is the trial's ``screen_s``); the kernel-level
+    one is used when its cross-validated error is the smaller."""
+    from autotune.kernel_predictor import fit_kernels
+    from autotune.kernel_table import table_path
     from autotune.predictor import environment_key, fit_history, history_path
     from autotune.screening import Screening
 
     history = history_path(profile, run_dir.parent)
+    table = table_path(profile, run_dir.parent) if profile.runner.kind == "local" else None
     key = environment_key(profile)
     t_fit = time.perf_counter()
     fitted = fit_history(history, key)
+    kernels = fit_kernels(history, table, key) if predictor and table is not None else None
+    better = kernels is not None and kernels.ready and (not fitted.ready or kernels.sigma_ < fitted.sigma_)
     return Screening(
         fit_s=time.perf_counter() - t_fit,
         constraint_first=constraint_first,
@@ -240,6 +248,9 @@ def _screening(profile: DeviceProfile, run_dir: Path, predictor: bool, constrain
         history=history,
         key=key,
         seen=fitted.range_,
+        kernels=kernels if better else None,
+        table=table,
+        tuning_db=tuning_db,
     )
 
 

@@ -9,8 +9,16 @@ import torch
 
 import autotune
 from autotune.evaluate import evaluate
+from autotune.kernel_table import KernelTable, table_path
 from autotune.models import build_model
-from autotune.predictor import environment_key, fit_history, history_path, record_measurement, structure_features
+from autotune.predictor import (
+    environment_key,
+    fit_history,
+    history_path,
+    load_history,
+    record_measurement,
+    structure_features,
+)
 from autotune.screening import Screening
 from autotune.task import make_trial_config, prepare_task
 
@@ -48,6 +56,12 @@ def test_a_constraint_no_candidate_meets_trains_nothing(tmp_path, repo):
     profile = autotune.load_profile(repo / "tests/fixtures/host_fast.yaml")
     hist = history_path(profile, results)
     assert hist.exists() and len(hist.read_text().splitlines()) == 3
+    # ... with their kernels, timed into the profile's kernel table (a profile with no history)
+    recs = load_history(hist, environment_key(profile))
+    assert all(r["kernels"] and r["new_kernels"] is not None for r in recs)
+    table = KernelTable.load(table_path(profile, results), environment_key(profile))
+    assert len(table) == sum(r["new_kernels"] for r in recs) > 0
+    assert {k["key"] for r in recs for k in r["kernels"]} == set(table.entries)
 
 
 def test_a_confident_prediction_skips_the_candidate(tmp_path, repo):

@@ -56,13 +56,17 @@ ARROWS: dict[str, set[str]] = {
     "numerics": BASE,
     "measure": BASE | {"quiet"},
     "predictor": BASE | {"measure"},
+    # kernel-level prediction: each fused kernel timed once per device, candidates as their sum
+    "kernel_table": BASE | {"compiler", "measure", "quiet"},
+    "kernel_predictor": BASE | {"compiler", "kernel_table", "predictor"},
     "leaderboard": BASE,
     # the trial: the stage sequence and its decisions (LeaderboardRow, in leaderboard/, is the trial's record)
     "task": BASE | {"space", "data", "models", "compress"},
     "constraints": BASE,
     "deploy": BASE | {"compiler", "tuning", "exporter", "numerics", "measure", "compress", "quiet", "leaderboard"},
-    "screening": BASE | {"task", "constraints", "predictor", "quiet", "leaderboard", "compress"},  # passes say
-    # whether they change the deployed structure
+    "screening": BASE
+    | {"task", "constraints", "predictor", "quiet", "leaderboard", "compress"}  # passes say
+    | {"kernel_table", "compiler", "exporter"},  # whether they change the deployed structure; a candidate's kernels
     "reference": BASE | {"task", "deploy", "quiet", "leaderboard"},
     "evaluate": BASE
     | {"task", "screening", "constraints", "reference", "deploy", "backends", "leaderboard", "quiet", "curves"}
@@ -72,6 +76,7 @@ ARROWS: dict[str, set[str]] = {
     "warmstart": BASE | {"space", "leaderboard"},
     "search": BASE
     | {"log", "space", "leaderboard", "sandbox", "quiet", "warmstart", "predictor", "tuning"}
+    | {"kernel_table", "kernel_predictor"}
     | {"task", "evaluate", "screening", "constraints", "reference", "finalists"}
     | {"catalog", "validate", "preflight", "runs", "reporting"},
     "catalog": BASE,
@@ -92,7 +97,7 @@ ARROWS: dict[str, set[str]] = {
     # the front door
     "api": BASE
     | {"catalog", "validate", "preflight", "runs", "search", "task", "evaluate", "leaderboard", "backends"}
-    | {"reporting", "bundle", "devices", "predictor", "warmstart", "spacetune", "profiling"},
+    | {"reporting", "bundle", "devices", "predictor", "kernel_table", "warmstart", "spacetune", "profiling"},
     "autotune": BASE | {"api", "leaderboard"},
     "cli_render": {"reporting"},  # what the CLI draws (rich)
     "cli": {"autotune", "errors", "log", "config", "leaderboard", "reporting", "runs", "devices", "space", "search"}

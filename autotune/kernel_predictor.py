@@ -1,0 +1,218 @@
+"""Latency at kernel level: a candidate's latency is the sum of its fused kernels' times, each from
+the profile's kernel table (``autotune.kernel_table``), plus the runtime's own per-call work.
+
+    latency ≈ Σ_kind s_kind · Σ_{k of that kind} calls_k · t_k  +  c · Σ_k calls_k  +  b
+
+``t_k`` is the kernel's time alone from the table; a kernel not in it yet is estimated by a model of
+the table (gradient boosting on log FLOPs, log bytes and the kind; a ridge in logs while the table is
+small), and that estimate's share of the sum widens the prediction's uncertainty. ``s_kind`` (one per
+operator kind: a kernel in a network runs a little slower or faster than alone), ``c`` (the Relax
+VM's work per call) and ``b`` are fitted to measured candidates by least squares on relative error,
+pulled towards ``s = 1`` so that a handful of measurements is enough.
+
+A new device learns from another profile's table the same way (``fit(..., prior=...)``): the other
+device's kernel times, scaled per kind, with ≤ 20 of its own measurements (in the spirit of HELP's
+few-shot device adaptation). ``sigma_`` is the RMS of 5-fold cross-validated log-ratios, the same
+measure the network-level predictor reports, so the better of the two is kept per profile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from autotune.compiler.workloads import Workload, from_dict
+from autotune.kernel_table import KernelTable, TableEntry
+from autotune.predictor import MAX_HISTORY, MIN_TO_PREDICT, Prediction, load_history
+
+__all__ = ["KernelPredictor", "KernelTimeModel", "fit_kernels"]
+
+#: Operator kinds with their own scale (``autotune.compiler.workloads.kernel_kind``, int8 folded in).
+KINDS = ("conv", "dwconv", "pwconv", "matmul", "pool", "reduce", "elementwise")
+
+#: Pull of each kind's scale towards its prior, in relative-error units per measurement.
+RIDGE = 1e-3
+
+
+def _kind(kind: str) -> str:
+    base = kind.removesuffix("_int8")
+    return base if base in KINDS else "elementwise"
+
+
+def _features(kind: str, flops: float, nbytes: float, args: Sequence[Any] = ()) -> list[float]:
+    """A kernel's description for the fallback model: sizes in logs, the kind, and for convolutions and
+    matmuls the shapes that decide vectorisation (channels, their remainder modulo 16, spatial size)."""
+    shapes = [tuple(a[0]) for a in args]
+    weight = next((s for s in shapes[1:] if len(s) in (2, 4)), ())
+    out = shapes[-1] if shapes else ()
+    w = [*weight, 1, 1, 1, 1][:4]
+    spatial = math.prod(out[2:]) if len(out) == 4 else 1
+    return [
+        math.log1p(flops),
+        math.log1p(nbytes),
+        math.log1p(flops) - math.log1p(nbytes),
+        *(float(_kind(kind) == k) for k in KINDS),
+        float("int8" in kind),
+        *(math.log1p(float(v)) for v in w),
+        float(w[0] % 16),
+        float(w[1] % 16),
+        math.log1p(float(spatial)),
+    ]
+
+
+class KernelTimeModel:
+    """Seconds of a kernel not in the table, from its description (see the module doc)."""
+
+    def __init__(self, entries: Sequence[TableEntry]) -> None:
+        from sklearn.ensemble import GradientBoostingRegressor
+        from sklearn.linear_model import Ridge
+
+        self.size = len(entries)
+        self.sigma = math.inf
+        self._model: Any = None
+        if self.size < 4:
+            return
+        x = np.asarray([_features(e.kind, e.flops, e.bytes, e.args) for e in entries])
+        y = np.log(np.asarray([e.seconds for e in entries]))
+
+        def make() -> Any:
+            if self.size >= 40:
+                return GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.1,
+                                                 min_samples_leaf=2, random_state=0)  # fmt: skip
+            return Ridge(alpha=1.0)
+
+        self._model = make().fit(x, y)
+        folds = np.arange(self.size) % 5
+        np.random.default_rng(0).shuffle(folds)
+        errs = [make().fit(x[folds != k], y[folds != k]).predict(x[folds == k]) - y[folds == k] for k in range(5)]
+        self.sigma = float(np.sqrt(np.mean(np.square(np.concatenate(errs)))))
+
+    def seconds(self, w: Workload | Mapping[str, Any]) -> float | None:
+        """The estimated seconds of one call (None while the table is too small to learn from)."""
+        if self._model is None:
+            return None
+        kind, flops, nbytes = (
+            (w.kind, w.flops, w.bytes) if isinstance(w, Workload) else (w["kind"], w["flops"], w["bytes"])
+        )
+        return float(np.exp(self._model.predict(np.asarray([_features(kind, flops, nbytes)]))[0]))
+
+
+def _as_workload(w: Workload | Mapping[str, Any]) -> Workload:
+    if isinstance(w, Workload):
+        return w
+    return from_dict({"name": "", "args": (), **w})
+
+
+class KernelPredictor:
+    """The sum of a candidate's kernel times with fitted per-kind scales and per-call overhead."""
+
+    def __init__(self, table: KernelTable) -> None:
+        self.table = table
+        self.model = KernelTimeModel(list(table.entries.values()))
+        self.coef_: np.ndarray | None = None
+        self.sigma_: float = math.inf
+        self.samples_: int = 0
+
+    def _row(self, workloads: Sequence[Workload]) -> tuple[np.ndarray, float] | None:
+        """Per-kind summed milliseconds, total calls and a constant; and the share of the sum that came
+        from the fallback model (None when a kernel can be neither looked up nor estimated)."""
+        row = np.zeros(len(KINDS) + 2)
+        estimated = 0.0
+        for w in workloads:
+            entry = self.table.entries.get(w.key)
+            t = entry.seconds if entry is not None else self.model.seconds(w)
+            if t is None:
+                return None
+            ms = w.calls * t * 1e3
+            row[KINDS.index(_kind(w.kind))] += ms
+            estimated += ms if entry is None else 0.0
+            row[-2] += w.calls
+        row[-1] = 1.0
+        total = row[: len(KINDS)].sum()
+        return row, (estimated / total if total > 0 else 0.0)
+
+    @staticmethod
+    def _solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Non-negative least squares on relative error, each kind's scale pulled towards ``prior``."""
+        from scipy.optimize import lsq_linear
+
+        a = x / y[:, None]
+        n = len(KINDS)
+        used = x[:, :n].sum(axis=0) > 0
+        pull = np.zeros((n, x.shape[1]))
+        pull[np.arange(n), np.arange(n)] = math.sqrt(RIDGE * len(y))
+        a = np.vstack([a, pull])
+        b = np.concatenate([np.ones(len(y)), math.sqrt(RIDGE * len(y)) * prior])
+        coef = lsq_linear(a, b, bounds=(0.0, np.inf)).x
+        coef[:n][~used] = prior[~used]  # a kind no measured candidate had keeps its prior
+        return coef
+
+    def fit(
+        self,
+        samples: Sequence[Sequence[Workload | Mapping[str, Any]]],
+        latency_ms: Sequence[float],
+        *,
+        prior: Mapping[str, float] | float = 1.0,
+    ) -> KernelPredictor:
+        """Fit scales and overhead on measured candidates (``samples``: each one's workloads). ``prior``:
+        the scale each kind is pulled towards (1 on the device the table was timed on; another
+        device's table: its overall ratio, or per kind)."""
+        rows, ys = [], []
+        for ws, y in zip(samples, latency_ms, strict=True):
+            r = self._row([_as_workload(w) for w in ws])
+            if r is not None and math.isfinite(y) and y > 0:
+                rows.append(r[0])
+                ys.append(y)
+        self.samples_ = len(ys)
+        if self.samples_ < MIN_TO_PREDICT:
+            self.coef_ = None
+            return self
+        p = np.asarray([prior.get(k, 1.0) if isinstance(prior, Mapping) else prior for k in KINDS], dtype=float)
+        x, y = np.asarray(rows), np.asarray(ys)
+        self.coef_ = self._solve(x, y, p)
+        folds = np.arange(self.samples_) % 5
+        np.random.default_rng(0).shuffle(folds)
+        errs = []
+        for k in range(5):
+            test = folds == k
+            coef = self._solve(x[~test], y[~test], p)
+            errs.extend(np.log(np.maximum(x[test] @ coef, 1e-9) / y[test]).tolist())
+        self.sigma_ = float(math.sqrt(np.mean(np.square(errs))))
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return self.coef_ is not None
+
+    def predict(self, workloads: Sequence[Workload | Mapping[str, Any]]) -> Prediction | None:
+        """The predicted latency, or None before ``MIN_TO_PREDICT`` measurements (or when a kernel is
+        unknown and the table too small to estimate it). Estimated kernels widen ``sigma`` by their
+        share of the sum times the fallback model's error."""
+        if self.coef_ is None:
+            return None
+        workloads_ = [_as_workload(w) for w in workloads]
+        r = self._row(workloads_)
+        if r is None:
+            return None
+        row, share = r
+        sigma = math.hypot(self.sigma_, share * self.model.sigma) if share else self.sigma_
+        self.table.lookup(workloads_)  # the table's live hit rate
+        return Prediction(max(float(row @ self.coef_), 1e-6), sigma, self.samples_, source="kernels")
+
+    def scales(self) -> dict[str, float]:
+        """Fitted scale per kind (for another device's prior, and the report)."""
+        return {} if self.coef_ is None else {k: float(v) for k, v in zip(KINDS, self.coef_, strict=False)}
+
+
+def fit_kernels(
+    history: str | os.PathLike[str], table: str | os.PathLike[str], key: Mapping[str, Any]
+) -> KernelPredictor:
+    """The kernel-level predictor (``autotune.kernel_predictor``) fitted on the comparable history's
+    measurements that list their kernels, with the profile's kernel table at ``table``."""
+    recs = [r for r in load_history(history, key)[-MAX_HISTORY:] if r.get("kernels")]
+    predictor = KernelPredictor(KernelTable.load(table, key))
+    return predictor.fit([r["kernels"] for r in recs], [r["latency_ms"] for r in recs])

@@ -1,0 +1,161 @@
+"""The kernel table and the kernel-level latency predictor on synthetic kernels with known times."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from autotune.compiler.workloads import Workload, kernel_kind
+from autotune.kernel_predictor import KINDS, KernelPredictor
+from autotune.kernel_table import KernelTable
+from autotune.predictor import MIN_TO_PREDICT
+
+KEY = {"profile": "p", "cpu_model": "test"}
+KIND_OF = ("conv", "dwconv", "pwconv", "matmul", "elementwise")
+
+
+def _kernels(n: int, seed: int = 0) -> list[Workload]:
+    """``n`` distinct kernels of assorted kinds and sizes (one call each)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = int(rng.choice([8, 16, 24, 32]))
+        hw = int(rng.choice([4, 8, 16]))
+        args = (((1, c, hw, hw), "float32"), ((c, c, 3, 3), "float32"), ((1, c, hw, hw), "float32"))
+        flops = float(2 * c * c * 9 * hw * hw)
+        out.append(
+            Workload(f"{i:016x}/default", f"fused_k{i}", KIND_OF[i % len(KIND_OF)], 1, flops, 4.0 * c * hw * hw, args)
+        )
+    return out
+
+
+def _seconds(kernels: list[Workload], seed: int = 1) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    return {k.name: float(rng.uniform(2e-6, 60e-6)) for k in kernels}
+
+
+def _table(tmp_path, kernels, seconds, key=KEY) -> KernelTable:
+    table = KernelTable.load(tmp_path / "t.kernels.jsonl", key)
+    table.add(kernels, seconds)
+    return table
+
+
+def _candidates(kernels: list[Workload], n: int, seed: int = 2) -> list[list[Workload]]:
+    """``n`` networks, each a random subset of ``kernels`` with 1-3 calls per kernel."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        picked = rng.choice(len(kernels), size=min(len(kernels), int(rng.integers(4, 12))), replace=False)
+        out.append([Workload(**{**kernels[i].__dict__, "calls": int(rng.integers(1, 4))}) for i in picked])
+    return out
+
+
+def _latency(
+    net: list[Workload], seconds_by_key: dict[str, float], scale: dict[str, float], per_call_ms: float
+) -> float:
+    """The truth these tests set: per-kind scaled kernel sum, plus per-call overhead and a constant."""
+    kernel_ms = sum(w.calls * seconds_by_key[w.key] * 1e3 * scale.get(w.kind, 1.0) for w in net)
+    return kernel_ms + per_call_ms * sum(w.calls for w in net) + 0.003
+
+
+def test_the_table_round_trips_skips_a_torn_line_and_other_environments(tmp_path):
+    kernels = _kernels(6)
+    table = _table(tmp_path, kernels, _seconds(kernels))
+    with open(table.path, "a") as f:
+        f.write(json.dumps({**KEY, "cpu_model": "other", "key": "x/default", "kind": "conv", "flops": 1,
+                            "bytes": 1, "seconds": 1.0}) + "\n")  # fmt: skip
+        f.write('{"profile": "p", "cpu_model": "test", "key": "torn')  # a crash mid-line
+    again = KernelTable.load(table.path, KEY)
+    assert set(again.entries) == {k.key for k in kernels}
+    assert again.entries[kernels[0].key].args == kernels[0].args  # shapes survive JSON
+    assert again.lookup(kernels[:2] + _kernels(8)[6:]) == {k.key: again.entries[k.key].seconds for k in kernels[:2]}
+    assert (again.hits, again.misses) == (2, 2)
+
+
+def test_missing_lists_each_new_kernel_once(tmp_path):
+    kernels = _kernels(5)
+    table = _table(tmp_path, kernels[:3], _seconds(kernels))
+    twice = [*kernels, *kernels]
+    assert [w.key for w in table.missing(twice)] == [kernels[3].key, kernels[4].key]
+
+
+def test_the_sum_of_kernels_recovers_scales_and_per_call_overhead(tmp_path):
+    kernels = _kernels(30)
+    seconds = _seconds(kernels)
+    table = _table(tmp_path, kernels, seconds)
+    by_key = {k.key: seconds[k.name] for k in kernels}
+    scale = {"conv": 1.2, "dwconv": 0.9}
+    nets = _candidates(kernels, 40)
+    y = [_latency(n, by_key, scale, 0.0004) for n in nets]
+    kp = KernelPredictor(table).fit(nets[:30], y[:30])
+    assert kp.ready and kp.samples_ == 30
+    fitted = kp.scales()
+    assert fitted["conv"] == pytest.approx(1.2, rel=0.05) and fitted["dwconv"] == pytest.approx(0.9, rel=0.05)
+    for net, truth in zip(nets[30:], y[30:], strict=True):
+        pred = kp.predict(net)
+        assert pred.source == "kernels" and pred.latency_ms == pytest.approx(truth, rel=0.02)
+    assert kp.sigma_ < 0.02
+    unscaled = KernelPredictor(table).fit(nets, [_latency(n, by_key, {}, 0.0004) for n in nets])
+    assert unscaled.coef_[len(KINDS)] == pytest.approx(0.0004, rel=0.05)  # the runtime's ms per call
+
+
+def test_an_unseen_kernel_is_estimated_and_widens_the_uncertainty(tmp_path):
+    kernels = _kernels(40)
+    seconds = _seconds(kernels)
+    by_key = {k.key: seconds[k.name] for k in kernels}
+    table = _table(tmp_path, kernels[:30], seconds)
+    nets = _candidates(kernels[:30], 20)
+    kp = KernelPredictor(table).fit(nets, [_latency(n, by_key, {}, 0.0003) for n in nets])
+    known = kp.predict(nets[0])
+    with_new = kp.predict([*nets[0], kernels[35]])
+    assert with_new.latency_ms > known.latency_ms  # the estimate adds time
+    assert with_new.sigma > known.sigma == kp.sigma_
+
+
+def test_no_prediction_before_enough_measurements_or_without_a_model_for_unknown_kernels(tmp_path):
+    kernels = _kernels(12)
+    seconds = _seconds(kernels)
+    by_key = {k.key: seconds[k.name] for k in kernels}
+    nets = _candidates(kernels[:3], MIN_TO_PREDICT + 2)
+    few = KernelPredictor(_table(tmp_path, kernels, seconds)).fit(
+        nets[:3], [_latency(n, by_key, {}, 0) for n in nets[:3]]
+    )
+    assert not few.ready and few.predict(nets[0]) is None
+    tiny = KernelPredictor(_table(tmp_path / "b", kernels[:3], seconds))  # too few kernels to learn from
+    tiny.fit(nets, [_latency(n, by_key, {}, 0) for n in nets])
+    assert tiny.ready and tiny.predict(nets[0]) is not None
+    assert tiny.predict([kernels[10]]) is None
+
+
+def test_a_second_device_is_learned_from_the_first_ones_table(tmp_path):
+    kernels = _kernels(30)
+    seconds = _seconds(kernels)
+    by_key = {k.key: seconds[k.name] for k in kernels}
+    table_a = _table(tmp_path, kernels, seconds)  # timed on device A only
+    device_b = {"conv": 2.5, "dwconv": 1.6, "pwconv": 2.2, "matmul": 2.0, "elementwise": 1.3}
+    nets = _candidates(kernels, 40, seed=5)
+    y_b = [_latency(n, by_key, device_b, 0.0008) for n in nets]
+    kp = KernelPredictor(table_a).fit(nets[:15], y_b[:15], prior=2.0)
+    errors = [abs(kp.predict(n).latency_ms / t - 1) for n, t in zip(nets[15:], y_b[15:], strict=True)]
+    assert max(errors) < 0.05
+    assert kp.scales()["conv"] == pytest.approx(2.5, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("name", "weight", "kind"),
+    [
+        ("fused_conv2d3_add_relu", (16, 1, 3, 3), "dwconv"),
+        ("fused_conv2d_add", (16, 8, 1, 1), "pwconv"),
+        ("fused_conv2d1_add_relu6", (16, 8, 3, 3), "conv"),
+        ("fused_matmul_add", None, "matmul"),
+        ("fused_mean", None, "reduce"),
+        ("fused_max_pool2d", None, "pool"),
+        ("fused_add_clip", None, "elementwise"),
+    ],
+)
+def test_kernel_kind_reads_the_name_and_the_weight_shape(name, weight, kind):
+    args = (((1, 8, 8, 8), "float32"),) + (((weight, "float32"),) if weight else ())
+    assert kernel_kind(name, args) == kind
+    assert kernel_kind(name, (((1, 8, 8, 8), "int8"), *args[1:])) == f"{kind}_int8"
