@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from autotune import validate
-from autotune.catalog import PACKAGE_ROOT, list_profiles, list_spaces, resolve_profile_path, resolve_space_path
+from autotune.catalog import (
+    PACKAGE_ROOT,
+    kernels_donor,
+    list_profiles,
+    list_spaces,
+    resolve_profile_path,
+    resolve_space_path,
+)
 from autotune.config import load as _load
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import SearchSpace
@@ -69,6 +76,7 @@ def check(space: str | Path | None = None, device: str | Path | None = None) -> 
 
     sp, prof = load_space(space), load_profile(device)
     check_backends(prof, file=str(resolve_profile_path(device)))
+    kernels_donor(prof, file=str(resolve_profile_path(device)))
     return sp, prof
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autotune.config.load import read_yaml
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.load import load_profile, read_yaml
 from autotune.errors import UserError
 
 __all__ = [
     "DEFAULT_PROFILE",
     "DEFAULT_SPACE",
     "PACKAGE_ROOT",
+    "kernels_donor",
     "list_profiles",
     "list_spaces",
     "resolve_profile_path",
@@ -64,3 +66,25 @@ def list_spaces() -> list[tuple[str, str, str]]:
 def list_profiles() -> list[tuple[str, str, str]]:
     """Shipped device profiles as (name, path, description)."""
     return _describe("device_profiles")
+
+
+def kernels_donor(profile: DeviceProfile, *, file: str | None = None) -> DeviceProfile | None:
+    """The profile whose kernel table ``profile`` starts from (``predictor.kernels_from``), loaded;
+    None without one.
+
+    Raises:
+        UserError: naming ``file`` and the key, when it cannot be found, does not validate or is
+            ``profile`` itself.
+    """
+    ref = profile.predictor.kernels_from
+    if ref is None:
+        return None
+    path = resolve_profile_path(ref)
+    key = "predictor.kernels_from"
+    if not path.is_file():
+        raise UserError(f"no device profile {ref!r} (looked for {path})", file=file, key=key,
+                        hint="a shipped profile's name (autotune profiles) or a path to one")  # fmt: skip
+    donor = load_profile(path)
+    if donor.name == profile.name:
+        raise UserError(f"{ref!r} is this profile: it cannot start from its own kernel table", file=file, key=key)
+    return donor

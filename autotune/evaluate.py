@@ -194,8 +194,8 @@ def _stages(
     records["fingerprint"] = RUNNERS.get(profile.runner.kind).fingerprint(profile)
     measured = {"run": run, "trial_id": config.trial_id, "latency_ms": main.measurement.latency_ms,
                 "timing": main.measurement.timing}  # fmt: skip
-    if features is not None and screening is not None and screening.table is not None:
-        enter("kernel table")
+    if screening is not None and screening.table is not None and first == "tvm" and profile.runner.kind == "local":
+        enter("kernel table")  # the candidate's kernels the table lacks are timed now
     record(screening, features, measured, artifact=main.artifact if first == "tvm" else None, profile=profile,
            lock=lock)  # fmt: skip
     records["backends"] = {}

@@ -10,8 +10,9 @@ operator kind: a kernel in a network runs a little slower or faster than alone),
 VM's work per call) and ``b`` are fitted to measured candidates by least squares on relative error,
 pulled towards ``s = 1`` so that a handful of measurements is enough.
 
-A new device learns from another profile's table the same way (``fit(..., prior=...)``): the other
-device's kernel times, scaled per kind, with ≤ 20 of its own measurements (in the spirit of HELP's
+A new device learns from another profile's table (``KernelPredictor(table, donor=other)``, the
+profile's ``predictor.kernels_from``): a kernel its own table lacks takes the other device's time,
+scaled per kind by separate scales fitted to ≤ 20 of its own measurements (in the spirit of HELP's
 few-shot device adaptation). ``sigma_`` is the RMS of 5-fold cross-validated log-ratios, the same
 measure the network-level predictor reports, so the better of the two is kept per profile.
 """
@@ -65,12 +66,13 @@ def _features(kind: str, flops: float, nbytes: float, args: Sequence[Any] = ()) 
 
 
 class KernelTimeModel:
-    """Seconds of a kernel not in the table, from its description (see the module doc)."""
+    """Seconds of a kernel not in the table, from its description (see the module doc): a ridge in
+    logs (it extrapolates to kernels larger than any timed, as log time is near-linear in log size)
+    with a gradient-boosted correction of its residual once the table has ``BOOST_AT`` kernels."""
+
+    BOOST_AT = 40
 
     def __init__(self, entries: Sequence[TableEntry]) -> None:
-        from sklearn.ensemble import GradientBoostingRegressor
-        from sklearn.linear_model import Ridge
-
         self.size = len(entries)
         self.sigma = math.inf
         self._model: Any = None
@@ -78,27 +80,36 @@ class KernelTimeModel:
             return
         x = np.asarray([_features(e.kind, e.flops, e.bytes, e.args) for e in entries])
         y = np.log(np.asarray([e.seconds for e in entries]))
-
-        def make() -> Any:
-            if self.size >= 40:
-                return GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.1,
-                                                 min_samples_leaf=2, random_state=0)  # fmt: skip
-            return Ridge(alpha=1.0)
-
-        self._model = make().fit(x, y)
+        self._model = self._fit(x, y)
         folds = np.arange(self.size) % 5
         np.random.default_rng(0).shuffle(folds)
-        errs = [make().fit(x[folds != k], y[folds != k]).predict(x[folds == k]) - y[folds == k] for k in range(5)]
+        errs = [self._apply(self._fit(x[folds != k], y[folds != k]), x[folds == k]) - y[folds == k] for k in range(5)]
         self.sigma = float(np.sqrt(np.mean(np.square(np.concatenate(errs)))))
+
+    def _fit(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        from sklearn.ensemble import GradientBoostingRegressor
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+        if len(y) < self.BOOST_AT:
+            return ridge, None
+        boost = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.1, min_samples_leaf=2,
+                                          random_state=0)  # fmt: skip
+        return ridge, boost.fit(x, y - ridge.predict(x))
+
+    @staticmethod
+    def _apply(model: tuple[Any, Any], x: np.ndarray) -> np.ndarray:
+        ridge, boost = model
+        return ridge.predict(x) + (boost.predict(x) if boost is not None else 0.0)
 
     def seconds(self, w: Workload | Mapping[str, Any]) -> float | None:
         """The estimated seconds of one call (None while the table is too small to learn from)."""
         if self._model is None:
             return None
-        kind, flops, nbytes = (
-            (w.kind, w.flops, w.bytes) if isinstance(w, Workload) else (w["kind"], w["flops"], w["bytes"])
-        )
-        return float(np.exp(self._model.predict(np.asarray([_features(kind, flops, nbytes)]))[0]))
+        w = _as_workload(w)
+        return float(np.exp(self._apply(self._model, np.asarray([_features(w.kind, w.flops, w.bytes, w.args)]))[0]))
 
 
 def _as_workload(w: Workload | Mapping[str, Any]) -> Workload:
@@ -108,44 +119,63 @@ def _as_workload(w: Workload | Mapping[str, Any]) -> Workload:
 
 
 class KernelPredictor:
-    """The sum of a candidate's kernel times with fitted per-kind scales and per-call overhead."""
+    """The sum of a candidate's kernel times with fitted per-kind scales and per-call overhead.
 
-    def __init__(self, table: KernelTable) -> None:
-        self.table = table
+    ``donor``: another profile's kernel table, for a device whose own table lacks kernels: a kernel
+    found only there counts in its own per-kind columns, whose scales (this device against that
+    one) are pulled towards ``prior`` instead of 1 (see ``fit``).
+    """
+
+    def __init__(self, table: KernelTable, donor: KernelTable | None = None) -> None:
+        self.table, self.donor = table, donor
         self.model = KernelTimeModel(list(table.entries.values()))
+        self.donor_model = KernelTimeModel(list(donor.entries.values())) if donor is not None else None
         self.coef_: np.ndarray | None = None
         self.sigma_: float = math.inf
         self.samples_: int = 0
 
+    def _time(self, w: Workload) -> tuple[float | None, int, bool]:
+        """A kernel's seconds, its column offset (0: this device's, ``len(KINDS)``: the donor's) and
+        whether the time is a model's estimate."""
+        own = self.table.entries.get(w.key)
+        if own is not None:
+            return own.seconds, 0, False
+        given = self.donor.entries.get(w.key) if self.donor is not None else None
+        if given is not None:
+            return given.seconds, len(KINDS), False
+        if self.model.size >= 4 or self.donor_model is None:
+            return self.model.seconds(w), 0, True
+        return self.donor_model.seconds(w), len(KINDS), True
+
     def _row(self, workloads: Sequence[Workload]) -> tuple[np.ndarray, float] | None:
-        """Per-kind summed milliseconds, total calls and a constant; and the share of the sum that came
-        from the fallback model (None when a kernel can be neither looked up nor estimated)."""
-        row = np.zeros(len(KINDS) + 2)
+        """Per-kind summed milliseconds (this device's table, then the donor's), total calls and a
+        constant; and the share of the sum a model estimated (None when a kernel can be neither
+        looked up nor estimated)."""
+        n = len(KINDS)
+        row = np.zeros(2 * n + 2)
         estimated = 0.0
         for w in workloads:
-            entry = self.table.entries.get(w.key)
-            t = entry.seconds if entry is not None else self.model.seconds(w)
+            t, offset, guessed = self._time(w)
             if t is None:
                 return None
             ms = w.calls * t * 1e3
-            row[KINDS.index(_kind(w.kind))] += ms
-            estimated += ms if entry is None else 0.0
+            row[offset + KINDS.index(_kind(w.kind))] += ms
+            estimated += ms if guessed else 0.0
             row[-2] += w.calls
         row[-1] = 1.0
-        total = row[: len(KINDS)].sum()
+        total = row[: 2 * n].sum()
         return row, (estimated / total if total > 0 else 0.0)
 
     @staticmethod
     def _solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        """Non-negative least squares on relative error, each kind's scale pulled towards ``prior``."""
+        """Non-negative least squares on relative error, each scale pulled towards ``prior``."""
         from scipy.optimize import lsq_linear
 
-        a = x / y[:, None]
-        n = len(KINDS)
+        n = len(prior)
         used = x[:, :n].sum(axis=0) > 0
         pull = np.zeros((n, x.shape[1]))
         pull[np.arange(n), np.arange(n)] = math.sqrt(RIDGE * len(y))
-        a = np.vstack([a, pull])
+        a = np.vstack([x / y[:, None], pull])
         b = np.concatenate([np.ones(len(y)), math.sqrt(RIDGE * len(y)) * prior])
         coef = lsq_linear(a, b, bounds=(0.0, np.inf)).x
         coef[:n][~used] = prior[~used]  # a kind no measured candidate had keeps its prior
@@ -156,11 +186,14 @@ class KernelPredictor:
         samples: Sequence[Sequence[Workload | Mapping[str, Any]]],
         latency_ms: Sequence[float],
         *,
-        prior: Mapping[str, float] | float = 1.0,
+        prior: Mapping[str, float] | float | None = None,
     ) -> KernelPredictor:
-        """Fit scales and overhead on measured candidates (``samples``: each one's workloads). ``prior``:
-        the scale each kind is pulled towards (1 on the device the table was timed on; another
-        device's table: its overall ratio, or per kind)."""
+        """Fit scales and overhead on measured candidates (``samples``: each one's workloads).
+
+        ``prior``: what the donor's per-kind scales are pulled towards (this device's time over the
+        donor's, per kind or overall); by default the median ratio over kernels both tables hold,
+        else 1. This device's own scales are pulled towards 1.
+        """
         rows, ys = [], []
         for ws, y in zip(samples, latency_ms, strict=True):
             r = self._row([_as_workload(w) for w in ws])
@@ -171,8 +204,10 @@ class KernelPredictor:
         if self.samples_ < MIN_TO_PREDICT:
             self.coef_ = None
             return self
-        p = np.asarray([prior.get(k, 1.0) if isinstance(prior, Mapping) else prior for k in KINDS], dtype=float)
         x, y = np.asarray(rows), np.asarray(ys)
+        ratio = self._ratio(x, y) if prior is None else prior
+        given = [ratio.get(k, 1.0) if isinstance(ratio, Mapping) else ratio for k in KINDS]
+        p = np.asarray([1.0] * len(KINDS) + given, dtype=float)
         self.coef_ = self._solve(x, y, p)
         folds = np.arange(self.samples_) % 5
         np.random.default_rng(0).shuffle(folds)
@@ -183,6 +218,22 @@ class KernelPredictor:
             errs.extend(np.log(np.maximum(x[test] @ coef, 1e-9) / y[test]).tolist())
         self.sigma_ = float(math.sqrt(np.mean(np.square(errs))))
         return self
+
+    def _ratio(self, x: np.ndarray, y: np.ndarray) -> float:
+        """This device's kernel time over the donor's: the median over kernels both tables hold, or,
+        with fewer than 5 such, the median of measured latency over summed kernel time (1 without a
+        donor)."""
+        if self.donor is None:
+            return 1.0
+        both = [e.seconds / self.donor.entries[k].seconds for k, e in self.table.entries.items() if k in self.donor]
+        if len(both) >= 5:
+            return float(np.median(both))
+        return float(np.median(y / np.maximum(x[:, : 2 * len(KINDS)].sum(axis=1), 1e-12)))
+
+    @property
+    def per_call_ms(self) -> float | None:
+        """The fitted runtime overhead per kernel call, in ms."""
+        return None if self.coef_ is None else float(self.coef_[2 * len(KINDS)])
 
     @property
     def ready(self) -> bool:
@@ -199,20 +250,29 @@ class KernelPredictor:
         if r is None:
             return None
         row, share = r
-        sigma = math.hypot(self.sigma_, share * self.model.sigma) if share else self.sigma_
+        model_sigma = self.model.sigma if self.model.size >= 4 or self.donor_model is None else self.donor_model.sigma
+        sigma = math.hypot(self.sigma_, share * model_sigma) if share else self.sigma_
         self.table.lookup(workloads_)  # the table's live hit rate
         return Prediction(max(float(row @ self.coef_), 1e-6), sigma, self.samples_, source="kernels")
 
-    def scales(self) -> dict[str, float]:
-        """Fitted scale per kind (for another device's prior, and the report)."""
-        return {} if self.coef_ is None else {k: float(v) for k, v in zip(KINDS, self.coef_, strict=False)}
+    def scales(self, donor: bool = False) -> dict[str, float]:
+        """Fitted scale per kind: of this device's table, or (``donor``) of the donor's."""
+        if self.coef_ is None:
+            return {}
+        offset = len(KINDS) if donor else 0
+        return {k: float(self.coef_[offset + i]) for i, k in enumerate(KINDS)}
 
 
 def fit_kernels(
-    history: str | os.PathLike[str], table: str | os.PathLike[str], key: Mapping[str, Any]
+    history: str | os.PathLike[str],
+    table: str | os.PathLike[str],
+    key: Mapping[str, Any],
+    donor: tuple[str | os.PathLike[str], Mapping[str, Any]] | None = None,
 ) -> KernelPredictor:
-    """The kernel-level predictor (``autotune.kernel_predictor``) fitted on the comparable history's
-    measurements that list their kernels, with the profile's kernel table at ``table``."""
+    """The kernel-level predictor fitted on the comparable history's measurements that list their
+    kernels, with the profile's kernel table at ``table`` and, for a new device, another profile's
+    (``donor``: its table's path and environment key)."""
     recs = [r for r in load_history(history, key)[-MAX_HISTORY:] if r.get("kernels")]
-    predictor = KernelPredictor(KernelTable.load(table, key))
+    given = KernelTable.load(donor[0], donor[1]) if donor is not None else None
+    predictor = KernelPredictor(KernelTable.load(table, key), given if given else None)
     return predictor.fit([r["kernels"] for r in recs], [r["latency_ms"] for r in recs])

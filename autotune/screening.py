@@ -53,8 +53,8 @@ class Screening:
         fit_s: seconds spent fitting ``predictor`` (added to the row's ``screen_s``).
         kernels: a fitted ``autotune.kernel_predictor.KernelPredictor`` that predicts better than
             ``predictor`` (cross-validated) and is used instead (``latency_pred_model = kernels``).
-        table: the profile's kernel table (``kernel_table.table_path``), filled with the new kernels
-            of every candidate timed here (a ``local`` profile), or None.
+        table: the profile's kernel table (``kernel_table.table_path``), or None; filled with the
+            new kernels of every candidate timed on a ``local`` profile.
         tuning_db: the profile's tuning database (which kernels a candidate gets tuned).
     """
 

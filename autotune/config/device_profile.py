@@ -159,6 +159,19 @@ class Tuning(_Strict):
         return self
 
 
+class PredictorSettings(_Strict):
+    """The latency predictor of a profile."""
+
+    kernels_from: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Another profile (a shipped name, or a path relative to the working directory) whose "
+        "kernel table, in the same results "
+        "directory, this one starts from: its kernel times, scaled per operator kind to this device, stand "
+        "in for kernels this profile has not timed (a new device predicts after ~20 measurements).",
+    )
+
+
 class DeviceProfile(_Strict):
     """A device: its TVM target, how to measure on it, its power figures and limits."""
 
@@ -183,6 +196,7 @@ class DeviceProfile(_Strict):
     peak: Peak | None = None
     limits: Limits = Limits()
     tuning: Tuning = Tuning()
+    predictor: PredictorSettings = PredictorSettings()
     backends: tuple[str, ...] = Field(
         default=("tvm",),
         min_length=1,

@@ -135,7 +135,7 @@ def _search(
     on_update: Callable[[Path], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``search`` once the run directory's driver lock is held."""
-    from autotune.catalog import resolve_profile_path, resolve_space_path
+    from autotune.catalog import kernels_donor, resolve_profile_path, resolve_space_path
     from autotune.config.load import load_profile
     from autotune.preflight import preflight
     from autotune.search.driver import SearchRun, run_search
@@ -183,6 +183,7 @@ def _search(
 
         def check() -> None:
             for profile, path in ((prof, profile_path), *zip(others, other_paths, strict=True)):
+                kernels_donor(profile, file=str(path))
                 preflight(sp, profile, profile_file=str(path), space_file=str(space_path), cache_dir=run_dir / "cache")
 
         checked = pool.submit(check)

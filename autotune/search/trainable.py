@@ -229,17 +229,20 @@ def _screening(
     """The trial's screening: the latency predictors fitted on the profile's history and kernel table
     (in the parent, before the fork, so their fit time is the trial's ``screen_s``); the kernel-level
     one is used when its cross-validated error is the smaller."""
+    from autotune.catalog import kernels_donor
     from autotune.kernel_predictor import fit_kernels
     from autotune.kernel_table import table_path
     from autotune.predictor import environment_key, fit_history, history_path
     from autotune.screening import Screening
 
     history = history_path(profile, run_dir.parent)
-    table = table_path(profile, run_dir.parent) if profile.runner.kind == "local" else None
+    table = table_path(profile, run_dir.parent)  # filled where kernels are timed here (a local profile)
     key = environment_key(profile)
     t_fit = time.perf_counter()
     fitted = fit_history(history, key)
-    kernels = fit_kernels(history, table, key) if predictor and table is not None else None
+    donor = kernels_donor(profile)
+    given = (table_path(donor, run_dir.parent), environment_key(donor)) if donor is not None else None
+    kernels = fit_kernels(history, table, key, given) if predictor else None
     better = kernels is not None and kernels.ready and (not fitted.ready or kernels.sigma_ < fitted.sigma_)
     return Screening(
         fit_s=time.perf_counter() - t_fit,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autotune.compiler.workloads import Workload, kernel_kind
-from autotune.kernel_predictor import KINDS, KernelPredictor
+from autotune.kernel_predictor import KernelPredictor
 from autotune.kernel_table import KernelTable
 from autotune.predictor import MIN_TO_PREDICT
 
@@ -98,7 +98,7 @@ def test_the_sum_of_kernels_recovers_scales_and_per_call_overhead(tmp_path):
         assert pred.source == "kernels" and pred.latency_ms == pytest.approx(truth, rel=0.02)
     assert kp.sigma_ < 0.02
     unscaled = KernelPredictor(table).fit(nets, [_latency(n, by_key, {}, 0.0004) for n in nets])
-    assert unscaled.coef_[len(KINDS)] == pytest.approx(0.0004, rel=0.05)  # the runtime's ms per call
+    assert unscaled.per_call_ms == pytest.approx(0.0004, rel=0.05)  # the runtime's own work per call
 
 
 def test_an_unseen_kernel_is_estimated_and_widens_the_uncertainty(tmp_path):
@@ -137,10 +137,16 @@ def test_a_second_device_is_learned_from_the_first_ones_table(tmp_path):
     device_b = {"conv": 2.5, "dwconv": 1.6, "pwconv": 2.2, "matmul": 2.0, "elementwise": 1.3}
     nets = _candidates(kernels, 40, seed=5)
     y_b = [_latency(n, by_key, device_b, 0.0008) for n in nets]
-    kp = KernelPredictor(table_a).fit(nets[:15], y_b[:15], prior=2.0)
+    table_b = KernelTable.load(tmp_path / "b.kernels.jsonl", KEY)  # device B has timed nothing yet
+    kp = KernelPredictor(table_b, donor=table_a).fit(nets[:15], y_b[:15])  # prior: B's overall ratio
     errors = [abs(kp.predict(n).latency_ms / t - 1) for n, t in zip(nets[15:], y_b[15:], strict=True)]
     assert max(errors) < 0.05
-    assert kp.scales()["conv"] == pytest.approx(2.5, rel=0.1)
+    assert kp.scales(donor=True)["conv"] == pytest.approx(2.5, rel=0.1)
+    # once B times a kernel itself, its own time is used (at scale 1), the donor's for the rest
+    table_b.add(kernels[:1], {kernels[0].name: by_key[kernels[0].key] * 2.5})
+    with_own = KernelPredictor(table_b, donor=table_a).fit(nets[:15], y_b[:15])
+    errors = [abs(with_own.predict(n).latency_ms / t - 1) for n, t in zip(nets[15:], y_b[15:], strict=True)]
+    assert max(errors) < 0.05
 
 
 @pytest.mark.parametrize(
@@ -159,3 +165,30 @@ def test_kernel_kind_reads_the_name_and_the_weight_shape(name, weight, kind):
     args = (((1, 8, 8, 8), "float32"),) + (((weight, "float32"),) if weight else ())
     assert kernel_kind(name, args) == kind
     assert kernel_kind(name, (((1, 8, 8, 8), "int8"), *args[1:])) == f"{kind}_int8"
+
+
+PROFILE = """
+name: {name}
+target: {{host: true}}
+power: {{idle_w: 5, active_w: 15, source: test}}
+predictor: {{kernels_from: {donor}}}
+"""
+
+
+def test_kernels_from_names_a_profile_and_a_bad_one_is_a_clear_error(write_yaml):
+    import autotune
+    from autotune.catalog import kernels_donor
+    from autotune.errors import UserError
+
+    good = write_yaml(PROFILE.format(name="pi", donor="host"), "pi.yaml")
+    donor = kernels_donor(autotune.load_profile(good), file=str(good))
+    assert donor is not None and donor.name == "host"
+    autotune.check(None, good)  # the check command accepts it
+    for donor_ref, words in (
+        ("no_such_profile", "no device profile 'no_such_profile'"),
+        (good, "is this profile"),
+    ):
+        bad = write_yaml(PROFILE.format(name="pi", donor=donor_ref), "pi.yaml")
+        with pytest.raises(UserError) as err:
+            autotune.check(None, bad)
+        assert err.value.key == "predictor.kernels_from" and str(bad) in str(err.value) and words in str(err.value)
