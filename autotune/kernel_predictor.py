@@ -4,8 +4,8 @@ the profile's kernel table (``autotune.kernel_table``), plus the runtime's own p
     latency ≈ Σ_kind s_kind · Σ_{k of that kind} calls_k · t_k  +  c · Σ_k calls_k  +  b
 
 ``t_k`` is the kernel's time alone from the table; a kernel not in it yet is estimated by a model of
-the table (gradient boosting on log FLOPs, log bytes and the kind; a ridge in logs while the table is
-small), and that estimate's share of the sum widens the prediction's uncertainty. ``s_kind`` (one per
+the table (a ridge in logs of FLOPs, bytes and shapes with the kind, and a boosted correction once
+the table is large), and that estimate's share of the sum widens the prediction's uncertainty. ``s_kind`` (one per
 operator kind: a kernel in a network runs a little slower or faster than alone), ``c`` (the Relax
 VM's work per call) and ``b`` are fitted to measured candidates by least squares on relative error,
 pulled towards ``s = 1`` so that a handful of measurements is enough.

@@ -6,8 +6,10 @@ the space are built untrained, compiled by TVM and timed on the profile (latency
 the weights). The predictor (``autotune.predictor``) is fitted on the first ``--predictor-train``
 (default 100) and scored on the rest: the share predicted within ±10 % (floor 80 %, goal 90 %),
 and, since that held-out set is small, the same over 20 random splits of the same data. These
-measurements are the profile's predictor history the ``autotune`` runs of part 2 start with, as a
-second run on a profile would.
+measurements (with each candidate's kernels, timed into the profile's kernel table) are the
+profile's predictor history the ``autotune`` runs of part 2 start with, as a second run on a
+profile would; each trial then uses the kernel-level or the network-level predictor, whichever has
+the smaller cross-validated error (``latency_pred_model``).
 
 Part 2, the searches: the same ``--trials``-trial search (default 24, concurrency 2, ASHA on)
 with the space's latency constraint tightened to ``--latency-max`` ms (default 0.08: about two
@@ -100,7 +102,9 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
 
     import autotune
     from autotune.compiler import compile_artifact
+    from autotune.compiler.workloads import read_workloads
     from autotune.exporter import export_program
+    from autotune.kernel_table import KernelTable, table_path
     from autotune.measure import RUNNERS
     from autotune.models import build_model
     from autotune.predictor import (
@@ -116,6 +120,7 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
     space, profile = autotune.load_space(space_path), autotune.load_profile(device)
     task = prepare_task(space, profile)
     key, hist = environment_key(profile), history_path(profile, results)
+    table = KernelTable.load(table_path(profile, results), key)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     feats, lats = [], []
@@ -131,7 +136,10 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
                 program, profile=profile, out_dir=Path(work) / str(i), input_shape=task.data.input_shape
             )
             m = RUNNERS.get("local").measure(art, profile, task.data.x_test[:1])
-            record_measurement(hist, key, f, m.latency_ms, run="bench-predictor", trial_id=cfg.trial_id)
+            workloads = read_workloads(Path(art.path).parent) or []
+            new = table.fill(art.path, workloads, profile)  # the kernel table, as a search fills it
+            record_measurement(hist, key, f, m.latency_ms, run="bench-predictor", trial_id=cfg.trial_id,
+                               kernels=[w.__dict__ for w in workloads], new_kernels=new)  # fmt: skip
             feats.append(f)
             lats.append(m.latency_ms)
             print(f"  predictor data {i + 1}/{n}: {m.latency_ms:.4f} ms", file=sys.stderr, flush=True)
@@ -169,9 +177,10 @@ def search_part(
 
     results = base / f"{strategy}-s{seed}"
     results.mkdir(parents=True)
-    if history.exists():  # every run starts from the same predictor history (used by 'autotune' only)
+    if history.exists():  # every run starts from the same predictor history and kernel table ('autotune' uses them)
         (results / ".predictor").mkdir()
-        shutil.copy(history, results / ".predictor" / history.name)
+        for path in history.parent.glob(f"{history.stem}*.jsonl"):
+            shutil.copy(path, results / ".predictor" / path.name)
     t0 = time.time()
     rows = autotune.search(
         str(space_path), device, name="run", results_dir=results, trials=trials, concurrency=concurrency,
@@ -197,6 +206,7 @@ def search_part(
                     "accuracy",
                     "latency_ms",
                     "latency_pred_ms",
+                    "latency_pred_model",
                     "train_s",
                     "finished_at",
                 )
@@ -306,6 +316,7 @@ def summarize(report: dict[str, Any]) -> None:
             continue
         t = time_to_reach(auto["curve"], rnd["final_hv"]) if rnd["final_hv"] > 0 else 0.0
         reach.append({"seed": seed, "random_final_hv": rnd["final_hv"], "random_wall_s": rnd["wall_s"],
+                      "autotune_final_hv": auto["final_hv"], "autotune_wall_s": auto["wall_s"],
                       "autotune_time_to_reach_s": t,
                       "share_of_random_wall": None if t is None else t / rnd["wall_s"]})  # fmt: skip
     report["reach"] = reach
@@ -358,7 +369,9 @@ def summarize(report: dict[str, Any]) -> None:
 
     for x in reach:
         console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in "
-                      f"{pct(x['share_of_random_wall'])} of random's wall time")  # fmt: skip
+                      f"{pct(x['share_of_random_wall'])} of random's wall time; at equal trials "
+                      f"({report['trials']}) autotune {x['autotune_final_hv']:.5f} vs random "
+                      f"{x['random_final_hv']:.5f}")  # fmt: skip
     for s, a in averaged.items():
         console.print(f"averaged over seeds, {s}: final HV {a['mean_final_hv']:.5f} in {a['mean_wall_s']:.0f} s; "
                       f"reaches random's in {pct(a['share_of_random_wall'])} of random's wall time")  # fmt: skip

@@ -33,7 +33,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                                "latency_tuned_ms", "compile_s", "artifact_bytes", "target"),
     "Time per stage (s)": ("build_s", "screen_s", "train_s", "compress_s", "export_s", "import_s", "verify_s",
                            "measure_s", "quiet_wait_s"),
-    "Screening and drift": ("screened", "latency_pred_ms", "reference_latency_ms", "drift", "drift_flag"),
+    "Screening and drift": ("screened", "latency_pred_ms", "latency_pred_model", "reference_latency_ms", "drift",
+                            "drift_flag"),  # fmt: skip
     "Where": ("node", "cpu_model", "threads", "load_avg", "seed", "started_at", "finished_at"),
 }  # fmt: skip
 

@@ -1,0 +1,220 @@
+"""Latency prediction: the kernel-level predictor (``autotune.kernel_predictor``: a candidate's fused
+kernels, each timed once alone into the profile's kernel table, summed with fitted per-kind scales
+and per-call overhead) against the network-level one (``autotune.predictor``: whole-network
+structural features), per space, and a second device learned from the first one's table.
+
+Per space, ``--n`` random architectures (untrained: latency does not depend on the weights) are
+built, compiled by TVM for the profile (default schedules, as ``host`` builds them) and timed with
+the profile's runner; the workloads each one's library holds that the table lacks are timed alone
+from that library. The first ``--train`` candidates are the measured history; the rest are held
+out. The kernel predictor sees only the table the training candidates filled (a held-out
+candidate's other kernels are estimated by the table's model, as in a search), and, as a bound on
+how additive latency is, the whole table (``kernels, full table``).
+
+The second device: the same candidates compiled for ``--second-target`` (default: this CPU limited
+to AVX2, ``mcpu=x86-64-v3``, so the code differs), ``--second-train`` of the training candidates
+measured there; its predictor starts from the first profile's table, scaled per operator kind.
+
+Run from the repository root (about 40 minutes on 2 cores with the defaults):
+
+    python bench/predictor.py [--spaces digits_cnn latency_mobilenet32 latency_mobilenet224]
+        [--n 140 140 45] [--train 100 100 30] [--second-train 20] [--seed 0]
+
+Prints a table and writes ``results/bench/predictor-<profile>-<YYYYMMDD>.json`` (the CPU, the figures
+and every measurement; ``--raw JSON`` re-analyses a saved result without measuring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import autotune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidate_cost import ROOT, environment, write_report  # noqa: E402
+
+from autotune.kernel_predictor import KernelPredictor  # noqa: E402  (imported now: the run is long)
+from autotune.kernel_table import KernelTable, TableEntry  # noqa: E402
+from autotune.predictor import LatencyPredictor  # noqa: E402
+from autotune.task import worker_env  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="host", help="device profile (local runner)")
+    p.add_argument("--spaces", nargs="+", default=["digits_cnn", "latency_mobilenet32", "latency_mobilenet224"])
+    p.add_argument("--n", nargs="+", type=int, default=[140, 140, 45], help="candidates per space")
+    p.add_argument("--train", nargs="+", type=int, default=[100, 100, 30], help="measured history per space")
+    p.add_argument("--second-target", default="x86-64-v3", help="mcpu of the second profile ('' for none)")
+    p.add_argument("--second-train", type=int, default=20, help="measurements on the second profile")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw", type=Path, nargs="+", help="re-analyse saved results (merged) instead of measuring")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="where the JSON goes")
+    return p.parse_args(argv)
+
+
+def _second(profile: Any, mcpu: str) -> Any:
+    target = {**profile.target, "mcpu": mcpu}
+    return profile.model_copy(update={"name": f"{profile.name}_{mcpu}", "target": target})
+
+
+def _compile_and_time(program: Any, profile: Any, x: Any, out: Path, table: Any) -> dict[str, Any]:
+    from autotune.compiler import compile_artifact
+    from autotune.compiler.workloads import read_workloads
+    from autotune.measure import RUNNERS
+
+    art = compile_artifact(program, profile=profile, out_dir=out, input_shape=tuple(x.shape[1:]))
+    m = RUNNERS.get("local").measure(art, profile, x[:1])
+    workloads = read_workloads(out) or []
+    t0 = time.perf_counter()
+    timed = table.fill(art.path, workloads, profile) if table is not None else 0
+    return {
+        "latency_ms": m.latency_ms,
+        "compile_s": art.compile_s,
+        "kernels_timed": timed,
+        "kernel_time_s": time.perf_counter() - t0,
+        "workloads": [w.__dict__ for w in workloads],
+    }
+
+
+def measure_space(space_name: str, n: int, n_second: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Build, compile and time ``n`` random candidates (the first ``n_second`` also on the second profile)."""
+    import optuna
+    import torch
+
+    from autotune.exporter import export_program
+    from autotune.models import build_model
+    from autotune.predictor import environment_key, structure_features
+    from autotune.space import sample_params
+    from autotune.task import make_trial_config, prepare_task
+
+    profile = autotune.load_profile(args.device)
+    second = _second(profile, args.second_target) if args.second_target else None
+    space = autotune.load_space(space_name)
+    task = prepare_task(space, profile)
+    table = KernelTable.load(work / f"{space_name}.kernels.jsonl", environment_key(profile))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    x = np.ascontiguousarray(task.data.x_test[:1])
+    cands = []
+    for i in range(n):
+        cfg = make_trial_config(sample_params(space, study.ask()), space, trial_id=f"p{i}", seed=i)
+        torch.manual_seed(i)
+        model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes).eval()
+        program, _, _ = export_program(model, task.data.input_shape)
+        c = {"features": structure_features(model, task.data.input_shape)}
+        c |= _compile_and_time(program, profile, x, work / space_name / str(i), table)
+        if second is not None and (i < n_second or i >= args.train_of[space_name]):
+            c["second_latency_ms"] = _compile_and_time(program, second, x, work / space_name / f"{i}b", None)[
+                "latency_ms"
+            ]
+        cands.append(c)
+        print(f"  {space_name} {i + 1}/{n}: {c['latency_ms']:.4f} ms, {c['kernels_timed']} new kernels "
+              f"(table {len(table)})", file=sys.stderr, flush=True)  # fmt: skip
+    entries = {k: e.__dict__ for k, e in table.entries.items()}
+    return {"candidates": cands, "table": entries}
+
+
+def _errors(pred: list[float | None], truth: list[float]) -> dict[str, Any]:
+    e = np.array([p / y - 1 if p is not None else np.inf for p, y in zip(pred, truth, strict=True)])
+    return {
+        "held_out": len(e),
+        "within_5pct": float(np.mean(np.abs(e) <= 0.05)),
+        "within_10pct": float(np.mean(np.abs(e) <= 0.10)),
+        "median_abs_error": float(np.median(np.abs(e))),
+        "max_abs_error": float(np.max(np.abs(e))),
+    }
+
+
+def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]:
+    """Fit each predictor on the first ``n_train`` candidates, score the rest."""
+    cands = data["candidates"]
+    train, test = cands[:n_train], cands[n_train:]
+    truth = [c["latency_ms"] for c in test]
+
+    shapes = {w["key"]: w["args"] for c in cands for w in c["workloads"]}  # (older tables lack them)
+
+    def table_of(keys: set[str] | None) -> KernelTable:
+        t = KernelTable(Path("/nonexistent"), {})
+        t.entries = {
+            k: TableEntry(**(e | {"args": tuple((tuple(s), d) for s, d in e.get("args") or shapes.get(k, ()))}))
+            for k, e in data["table"].items()
+            if keys is None or k in keys
+        }
+        return t
+
+    seen = {w["key"] for c in train for w in c["workloads"]}
+    out: dict[str, Any] = {"train": len(train)}
+    net = LatencyPredictor().fit([c["features"] for c in train], [c["latency_ms"] for c in train])
+    out["network"] = _errors([net.predict(c["features"]).latency_ms for c in test], truth)
+    for name, keys in (("kernels", seen), ("kernels, full table", None)):
+        kp = KernelPredictor(table_of(keys)).fit([c["workloads"] for c in train], [c["latency_ms"] for c in train])
+        preds = [kp.predict(c["workloads"]) for c in test]
+        out[name] = _errors([p.latency_ms if p else None for p in preds], truth) | {"cv_sigma": kp.sigma_}
+    out["kernels"]["table_hit_rate_held_out"] = float(np.mean([w["key"] in seen for c in test for w in c["workloads"]]))
+    out["network"]["cv_sigma"] = net.sigma_
+    two = [c for c in train[:n_second] if "second_latency_ms" in c]
+    held = [c for c in test if "second_latency_ms" in c]
+    if two and held:
+        own = KernelPredictor(table_of(set()), donor=table_of(seen))  # B has timed no kernel of its own
+        kp = own.fit([c["workloads"] for c in two], [c["second_latency_ms"] for c in two])
+        preds = [kp.predict(c["workloads"]) for c in held]
+        out["second device, kernels"] = _errors([p.latency_ms if p else None for p in preds],
+                                                [c["second_latency_ms"] for c in held])  # fmt: skip
+        out["second device, kernels"] |= {"train": len(two), "scales": kp.scales(donor=True)}
+        net2 = LatencyPredictor().fit([c["features"] for c in two], [c["second_latency_ms"] for c in two])
+        p2 = [net2.predict(c["features"]) for c in held]
+        out["second device, network"] = _errors([p.latency_ms if p else None for p in p2],
+                                                [c["second_latency_ms"] for c in held])  # fmt: skip
+        out["second device, network"]["train"] = len(two)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    profile = autotune.load_profile(args.device)
+    assert "tvm" not in sys.modules, "TVM sizes its thread pool at import: set the profile's threads first"
+    os.environ.update(worker_env(profile))  # the profile's thread count, as a search's workers run
+    args.train_of = dict(zip(args.spaces, args.train, strict=True))
+    stamp = dt.date.today().strftime("%Y%m%d")
+    name = f"predictor-{args.device}-{stamp}"
+    if args.raw:
+        reports = [json.loads(p.read_text()) for p in args.raw]
+        report = reports[0] | {"spaces": {k: v for r in reports for k, v in r["spaces"].items()}}
+    else:
+        report = {"environment": environment(profile, profile.measure.threads), "spaces": {}}
+        report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        with tempfile.TemporaryDirectory(prefix="predictor-") as tmp:
+            for space, n in zip(args.spaces, args.n, strict=True):
+                t0 = time.perf_counter()
+                data = measure_space(space, n, args.second_train, args, Path(tmp))
+                report["spaces"][space] = data | {"measure_s": time.perf_counter() - t0, "train": args.train_of[space]}
+                write_report(args.out, name, report)  # the measurements, kept before any analysis
+    table = Table(title="latency prediction on held-out candidates")
+    for col in ("space", "predictor", "train", "held out", "±5 %", "±10 %", "median err", "worst err"):
+        table.add_column(col)
+    for space, data in report["spaces"].items():
+        data["analysis"] = analyse(data, data["train"], args.second_train)
+        for pred, r in data["analysis"].items():
+            if isinstance(r, dict):
+                table.add_row(space, pred, str(r.get("train", data["analysis"]["train"])), str(r["held_out"]),
+                              f"{r['within_5pct']:.0%}", f"{r['within_10pct']:.0%}",
+                              f"{r['median_abs_error']:.1%}", f"{r['max_abs_error']:.1%}")  # fmt: skip
+    Console().print(table)
+    write_report(args.out, name, report)
+
+
+if __name__ == "__main__":
+    main()
