@@ -123,7 +123,9 @@ class KernelPredictor:
 
     ``donor``: another profile's kernel table, for a device whose own table lacks kernels: a kernel
     found only there counts in its own per-kind columns, whose scales (this device against that
-    one) are pulled towards ``prior`` instead of 1 (see ``fit``).
+    one) are pulled towards ``prior`` instead of 1 (see ``fit``) and vary linearly with the kernel's
+    log arithmetic intensity (FLOPs per byte: a device with narrower vectors slows compute-bound
+    kernels more than memory-bound ones), that slope pulled towards 0.
     """
 
     def __init__(self, table: KernelTable, donor: KernelTable | None = None) -> None:
@@ -152,14 +154,17 @@ class KernelPredictor:
         constant; and the share of the sum a model estimated (None when a kernel can be neither
         looked up nor estimated)."""
         n = len(KINDS)
-        row = np.zeros(2 * n + 2)
+        row = np.zeros(3 * n + 2)
         estimated = 0.0
         for w in workloads:
             t, offset, guessed = self._time(w)
             if t is None:
                 return None
             ms = w.calls * t * 1e3
-            row[offset + KINDS.index(_kind(w.kind))] += ms
+            i = KINDS.index(_kind(w.kind))
+            row[offset + i] += ms
+            if offset:  # the donor's time: its scale may vary with the kernel's arithmetic intensity
+                row[2 * n + i] += ms * math.log((w.flops + 1.0) / (w.bytes + 1.0))
             estimated += ms if guessed else 0.0
             row[-2] += w.calls
         row[-1] = 1.0
@@ -168,16 +173,19 @@ class KernelPredictor:
 
     @staticmethod
     def _solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        """Non-negative least squares on relative error, each scale pulled towards ``prior``."""
+        """Least squares on relative error, each scale pulled towards ``prior``: scales, overhead and
+        constant non-negative, the donor's intensity slopes of either sign."""
         from scipy.optimize import lsq_linear
 
         n = len(prior)
-        used = x[:, :n].sum(axis=0) > 0
+        used = np.abs(x[:, :n]).sum(axis=0) > 0
         pull = np.zeros((n, x.shape[1]))
         pull[np.arange(n), np.arange(n)] = math.sqrt(RIDGE * len(y))
         a = np.vstack([x / y[:, None], pull])
         b = np.concatenate([np.ones(len(y)), math.sqrt(RIDGE * len(y)) * prior])
-        coef = lsq_linear(a, b, bounds=(0.0, np.inf)).x
+        low = np.zeros(x.shape[1])
+        low[2 * len(KINDS) : 3 * len(KINDS)] = -np.inf
+        coef = lsq_linear(a, b, bounds=(low, np.inf)).x
         coef[:n][~used] = prior[~used]  # a kind no measured candidate had keeps its prior
         return coef
 
@@ -207,7 +215,7 @@ class KernelPredictor:
         x, y = np.asarray(rows), np.asarray(ys)
         ratio = self._ratio(x, y) if prior is None else prior
         given = [ratio.get(k, 1.0) if isinstance(ratio, Mapping) else ratio for k in KINDS]
-        p = np.asarray([1.0] * len(KINDS) + given, dtype=float)
+        p = np.asarray([1.0] * len(KINDS) + given + [0.0] * len(KINDS), dtype=float)
         self.coef_ = self._solve(x, y, p)
         folds = np.arange(self.samples_) % 5
         np.random.default_rng(0).shuffle(folds)
@@ -233,7 +241,7 @@ class KernelPredictor:
     @property
     def per_call_ms(self) -> float | None:
         """The fitted runtime overhead per kernel call, in ms."""
-        return None if self.coef_ is None else float(self.coef_[2 * len(KINDS)])
+        return None if self.coef_ is None else float(self.coef_[3 * len(KINDS)])
 
     @property
     def ready(self) -> bool:

@@ -18,16 +18,18 @@ measured there; its predictor starts from the first profile's table, scaled per 
 Run from the repository root (about 40 minutes on 2 cores with the defaults):
 
     python bench/predictor.py [--spaces digits_cnn latency_mobilenet32 latency_mobilenet224]
-        [--n 140 140 45] [--train 100 100 30] [--second-train 20] [--seed 0]
+        [--n 140 135 40] [--train 100 100 28] [--second-train 20] [--seed 0]
 
-Prints a table and writes ``results/bench/predictor-<profile>-<YYYYMMDD>.json`` (the CPU, the figures
-and every measurement; ``--raw JSON`` re-analyses a saved result without measuring).
+Prints a table and writes ``results/bench/predictor-<profile>-<YYYYMMDD>.json`` (the CPU, the figures,
+each candidate's latencies) and, not committed, every measurement with each candidate's kernels and
+the table beside it (``.raw.json.gz``); ``--raw FILE...`` re-analyses saved measurements (merged).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import json
 import os
 import sys
@@ -55,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="host", help="device profile (local runner)")
     p.add_argument("--spaces", nargs="+", default=["digits_cnn", "latency_mobilenet32", "latency_mobilenet224"])
-    p.add_argument("--n", nargs="+", type=int, default=[140, 140, 45], help="candidates per space")
-    p.add_argument("--train", nargs="+", type=int, default=[100, 100, 30], help="measured history per space")
+    p.add_argument("--n", nargs="+", type=int, default=[140, 135, 40], help="candidates per space")
+    p.add_argument("--train", nargs="+", type=int, default=[100, 100, 28], help="measured history per space")
     p.add_argument("--second-target", default="x86-64-v3", help="mcpu of the second profile ('' for none)")
     p.add_argument("--second-train", type=int, default=20, help="measurements on the second profile")
     p.add_argument("--seed", type=int, default=0)
@@ -165,6 +167,7 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
         out[name] = _errors([p.latency_ms if p else None for p in preds], truth) | {"cv_sigma": kp.sigma_}
     out["kernels"]["table_hit_rate_held_out"] = float(np.mean([w["key"] in seen for c in test for w in c["workloads"]]))
     out["network"]["cv_sigma"] = net.sigma_
+    out["chosen by CV"] = _chosen(out["kernels"], out["network"])
     two = [c for c in train[:n_second] if "second_latency_ms" in c]
     held = [c for c in test if "second_latency_ms" in c]
     if two and held:
@@ -173,13 +176,20 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
         preds = [kp.predict(c["workloads"]) for c in held]
         out["second device, kernels"] = _errors([p.latency_ms if p else None for p in preds],
                                                 [c["second_latency_ms"] for c in held])  # fmt: skip
-        out["second device, kernels"] |= {"train": len(two), "scales": kp.scales(donor=True)}
+        out["second device, kernels"] |= {"train": len(two), "scales": kp.scales(donor=True), "cv_sigma": kp.sigma_}
         net2 = LatencyPredictor().fit([c["features"] for c in two], [c["second_latency_ms"] for c in two])
         p2 = [net2.predict(c["features"]) for c in held]
         out["second device, network"] = _errors([p.latency_ms if p else None for p in p2],
                                                 [c["second_latency_ms"] for c in held])  # fmt: skip
-        out["second device, network"]["train"] = len(two)
+        out["second device, network"] |= {"train": len(two), "cv_sigma": net2.sigma_}
+        out["second device, chosen by CV"] = _chosen(out["second device, kernels"], out["second device, network"])
     return out
+
+
+def _chosen(kernels: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    """What a search uses: the predictor with the smaller cross-validated error (``latency_pred_model``)."""
+    pick = "kernels" if kernels["cv_sigma"] < network["cv_sigma"] else "network"
+    return {**(kernels if pick == "kernels" else network), "model": pick}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,8 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     args.train_of = dict(zip(args.spaces, args.train, strict=True))
     stamp = dt.date.today().strftime("%Y%m%d")
     name = f"predictor-{args.device}-{stamp}"
+    raw = args.out / f"{name}.raw.json.gz"  # every measurement (not committed: megabytes)
     if args.raw:
-        reports = [json.loads(p.read_text()) for p in args.raw]
+        reports = [
+            json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text()) for p in args.raw
+        ]
         report = reports[0] | {"spaces": {k: v for r in reports for k, v in r["spaces"].items()}}
     else:
         report = {"environment": environment(profile, profile.measure.threads), "spaces": {}}
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                 t0 = time.perf_counter()
                 data = measure_space(space, n, args.second_train, args, Path(tmp))
                 report["spaces"][space] = data | {"measure_s": time.perf_counter() - t0, "train": args.train_of[space]}
-                write_report(args.out, name, report)  # the measurements, kept before any analysis
+                args.out.mkdir(parents=True, exist_ok=True)
+                raw.write_bytes(gzip.compress(json.dumps(report).encode()))  # kept before any analysis
     table = Table(title="latency prediction on held-out candidates")
     for col in ("space", "predictor", "train", "held out", "±5 %", "±10 %", "median err", "worst err"):
         table.add_column(col)
@@ -212,8 +226,26 @@ def main(argv: list[str] | None = None) -> None:
                 table.add_row(space, pred, str(r.get("train", data["analysis"]["train"])), str(r["held_out"]),
                               f"{r['within_5pct']:.0%}", f"{r['within_10pct']:.0%}",
                               f"{r['median_abs_error']:.1%}", f"{r['max_abs_error']:.1%}")  # fmt: skip
-    Console().print(table)
-    write_report(args.out, name, report)
+    Console(width=150).print(table)
+    write_report(args.out, name, _summary(report))
+    if not args.raw:
+        print(f"measurements: {raw}")
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without each candidate's kernel list and the table (sizes and latencies kept)."""
+    keep = ("latency_ms", "second_latency_ms", "compile_s", "kernels_timed")
+    spaces = {
+        name: {
+            **{k: v for k, v in data.items() if k not in ("candidates", "table")},
+            "table_size": len(data["table"]),
+            "candidates": [
+                {k: c[k] for k in keep if k in c} | {"kernels": len(c["workloads"])} for c in data["candidates"]
+            ],
+        }
+        for name, data in report["spaces"].items()
+    }
+    return {**report, "spaces": spaces}
 
 
 if __name__ == "__main__":
