@@ -183,7 +183,7 @@ def _stages(
     how = compressed.deployment
     if screening is not None and features is None:  # compressed: the deployed structure is known now
         records["screen"], features = predict_deployed(screening, compressed.model, data.input_shape, how.precision,
-                                                       profile)  # fmt: skip
+                                                       profile, lock)  # fmt: skip
     enter("export")
     with lock.shared():
         program, exported, seconds["export_s"] = export_program(compressed.model, data.input_shape)

@@ -126,11 +126,16 @@ def _doubt_without_prediction(seen: tuple[float, float] | None, space: SearchSpa
 
 
 def predict_deployed(
-    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str, profile: DeviceProfile
+    screening: Screening,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    precision: str,
+    profile: DeviceProfile,
+    lock: QuietLock | None = None,
 ) -> tuple[ScreenReport, dict[str, float]]:
     """For a candidate screening could not judge before training (compression changed it): the
     predictor's latency for the deployed model, and its structural features."""
-    features, pred = predict(screening, model, input_shape, precision, profile)
+    features, pred = predict(screening, model, input_shape, precision, profile, lock)
     return _report(None, pred), features
 
 
@@ -141,11 +146,16 @@ def _report(seconds: float | None, pred: Any, **kw: Any) -> ScreenReport:
 
 
 def predict(
-    screening: Screening, model: nn.Module, input_shape: tuple[int, ...], precision: str, profile: DeviceProfile
+    screening: Screening,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    precision: str,
+    profile: DeviceProfile,
+    lock: QuietLock | None = None,
 ) -> tuple[dict[str, float], Any]:
     """The model's structural features and the predicted latency for it (None without a predictor):
     the kernel-level predictor's when the screening has one (the model is exported and fused to find
-    its kernels), else the network-level one's."""
+    its kernels, holding ``lock`` shared as a compile does), else the network-level one's."""
     from autotune.predictor import structure_features
 
     features = structure_features(model, input_shape, precision=precision)
@@ -155,8 +165,9 @@ def predict(
         from autotune.exporter import export_program
 
         try:
-            program, _, _ = export_program(model, input_shape)
-            workloads = candidate_workloads(program, profile, precision=precision, db_dir=screening.tuning_db)
+            with (lock or QuietLock(None)).shared():
+                program, _, _ = export_program(model, input_shape)
+                workloads = candidate_workloads(program, profile, precision=precision, db_dir=screening.tuning_db)
         except CandidateFailed:  # the deployment will fail in its own stage, with its reason
             return features, None
         return features, screening.kernels.predict(workloads)
@@ -243,7 +254,7 @@ def screen(
 
     t0, waited0 = time.perf_counter(), lock.waited_s
     space, profile = task.space, task.profile
-    features, pred = predict(screening, model, task.data.input_shape, "fp32", profile)
+    features, pred = predict(screening, model, task.data.input_shape, "fp32", profile, lock)
 
     def report(**kw: Any) -> tuple[ScreenReport, dict[str, float]]:
         seconds = screening.fit_s + time.perf_counter() - t0 - (lock.waited_s - waited0)
