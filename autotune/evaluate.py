@@ -29,7 +29,7 @@ from autotune.leaderboard.row import BackendOutcome, DeviceResult, LeaderboardRo
 from autotune.quiet import QuietLock
 from autotune.records import TrainedModel, TrialConfig
 from autotune.reference import measure_reference
-from autotune.screening import Screening, predict_deployed, record, screen
+from autotune.screening import Screening, predict, prediction_report, record, screen
 from autotune.task import Task
 
 __all__ = ["EpochHook", "evaluate"]
@@ -181,12 +181,13 @@ def _stages(
     if plan:
         torch.save(compressed.model, work / "model.pt")
     how = compressed.deployment
-    if screening is not None and features is None:  # compressed: the deployed structure is known now
-        records["screen"], features = predict_deployed(screening, compressed.model, data.input_shape, how.precision,
-                                                       profile, lock)  # fmt: skip
     enter("export")
     with lock.shared():
         program, exported, seconds["export_s"] = export_program(compressed.model, data.input_shape)
+    if screening is not None and features is None:  # compressed: the deployed structure is known now
+        features, pred = predict(screening, compressed.model, data.input_shape, how.precision, profile, lock,
+                                 program=program)  # fmt: skip
+        records["screen"] = prediction_report(pred)
     job = Job(model=exported, profile=profile, inputs=data.x_test, out_dir=work, lock=lock, deployment=how,
               program=program, request=request, on_stage=enter)  # fmt: skip
     main = records["main"] = BACKENDS.get(first).deploy(job if first == "tvm" else replace(job, out_dir=work / first))

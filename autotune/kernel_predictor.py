@@ -253,14 +253,12 @@ class KernelPredictor:
         share of the sum times the fallback model's error."""
         if self.coef_ is None:
             return None
-        workloads_ = [_as_workload(w) for w in workloads]
-        r = self._row(workloads_)
+        r = self._row([_as_workload(w) for w in workloads])
         if r is None:
             return None
         row, share = r
         model_sigma = self.model.sigma if self.model.size >= 4 or self.donor_model is None else self.donor_model.sigma
         sigma = math.hypot(self.sigma_, share * model_sigma) if share else self.sigma_
-        self.table.lookup(workloads_)  # the table's live hit rate
         return Prediction(max(float(row @ self.coef_), 1e-6), sigma, self.samples_, source="kernels")
 
     def scales(self, donor: bool = False) -> dict[str, float]:

@@ -48,16 +48,11 @@ def table_path(profile: DeviceProfile, results_dir: str | os.PathLike[str]) -> P
 
 @dataclass
 class KernelTable:
-    """The timed workloads of one environment, read from ``path`` (see the module doc).
-
-    ``hits`` and ``misses`` count the lookups made through this object (``lookup``).
-    """
+    """The timed workloads of one environment, read from ``path`` (see the module doc)."""
 
     path: Path
     key: Mapping[str, Any]
     entries: dict[str, TableEntry] = field(default_factory=dict)
-    hits: int = 0
-    misses: int = 0
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], key: Mapping[str, Any]) -> KernelTable:
@@ -86,18 +81,6 @@ class KernelTable:
 
     def __contains__(self, key: object) -> bool:
         return key in self.entries
-
-    def lookup(self, workloads: Iterable[Workload]) -> dict[str, float]:
-        """Seconds per call of each workload the table has (by key), counting hits and misses."""
-        out = {}
-        for w in workloads:
-            entry = self.entries.get(w.key)
-            if entry is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-                out[w.key] = entry.seconds
-        return out
 
     def missing(self, workloads: Iterable[Workload]) -> list[Workload]:
         """The workloads not in the table yet (each key once)."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from autotune.config.device_profile import DeviceProfile
     from autotune.task import Task
 
-__all__ = ["Screening", "predict", "predict_deployed", "record", "screen"]
+__all__ = ["Screening", "predict", "prediction_report", "record", "screen"]
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +125,9 @@ def _doubt_without_prediction(seen: tuple[float, float] | None, space: SearchSpa
     return (c.max is not None and seen[1] > c.max / 2) or (c.min is not None and seen[0] < c.min * 2)
 
 
-def predict_deployed(
-    screening: Screening,
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    precision: str,
-    profile: DeviceProfile,
-    lock: QuietLock | None = None,
-) -> tuple[ScreenReport, dict[str, float]]:
-    """For a candidate screening could not judge before training (compression changed it): the
-    predictor's latency for the deployed model, and its structural features."""
-    features, pred = predict(screening, model, input_shape, precision, profile, lock)
-    return _report(None, pred), features
-
-
-def _report(seconds: float | None, pred: Any, **kw: Any) -> ScreenReport:
+def prediction_report(pred: Any, seconds: float | None = None, **kw: Any) -> ScreenReport:
+    """The ``ScreenReport`` of a prediction (``predict``'s second value, or None): for a candidate
+    screening could not judge before training (compression changed it), all there is to report."""
     if pred is None:
         return ScreenReport(seconds=seconds, **kw)
     return ScreenReport(seconds=seconds, latency_pred_ms=pred.latency_ms, latency_pred_model=pred.source, **kw)
@@ -152,10 +140,12 @@ def predict(
     precision: str,
     profile: DeviceProfile,
     lock: QuietLock | None = None,
+    program: Any = None,
 ) -> tuple[dict[str, float], Any]:
     """The model's structural features and the predicted latency for it (None without a predictor):
-    the kernel-level predictor's when the screening has one (the model is exported and fused to find
-    its kernels, holding ``lock`` shared as a compile does), else the network-level one's."""
+    the kernel-level predictor's when the screening has one (the model's exported ``program``, or
+    the model exported now, is fused to find its kernels, holding ``lock`` shared as a compile
+    does), else the network-level one's."""
     from autotune.predictor import structure_features
 
     features = structure_features(model, input_shape, precision=precision)
@@ -166,7 +156,8 @@ def predict(
 
         try:
             with (lock or QuietLock(None)).shared():
-                program, _, _ = export_program(model, input_shape)
+                if program is None:
+                    program, _, _ = export_program(model, input_shape)
                 workloads = candidate_workloads(program, profile, precision=precision, db_dir=screening.tuning_db)
         except CandidateFailed:  # the deployment will fail in its own stage, with its reason
             return features, None
@@ -258,7 +249,7 @@ def screen(
 
     def report(**kw: Any) -> tuple[ScreenReport, dict[str, float]]:
         seconds = screening.fit_s + time.perf_counter() - t0 - (lock.waited_s - waited0)
-        return _report(seconds, pred, **kw), features
+        return prediction_report(pred, seconds, **kw), features
 
     bounds = weight_free_bounds(space, profile)
     if not bounds:

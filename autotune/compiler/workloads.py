@@ -58,10 +58,6 @@ class Workload:
     bytes: float
     args: tuple[tuple[tuple[int, ...], str], ...]
 
-    @property
-    def tuned(self) -> bool:
-        return self.key.endswith("/tuned")
-
 
 def kernel_kind(name: str, args: tuple[tuple[tuple[int, ...], str], ...]) -> str:
     """``conv`` / ``dwconv`` / ``pwconv`` / ``matmul`` / ``pool`` / ``reduce`` / ``elementwise``, with
