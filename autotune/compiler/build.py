@@ -3,9 +3,10 @@
 The build is a named pass pipeline in TVM's style. After the PyTorch import, the module goes through
 three tables of named steps, in order:
 
-    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``)
-    FUSE       TVM's CPU library dispatch and legalization + fusion: the fused PrimFuncs are the
-               tuning workloads
+    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``),
+               DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``)
+    FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
+               own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
                record covers: parallel, vectorised, tiled code without measuring
     FINALIZE   TVM's CPU dataflow lowering and finalization (memory planning, VM code)
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autotune.compiler.dot_kernels import schedule_dot
+from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
 from autotune.compiler.target import resolve_target, target_json
@@ -117,9 +120,29 @@ PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
     Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity)),
+    Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
 )
+
+
 #: Legalization and fusion: afterwards the fused PrimFuncs are the tuning workloads.
-FUSE: tuple[Step, ...] = (_cpu_passes("CPULegalizeAndFuse", "library_dispatch_passes", "legalize_passes"),)
+def _dot_schedules(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+    """Schedule each fused kernel built on a dot-product kernel (``schedule_dot``)."""
+    import tvm
+
+    out = mod
+    for gv, func in mod.functions_items():
+        if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tir.is_scheduled", False):
+            scheduled = schedule_dot(func)
+            if scheduled is not None:
+                out = out.clone() if out is mod else out
+                out.update_func(gv, scheduled)
+    return out
+
+
+FUSE: tuple[Step, ...] = (
+    _cpu_passes("CPULegalizeAndFuse", "library_dispatch_passes", "legalize_passes"),
+    Step("DotSchedules", _dot_schedules),
+)
 #: The kernels no tuned record covers: default schedules (``autotune.tuning.default``).
 SCHEDULE: tuple[Step, ...] = (
     Step("DefaultSchedules", lambda mod, o: apply_default_schedules(mod, o.target) if o.default_schedules else mod),
@@ -309,4 +332,5 @@ def compile_artifact(
         deploy_precision=precision,
         int8_ops=census.int8,
         compute_ops=census.total,
+        int8_path=census.int8_path if precision == "int8" else "",
     )

@@ -35,15 +35,22 @@ _INTEGRAL_TOL = 1e-3
 
 @dataclass(frozen=True)
 class DtypeCensus:
-    """Convolutions and matmuls of ``main``, by the dtype of their inputs."""
+    """Convolutions and matmuls of ``main``, by the dtype of their inputs; ``dot`` of the int8 ones
+    run on the dot-product kernels (``autotune.compiler.dot_kernels``)."""
 
     int8: int
     float16: int
     float32: int
+    dot: int = 0
 
     @property
     def total(self) -> int:
         return self.int8 + self.float16 + self.float32
+
+    @property
+    def int8_path(self) -> str:
+        """``vnni`` when some int8 operator runs on the dot-product kernels, else ``generic``."""
+        return "vnni" if self.dot else "generic"
 
 
 def _weight_scale(w: np.ndarray, granularity: str) -> np.ndarray | None:
@@ -166,20 +173,27 @@ def _dtype(expr: Any) -> str:
 
 
 def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
-    """Count ``conv2d`` and ``matmul`` calls in ``main`` by the dtype of their first input."""
+    """Count ``conv2d`` and ``matmul`` calls in ``main`` by the dtype of their first input, and the
+    calls of dot-product kernels (int8, ``dot``)."""
     import tvm
     from tvm import relax
 
-    counts = {"int8": 0, "float16": 0, "float32": 0}
+    from autotune.compiler.dot_kernels import KERNEL_PREFIX
+
+    counts = {"int8": 0, "float16": 0, "float32": 0, "dot": 0}
+    call_tir = tvm.ir.Op.get("relax.call_tir")
 
     def visit(expr: Any) -> None:
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
             if expr.op.name in ("relax.nn.conv2d", "relax.matmul"):
                 dtype = _dtype(expr.args[0])
                 counts[dtype if dtype in counts else "float32"] += 1
+            elif expr.op.same_as(call_tir) and expr.args[0].name_hint.startswith(KERNEL_PREFIX):
+                counts["dot"] += 1
 
     relax.analysis.post_order_visit(mod["main"], visit)
-    return DtypeCensus(**counts)
+    return DtypeCensus(int8=counts["int8"] + counts["dot"], float16=counts["float16"], float32=counts["float32"],
+                       dot=counts["dot"])  # fmt: skip
 
 
 def _fp32(mod: tvm.IRModule, granularity: str) -> tvm.IRModule:

@@ -25,8 +25,9 @@ __all__ = [
 #: 2: compression columns (deploy_precision ... compress_s); 3: screening, predictor, drift;
 #: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
 #: 6: weight_clusters (the weight-clustering pass); 7: tuned_share; 8: backend, best_backend,
-#: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends); 9: latency_pred_model
-SCHEMA_VERSION = 9
+#: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends); 9: latency_pred_model;
+#: 10: int8_path
+SCHEMA_VERSION = 10
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -65,6 +66,7 @@ COLUMNS: tuple[str, ...] = (
     "roofline_fraction",
     "deploy_precision",
     "int8_ops",
+    "int8_path",
     "compute_ops",
     "sparsity",
     "quant_bits",
@@ -153,7 +155,7 @@ DETAIL_COLUMNS: tuple[str, ...] = (
 #: reads as 6.191e154; node ids and versions likewise).
 TEXT_COLUMNS = frozenset(
     ("run", "trial_id", "status", "error", "device", "timing", "backend", "best_backend", "energy_source")
-    + ("peak_mem_source",)
+    + ("peak_mem_source", "int8_path")
     + ("deploy_precision", "latency_pred_model", "screened", "violations", "cpu_model", "cpu_governor", "tvm_version")
     + ("torch_version", "node", "target", "started_at", "finished_at")
 )

@@ -79,7 +79,8 @@ class TuneReport:
 
 
 def extract_workloads(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[list[Any], list[Workload]]:
-    """MetaSchedule's tasks of a fused module (one per distinct fused PrimFunc) and their ``Workload``.
+    """MetaSchedule's tasks of a fused module (one per distinct fused PrimFunc not scheduled yet) and
+    their ``Workload``.
 
     Raises:
         CandidateFailed: stage ``tune``, when TVM cannot extract the tasks.
@@ -90,7 +91,11 @@ def extract_workloads(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[lis
     from tvm_ffi import structural_hash
 
     try:
-        tasks = list(ms.relax_integration.extract_tasks(mod, target))
+        tasks = [  # not the kernels scheduled by the build itself (the dot-product kernels)
+            t
+            for t in ms.relax_integration.extract_tasks(mod, target)
+            if not any(f.attrs.get("tir.is_scheduled", False) for _, f in t.dispatched[0].functions_items())
+        ]
         workloads = [
             Workload(
                 key=str(structural_hash(t.dispatched[0])),

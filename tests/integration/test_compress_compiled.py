@@ -85,7 +85,8 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     assert report.top1_agreement >= 0.98
     program32, _, _ = export_program(trained, (1, 8, 8))
     fp32 = compile_artifact(program32, profile=profile, out_dir=tmp_path / "fp32", input_shape=(1, 8, 8))
-    assert art.weights_bytes < 0.4 * fp32.weights_bytes  # weights stored as int8
+    # weights stored as int8 (beside them: per-channel scales and, on the VNNI path, int32 shift corrections)
+    assert art.weights_bytes < 0.45 * fp32.weights_bytes
 
 
 def test_int8_lowered_tir_reads_int8_and_accumulates_int32(trained, space, digits, profile, tmp_path):
