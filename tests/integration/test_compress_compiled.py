@@ -13,6 +13,7 @@ from conftest import SMALL_MOBILENET as ARCH
 import autotune
 from autotune.cli import main
 from autotune.compiler import compile_artifact, resolve_target
+from autotune.compiler.dot_kernels import dot_path
 from autotune.compress import PASSES
 from autotune.compress.base import CompressContext
 from autotune.compress.pipeline import compress, plan_compression
@@ -79,6 +80,10 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     ]
     assert art.int8_ops == len(dense) > 0, "every non-depthwise conv and every matmul should run in int8"
     assert art.compute_ops > art.int8_ops  # the depthwise convs stay float (see autotune.compiler.precision.to_int8)
+    vnni = dot_path(resolve_target(profile)) == "vnni"
+    assert art.int8_path == ("vnni" if vnni else "generic")
+    if vnni:  # the 1x1 convs and the classifier run vpdpbusd: no silent fallback to widening code
+        assert _count_instruction(art.path, "vpdpbusd") > 0
     tol = tolerance_for(profile, precision="int8", act_bits=8)
     report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
     assert report.samples == len(digits.x_test)  # top-1 agreement over the whole test set
@@ -87,6 +92,16 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     fp32 = compile_artifact(program32, profile=profile, out_dir=tmp_path / "fp32", input_shape=(1, 8, 8))
     # weights stored as int8 (beside them: per-channel scales and, on the VNNI path, int32 shift corrections)
     assert art.weights_bytes < 0.45 * fp32.weights_bytes
+
+
+def _count_instruction(path, mnemonic):
+    """How often ``mnemonic`` occurs in the disassembly of the library at ``path``."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("objdump"), "objdump (binutils) is needed to inspect the compiled code"
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True, text=True, check=True)
+    return sum(1 for line in text.stdout.splitlines() if f"\t{mnemonic}" in line or f" {mnemonic} " in line)
 
 
 def test_int8_lowered_tir_reads_int8_and_accumulates_int32(trained, space, digits, profile, tmp_path):

@@ -1,0 +1,123 @@
+"""The int8 dot-product kernels (``autotune.compiler.dot_kernels`` / ``dot_rewrite``): exact integer
+results against numpy, the whole rewrite (u8 shift, its correction, padding, fused epilogue) against
+numpy, and the fallback of a CPU without VNNI."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from autotune.compiler.build import FINALIZE, FUSE, PREPARE, SCHEDULE, BuildOptions, run_steps
+from autotune.compiler.dot_kernels import conv_kernel, dense_kernel, dot_path, schedule_dot
+from autotune.compiler.dot_rewrite import to_dot_product
+
+pytestmark = [pytest.mark.tvm]
+
+
+def _host():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def _vnni_host():
+    target = _host()
+    if dot_path(target) != "vnni":
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    return target
+
+
+def _run(func, target, *arrays, out_shape):
+    import tvm
+
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(a, dev) for a in arrays] + [tvm.runtime.tensor(np.zeros(out_shape, "int32"), dev)]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+def test_conv_kernel_is_exact():
+    target = _vnni_host()
+    rng = np.random.default_rng(0)
+    n, k, p16 = 12, 8, 64
+    a = rng.integers(0, 256, (k // 4, p16, 4), dtype=np.uint8)
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    func = schedule_dot(conv_kernel(n, k, p16))
+    assert func is not None and func.attrs["tir.is_scheduled"]
+    got = _run(func, target, a, w, out_shape=(n, p16))
+    acts = a.transpose(0, 2, 1).reshape(k, p16).astype(np.int64)  # [k, p]
+    np.testing.assert_array_equal(got, w.astype(np.int64) @ acts)
+
+
+def test_dense_kernel_is_exact():
+    target = _vnni_host()
+    rng = np.random.default_rng(1)
+    p, k, n16 = 3, 12, 32
+    a = rng.integers(0, 256, (p, k), dtype=np.uint8)
+    w = rng.integers(-128, 128, (n16, k), dtype=np.int8)
+    packed = np.ascontiguousarray(w.reshape(n16 // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
+    got = _run(schedule_dot(dense_kernel(p, k, n16)), target, a, packed, out_shape=(p, n16))
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T)
+
+
+def _int8_model(rng):
+    """``relu(conv1x1(x) * s + b)`` and ``x_flat @ W`` on int8 inputs, as ``to_int8`` leaves them:
+    20 output channels (not a multiple of 16) over 5×5 pixels (25: padded to 32)."""
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType((1, 8, 5, 5), "int8"))
+    w = rng.integers(-128, 128, (20, 8, 1, 1), dtype=np.int8)
+    scale = rng.uniform(0.01, 0.02, (1, 20, 1, 1)).astype(np.float32)
+    bias = rng.uniform(-1, 1, (1, 20, 1, 1)).astype(np.float32)
+    wd = rng.integers(-128, 128, (200, 20), dtype=np.int8)
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
+            q = bb.emit(relax.op.astype(relax.op.clip(relax.op.round(y), -128, 127), "int8"))
+            flat = bb.emit(relax.op.reshape(q, (1, 500)))
+            head = bb.emit(relax.op.strided_slice(flat, axes=[1], begin=[0], end=[200]))
+            out = bb.emit(relax.op.matmul(head, relax.const(wd), out_dtype="int32"))
+            gv = bb.emit_output(out)
+        bb.emit_func_output(gv)
+    return bb.get(), (w, scale, bias, wd)
+
+
+def test_rewrite_matches_numpy_with_its_epilogue_fused():
+    import tvm
+    from tvm import relax
+
+    target = _vnni_host()
+    rng = np.random.default_rng(2)
+    mod, (w, scale, bias, wd) = _int8_model(rng)
+    rewritten, n = to_dot_product(mod, target)
+    assert n == 2  # the 1x1 convolution and the matmul
+    options = BuildOptions(target=target, precision="int8")
+    fused = run_steps(FUSE, rewritten, options)
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if "int8_vnni" in gv.name_hint]
+    assert any("relu" in name for name in kernels), f"the epilogue did not fuse into the kernel: {kernels}"
+    ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
+    x = rng.integers(-128, 128, (1, 8, 5, 5), dtype=np.int8)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    acc = np.einsum("ok,bkhw->bohw", w[:, :, 0, 0].astype(np.int64), x.astype(np.int64)).astype(np.float32)
+    q = np.clip(np.round(np.maximum(acc * scale + bias, 0)), -128, 127).astype(np.int64)
+    np.testing.assert_array_equal(got, q.reshape(1, 500)[:, :200] @ wd.astype(np.int64))
+
+
+def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
+    import tvm
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    assert dot_path(avx2) == "generic"
+    mod, _ = _int8_model(np.random.default_rng(3))
+    with caplog.at_level(logging.WARNING, logger="autotune.compiler.dot_rewrite"):
+        same, n = to_dot_product(mod, avx2)
+    assert n == 0 and same is mod
+    assert any("VNNI" in r.getMessage() for r in caplog.records)
+    out = run_steps(PREPARE[-1:] + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
+    assert not [gv for gv, _ in out.functions_items() if "int8_vnni" in gv.name_hint]
