@@ -211,12 +211,15 @@ def history_path(profile: DeviceProfile, results_dir: str | os.PathLike[str]) ->
 
 def environment_key(profile: DeviceProfile) -> dict[str, Any]:
     """What must match for two measurements to be comparable: the profile (its target, tuning budget
-    and runner), the CPU that timed it (local runner), the TVM version and the feature definition."""
+    and runner), the CPU that timed it (local runner), the TVM version, the code the build generates
+    (``BUILD_VERSION``) and the feature definition."""
+    from autotune.compiler.build import BUILD_VERSION
     from autotune.measure import RUNNERS
 
     fp = RUNNERS.get(profile.runner.kind).fingerprint(profile)
     return {
         "feature_version": FEATURE_VERSION,
+        "build_version": BUILD_VERSION,
         "profile": profile.name,
         "target": json.dumps(profile.target, sort_keys=True),
         "threads": profile.measure.threads,

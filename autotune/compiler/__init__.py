@@ -2,13 +2,16 @@
 
 Modules: ``target`` (the profile's TVM target and the compiler's pre-flight check), ``build`` (the named
 pass pipeline and ``compile_artifact``), ``precision`` (the deployment precisions as passes), ``memory``
-(weights and planned storage read from the IR). Imports go one way: ``build`` calls ``autotune.tuning``
-to tune and apply schedules; nothing in ``autotune.tuning`` imports the compiler.
+(weights and planned storage read from the IR), ``dot_rewrite`` / ``dot_kernels`` (int8 on the CPU's
+dot-product instructions), ``workloads`` / ``kernels`` (a model's fused kernels). Imports go one
+way: ``build`` calls ``autotune.tuning`` to tune and apply schedules; nothing in ``autotune.tuning``
+imports the compiler.
 """
 
 from __future__ import annotations
 
 from autotune.compiler.build import (
+    BUILD_VERSION,
     FINALIZE,
     FUSE,
     PREPARE,
@@ -24,6 +27,7 @@ from autotune.compiler.precision import PRECISIONS, DtypeCensus, dtype_census, s
 from autotune.compiler.target import check_profile, resolve_target, target_json
 
 __all__ = [
+    "BUILD_VERSION",
     "FINALIZE",
     "FUSE",
     "PRECISIONS",

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from torch.export import ExportedProgram
 
 __all__ = [
+    "BUILD_VERSION",
     "FINALIZE",
     "FUSE",
     "PREPARE",
@@ -63,6 +64,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Version of the code the build generates for a given workload (default schedules, int8 kernels):
+#: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
+#: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels.
+BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ ARROWS: dict[str, set[str]] = {
     "tuning": BASE | {"quiet", "measure"},  # the MetaSchedule runner comes from the runner plug-in
     "numerics": BASE,
     "measure": BASE | {"quiet"},
-    "predictor": BASE | {"measure"},
+    "predictor": BASE | {"measure", "compiler"},  # the build's version is part of a measurement's environment
     # kernel-level prediction: each fused kernel timed once per device, candidates as their sum
     "kernel_table": BASE | {"compiler", "measure", "quiet"},
     "kernel_predictor": BASE | {"compiler", "kernel_table", "predictor"},
