@@ -12,8 +12,11 @@ decisions set by a fixed rule instead of by measurement:
   joining only when the ones inside it are taken whole, so small feature maps vectorise across
   rows and channels (vectorised);
 - the output channels (of an NCHW output; else the next axis with iterations left) get a register
-  tile of up to ``REGISTER_TILE``, so each input vector feeds several channels; outer tiles take the
-  rest (parallelised over the outermost);
+  tile of up to ``REGISTER_TILE``, so each input vector feeds several channels; a depthwise
+  convolution (one input channel per output channel: nothing to share across channels) tiles its
+  output rows instead, up to ``ROW_TILE``, so each weight feeds several rows (1.7-1.9x faster
+  than the channel tile on 3x3 and 5x5 depthwise layers here); outer tiles take the rest
+  (parallelised over the outermost);
 - reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps.
 
 A PrimFunc the rule cannot schedule (a design space or postprocessor that refuses it) keeps TVM's
@@ -29,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["REDUCTION_TILE", "REGISTER_TILE", "apply_default_schedules", "default_schedule", "vector_lanes"]
+__all__ = ["REDUCTION_TILE", "REGISTER_TILE", "ROW_TILE", "apply_default_schedules", "default_schedule", "vector_lanes"]
 
 log = logging.getLogger(__name__)
 
 #: Output channels (else the next axis out) computed together in registers.
 REGISTER_TILE = 8
+#: Output rows of a depthwise convolution computed together in registers.
+ROW_TILE = 4
 #: Inner tile of each reduction loop.
 REDUCTION_TILE = 4
 #: The design-space variant the rule fills in (MultiLevelTiling's second: with a local write cache).
@@ -55,21 +60,27 @@ def _divisor_at_most(extent: int, limit: int) -> int:
     return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
 
 
-def _register_axes(count: int) -> list[int]:
-    """The spatial axes to try for the register tile, in order: for an NCHW output (4 axes) the
-    channels first (each input vector loaded once, used for ``REGISTER_TILE`` channels), then from the
-    innermost outward."""
+def _register_axes(count: int, depthwise: bool) -> tuple[list[int], int]:
+    """The spatial axes to try for the register tile, in order, and the tile's limit: for an NCHW
+    output (4 axes) the channels first (each input vector loaded once, used for ``REGISTER_TILE``
+    channels), or the rows for a depthwise convolution (each weight used for ``ROW_TILE`` rows), then
+    from the innermost outward."""
     inward_out = list(reversed(range(count)))
-    return [1, *[k for k in inward_out if k != 1]] if count == 4 else inward_out
+    if count != 4:
+        return inward_out, REGISTER_TILE
+    first, limit = (2, ROW_TILE) if depthwise else (1, REGISTER_TILE)
+    return [first, *[k for k in inward_out if k != first]], limit
 
 
-def _decide(trace: object, lanes: int) -> object:
+def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
     """The design space's trace with every sampling decision set by the rule (module docstring)."""
     import math
 
     tiles = [i for i in trace.insts if i.kind.name == "SamplePerfectTile"]
     spatial = [i for i in tiles if int(i.attrs[0]) == 4]
     extents = [math.prod(int(x) for x in trace.decisions[i]) for i in spatial]
+    reduction = [math.prod(int(x) for x in trace.decisions[i]) for i in tiles if int(i.attrs[0]) == 2]
+    depthwise = grouped and len(spatial) == 4 and len(reduction) == 3 and reduction[0] == 1  # (rc, ry, rx)
     inner, register = [1] * len(spatial), [1] * len(spatial)
     lanes_left = lanes
     for k in reversed(range(len(spatial))):  # vector lanes from the innermost axis outward, while
@@ -77,9 +88,10 @@ def _decide(trace: object, lanes: int) -> object:
         lanes_left //= inner[k]
         if inner[k] < extents[k] or lanes_left <= 1:
             break
-    for k in _register_axes(len(spatial)):  # registers: output channels, else the next axis left
+    axes, limit = _register_axes(len(spatial), depthwise)
+    for k in axes:  # registers: output channels (depthwise: rows), else the next axis left
         if extents[k] // inner[k] > 1:
-            register[k] = _divisor_at_most(extents[k] // inner[k], REGISTER_TILE)
+            register[k] = _divisor_at_most(extents[k] // inner[k], limit)
             break
     for k, inst in enumerate(spatial):
         decision = [extents[k] // (inner[k] * register[k]), 1, register[k], inner[k]]
@@ -108,8 +120,10 @@ def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     spaces = ctx.space_generator.generate_design_space(mod)
     if not spaces:
         return None
-    trace = _decide(spaces[min(_SPACE, len(spaces) - 1)].trace, vector_lanes(target))
     sch = s_tir.Schedule(mod)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    grouped = any(n.startswith(("group_conv2d", "depthwise_conv2d")) for n in names)  # one input channel per
+    trace = _decide(spaces[min(_SPACE, len(spaces) - 1)].trace, vector_lanes(target), grouped)  # group: depthwise
     trace.apply_to_schedule(sch, remove_postproc=True)
     if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
         return None

@@ -95,3 +95,36 @@ def test_without_default_schedules_the_kernels_are_scalar_loop_nests(digits, pro
 def test_the_profile_switch_is_documented_and_on_by_default():
     assert autotune.load_profile("host").tuning.default_schedules is True
     assert "default_schedules" in (REPO / "README.md").read_text()
+
+
+def _register_tiles(weight_shape, groups):
+    """The (channels, rows) register tiles the rule picks for a 3x3 convolution over 16 channels at
+    16x16 (its spatial tile decisions are [outer, 1, register, inner])."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from autotune.tuning.default import default_schedule
+
+    x = relax.Var("x", relax.TensorType((1, weight_shape[1] * groups, 16, 16), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = relax.const(np.ones(weight_shape, "float32"))
+            gv = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, groups=groups))
+        bb.emit_func_output(gv)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
+    fused = run_steps(FUSE, bb.get(), BuildOptions(target))
+    func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    sch = default_schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    tiles = [sch.trace.decisions[i] for i in sch.trace.insts if i.kind.name == "SamplePerfectTile"]
+    spatial = [[int(v) for v in d] for d in tiles if len(d) == 4]
+    return spatial[1][2], spatial[2][2]
+
+
+def test_depthwise_convolutions_tile_rows_and_others_channels():
+    from autotune.tuning.default import REGISTER_TILE, ROW_TILE
+
+    assert _register_tiles((16, 1, 3, 3), groups=16) == (1, ROW_TILE)  # depthwise: nothing shared across channels
+    assert _register_tiles((16, 1, 3, 3), groups=1) == (REGISTER_TILE, 1)  # one input channel, shared by all
+    assert _register_tiles((16, 16, 3, 3), groups=1) == (REGISTER_TILE, 1)
