@@ -68,8 +68,8 @@ log = logging.getLogger(__name__)
 #: Version of the code the build generates for a given workload (default schedules, int8 kernels):
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels; 3: depthwise
-#: convolutions' default schedules tile rows, not channels.
-BUILD_VERSION = 3
+#: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot).
+BUILD_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,25 @@
-"""int8 kernels on the CPU's dot-product instructions (AVX-512 VNNI's ``vpdpbusd``): u8 × s8 → s32,
-16 lanes × 4 products accumulated per instruction.
+"""int8 kernels on the CPU's dot-product instructions: each 32-bit lane accumulates four 8-bit
+products in one instruction. ``ISAS`` names the instruction sets:
+
+- ``vnni``: x86 AVX-512 VNNI's ``vpdpbusd``, 16 lanes, **u8** activations × s8 weights (the
+  rewrite shifts symmetric int8 activations by 128 and takes the shift off again);
+- ``dotprod``: Arm's ``sdot`` (Armv8.2 dot product: Cortex-A76, the ``rpi5`` profile), 4 lanes,
+  s8 × s8.
 
 Two kernels, written unscheduled so that Relax fuses their element-wise epilogue into them, then
 scheduled here (``schedule_dot``) with a tensor intrinsic of this module:
 
-- ``conv_kernel``: a 1×1 convolution, ``C[n, p] = Σ_k A[k/4, p, k%4] · W[n, k]``, 16 lanes over
-  pixels (the output stays NCHW); each broadcast weight quadruple feeds two pixel vectors of four
-  output channels;
-- ``dense_kernel``: a matmul, ``C[p, n] = Σ_k A[p, k] · W[n/16, k/4, n%16, k%4]``, 16 lanes over
-  output features, the weights packed as the instruction reads them.
+- ``conv_kernel``: a 1×1 convolution, ``C[n, p] = Σ_k A[k/4, p, k%4] · W[n, k]``, lanes over pixels
+  (the output stays NCHW); each broadcast weight quadruple feeds two pixel vectors of four output
+  channels;
+- ``dense_kernel``: a matmul, ``C[p, n] = Σ_k A[p, k] · W[n/L, k/4, n%L, k%4]``, lanes over output
+  features, the weights packed as the instruction reads them.
 
 ``schedule_dot`` tiles the kernel, inlines its whole element-wise epilogue (the shift correction,
 the rescale, bias, activation and the next layer's quantizer) into one vectorised loop nest computed
 per tile of output channels, parallelises the outer loop and tensorizes the lanes. The schedule is
-marked done, so neither default schedules nor tuning touch it.
+marked done, so neither default schedules nor tuning touch it. The kernels' block names carry the
+instruction set (``autotune_dot_conv_vnni``); fusion keeps them.
 
 TVM 0.27's own ``dot_16x4_vnni`` does not compile with its LLVM (the intrinsic now takes byte vectors,
 ``<64 x i8>``), so the intrinsics are registered here under names of our own.
@@ -21,56 +27,86 @@ TVM 0.27's own ``dot_16x4_vnni`` does not compile with its LLVM (the intrinsic n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["CONV_BLOCK", "DENSE_BLOCK", "KERNEL_PREFIX", "conv_kernel", "dense_kernel", "dot_path", "schedule_dot"]
+__all__ = ["ISAS", "KERNEL_PREFIX", "DotIsa", "conv_kernel", "dense_kernel", "dot_path", "schedule_dot"]
 
 #: Name prefix of the kernels' PrimFuncs (``dtype_census`` counts the calls to them).
-KERNEL_PREFIX = "int8_vnni_"
-_INTRIN = "autotune_vnni_16x4"  # 16 lanes over output features (matmuls)
-_INTRIN_PX = "autotune_vnni_px16x4"  # 16 lanes over pixels (1x1 convolutions)
-_LANES, _DEPTH = 16, 4
+KERNEL_PREFIX = "int8_dot_"
+_CONV, _DENSE = "autotune_dot_conv_", "autotune_dot_dense_"
+_DEPTH = 4  # products per 32-bit lane
+
+
+@dataclass(frozen=True)
+class DotIsa:
+    """A dot-product instruction: ``lanes`` int32 accumulators, each adding four products of an
+    ``activations``-typed and an int8 quadruple; ``llvm`` the intrinsic, ``feature`` the LLVM target
+    feature that enables it, ``arch`` the target triple's architecture."""
+
+    name: str
+    lanes: int
+    activations: str
+    llvm: str
+    feature: str
+    arch: str
+
+
+#: The instruction sets, by ``int8_path`` name.
+ISAS: dict[str, DotIsa] = {
+    "vnni": DotIsa("vnni", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512", "avx512vnni", "x86"),
+    "dotprod": DotIsa("dotprod", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8", "dotprod", "aarch64"),
+}
 
 
 def dot_path(target: tvm.target.Target) -> str:
-    """``vnni`` when ``target`` is x86 with AVX-512 VNNI, else ``generic``."""
+    """The instruction set ``target`` runs int8 on (a key of ``ISAS``), else ``generic``."""
     from tvm.target import codegen
 
-    if (
-        target.kind.name != "llvm"
-        or "x86" not in str(target.attrs.get("mtriple", "x86_64"))
-        and "mtriple" in target.attrs
-    ):
+    if target.kind.name != "llvm":
         return "generic"
-    try:
-        return "vnni" if codegen.llvm_cpu_has_features(["avx512vnni"], target) else "generic"
-    except Exception:  # TVMError: a CPU name LLVM does not know
-        return "generic"
+    triple = str(target.attrs.get("mtriple", "x86_64"))
+    for isa in ISAS.values():
+        if isa.arch in triple:
+            try:
+                return isa.name if codegen.llvm_cpu_has_features([isa.feature], target) else "generic"
+            except Exception:  # TVMError: a CPU name LLVM does not know
+                return "generic"
+    return "generic"
 
 
-def _register() -> None:
+def _intrin_names(isa: DotIsa) -> tuple[str, str]:
+    return f"autotune_{isa.name}_dense", f"autotune_{isa.name}_px"
+
+
+def _register(isa: DotIsa) -> None:
+    """Register ``isa``'s two tensor intrinsics: lanes over output features (a broadcast activation
+    quadruple) and lanes over pixels (a broadcast weight quadruple)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
+    dense, px = _intrin_names(isa)
     try:
-        TensorIntrin.get(_INTRIN)
+        TensorIntrin.get(px)
         return
     except Exception:  # TVMError: not registered yet
         pass
+    lanes, act, llvm = isa.lanes, isa.activations, isa.llvm
+    acc_t, bytes_t, quad_t = f"int32x{lanes}", f"int8x{4 * lanes}", f"{act}x4"
 
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        A: T.Buffer((4,), act, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -78,34 +114,32 @@ def _register() -> None:
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        A: T.Buffer((4,), act, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], quad_t), dtype="int32"), lanes), dtype=bytes_t)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                C.vload([0], dtype=acc_t),
                 a,
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
+                B.vload([0, 0], dtype=bytes_t),
+                dtype=acc_t,
             )
-
-    TensorIntrin.register(_INTRIN, desc, impl)
 
     @T.prim_func(s_tir=True)
     def desc_px(
-        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        A: T.Buffer((lanes, 4), act, offset_factor=1),
         B: T.Buffer((4,), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
+            T.reads(C[0:lanes], A[0:lanes, 0:4], B[0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -113,60 +147,58 @@ def _register() -> None:
 
     @T.prim_func(s_tir=True)
     def impl_px(
-        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        A: T.Buffer((lanes, 4), act, offset_factor=1),
         B: T.Buffer((4,), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-            T.writes(C[0:16])
-            b = T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"), 16), dtype="int8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(A.vload([0, 0], dtype="uint8x64"), dtype="int8x64"),
+            T.reads(C[0:lanes], A[0:lanes, 0:4], B[0:4])
+            T.writes(C[0:lanes])
+            b = T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_t)
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm),
+                C.vload([0], dtype=acc_t),
+                T.reinterpret(A.vload([0, 0], dtype=f"{act}x{4 * lanes}"), dtype=bytes_t),
                 b,
-                dtype="int32x16",
+                dtype=acc_t,
             )
 
-    TensorIntrin.register(_INTRIN_PX, desc_px, impl_px)
+    TensorIntrin.register(dense, desc, impl)
+    TensorIntrin.register(px, desc_px, impl_px)
 
 
-#: Block names of the kernels (they survive fusion; ``schedule_dot`` finds its kernels by them).
-CONV_BLOCK, DENSE_BLOCK = "autotune_dot_conv", "autotune_dot_dense"
-
-
-def dense_kernel(p: int, k: int, n16: int) -> tvm.tirx.PrimFunc:
-    """``C[p, n] = Σ_k A[p, k] · B[n/16, k/4, n%16, k%4]`` (u8 × s8 → s32), unscheduled: ``k`` a
-    multiple of 4, ``n16`` of 16. ``schedule_dot`` tensorizes it (16 lanes over output features)."""
+def dense_kernel(p: int, k: int, nl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
+    """``C[p, n] = Σ_k A[p, k] · B[n/L, k/4, n%L, k%4]`` (activations × s8 → s32, ``L`` the ISA's
+    lanes), unscheduled: ``k`` a multiple of 4, ``nl`` of ``L``. ``schedule_dot`` tensorizes it."""
     from tvm import te
 
-    a = te.placeholder(_i64(p, k), "uint8", name="A")
-    b = te.placeholder(_i64(n16 // _LANES, k // _DEPTH, _LANES, _DEPTH), "int8", name="B")
+    lanes = isa.lanes
+    a = te.placeholder(_i64(p, k), isa.activations, name="A")
+    b = te.placeholder(_i64(nl // lanes, k // _DEPTH, lanes, _DEPTH), "int8", name="B")
     r = te.reduce_axis(_i64(0, k), name="k")
     c = te.compute(
-        _i64(p, n16),
+        _i64(p, nl),
         lambda i, j: te.sum(
-            a[i, r].astype("int32") * b[j // _LANES, r // _DEPTH, j % _LANES, r % _DEPTH].astype("int32"), axis=r
+            a[i, r].astype("int32") * b[j // lanes, r // _DEPTH, j % lanes, r % _DEPTH].astype("int32"), axis=r
         ),
-        name=DENSE_BLOCK,
+        name=_DENSE + isa.name,
     )
     return te.create_prim_func([a, b, c])
 
 
-def conv_kernel(n: int, k: int, p16: int) -> tvm.tirx.PrimFunc:
-    """``C[n, p] = Σ_k A[k/4, p, k%4] · B[n, k]`` (u8 × s8 → s32), unscheduled: the 1×1 convolution
-    with its output in NCHW order, ``k`` a multiple of 4, ``p16`` of 16. ``schedule_dot`` tensorizes
-    it (16 lanes over pixels, each broadcast weight quadruple feeding several pixel vectors)."""
+def conv_kernel(n: int, k: int, pl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
+    """``C[n, p] = Σ_k A[k/4, p, k%4] · B[n, k]`` (activations × s8 → s32), unscheduled: the 1×1
+    convolution with its output in NCHW order, ``k`` a multiple of 4, ``pl`` of the ISA's lanes.
+    ``schedule_dot`` tensorizes it (lanes over pixels)."""
     from tvm import te
 
-    a = te.placeholder(_i64(k // _DEPTH, p16, _DEPTH), "uint8", name="A")
+    a = te.placeholder(_i64(k // _DEPTH, pl, _DEPTH), isa.activations, name="A")
     b = te.placeholder(_i64(n, k), "int8", name="B")
     r = te.reduce_axis(_i64(0, k), name="k")
     c = te.compute(
-        _i64(n, p16),
+        _i64(n, pl),
         lambda i, j: te.sum(a[r // _DEPTH, j, r % _DEPTH].astype("int32") * b[i, r].astype("int32"), axis=r),
-        name=CONV_BLOCK,
+        name=_CONV + isa.name,
     )
     return te.create_prim_func([a, b, c])
 
@@ -185,39 +217,42 @@ def _divisor(extent: int, choices: tuple[int, ...]) -> int:
 
 def schedule_dot(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     """``func`` (a fused PrimFunc holding a kernel of this module and its epilogue) scheduled:
-    the kernel tiled and tensorized with ``vpdpbusd``, the element-wise epilogue inlined into one
+    the kernel tiled and tensorized with its instruction set's intrinsic, the element-wise epilogue inlined into one
     loop nest computed per tile of output channels and vectorised. None when ``func`` holds none."""
     import tvm
     from tvm import s_tir
 
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    kernel = next((name for name in (CONV_BLOCK, DENSE_BLOCK) if name in names), None)
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    kernel = next((name for name in names if name.startswith((_CONV, _DENSE))), None)
     if kernel is None:
         return None
-    _register()
+    isa = ISAS[kernel.rsplit("_", 1)[1]]
+    _register(isa)
+    dense_intrin, px_intrin = _intrin_names(isa)
+    lanes_n = isa.lanes
     block = sch.get_sblock(kernel)
     consumers = _epilogue(sch, block)
     i, j, kk = sch.get_loops(block)
     i_ext, j_ext = (int(sch.get(x).extent) for x in (i, j))
     ko, ki = sch.split(kk, [None, _DEPTH])
-    if kernel == CONV_BLOCK:  # i: output channels, j: pixels (16 lanes)
+    if kernel.startswith(_CONV):  # i: output channels, j: pixels (in lanes)
         t = _divisor(i_ext, (4, 2, 1))
-        rb = _divisor(j_ext // _LANES, (2, 1))
+        rb = _divisor(j_ext // lanes_n, (2, 1))
         io, ii = sch.split(i, [None, t])
-        jo, jr, ji = sch.split(j, [None, rb, _LANES])
+        jo, jr, ji = sch.split(j, [None, rb, lanes_n])
         sch.reorder(io, jo, ko, ii, jr, ji, ki)
-        outer, lanes, intrin = io, ji, _INTRIN_PX
-    else:  # i: rows (pixels), j: output features (16 lanes)
-        jo, ji = sch.split(j, [None, _LANES])
+        outer, lanes, intrin = io, ji, px_intrin
+    else:  # i: rows (pixels), j: output features (in lanes)
+        jo, ji = sch.split(j, [None, lanes_n])
         io, ii = sch.split(i, [None, _divisor(i_ext, (8, 7, 4, 2, 1))])
         sch.reorder(jo, io, ko, ii, ji, ki)
-        outer, lanes, intrin = jo, ji, _INTRIN
+        outer, lanes, intrin = jo, ji, dense_intrin
     if consumers:
         last = consumers[-1]
         sch.reverse_compute_at(last, outer)
         inner = sch.fuse(*sch.get_loops(last)[1:])
-        _, vec = sch.split(inner, [None, _LANES])
+        _, vec = sch.split(inner, [None, 16])
         sch.vectorize(vec)
     sch.parallel(outer)
     sch.decompose_reduction(block, ko)

@@ -3,20 +3,22 @@
 
 ``to_int8`` (``autotune.compiler.precision``) makes ``conv2d(int8, int8) -> int32`` and
 ``matmul(int8, int8) -> int32``; TVM lowers them to code that widens every operand to 32-bit lanes.
-Where the target has AVX-512 VNNI, ``to_dot_product`` replaces the 1×1 convolutions (stride 1, no
-padding, one group, input channels a multiple of 4) and the matmuls:
+Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VNNI, Arm dotprod),
+``to_dot_product`` replaces the 1×1 convolutions (stride 1, no padding, one group, input channels a
+multiple of 4) and the matmuls:
 
-- the activations go in as **u8**, ``x + 128``, four channels side by side (``[K/4, P, 4]`` for a
-  convolution, pixels padded to a multiple of 16); the weights as s8 (packed for a matmul, output
-  features padded to a multiple of 16 with zero rows);
-- ``128 · Σ_k w[n, k]`` comes off each output channel, so the result is exactly the int32 that
-  ``conv2d(int8, int8)`` computes;
+- the activations go in four channels side by side (``[K/4, P, 4]`` for a convolution, pixels padded
+  to a multiple of the lanes: 16 for VNNI, 4 for dotprod); the weights as s8 (packed for a matmul,
+  output features padded to a multiple of the lanes with zero rows);
+- VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and ``128 · Σ_k w[n, k]``
+  comes off each output channel, so the result is exactly the int32 that ``conv2d(int8, int8)``
+  computes (Arm's ``sdot`` takes s8 × s8 as they are);
 - ``sink_views`` then moves the reshape back to NCHW (and the slice of padding) after the
   element-wise ops that follow, so the rescale, bias, activation and next quantizer fuse into the
   kernel.
 
-Other convolutions (3×3, depthwise: those stay float, see ``to_int8``), and targets without VNNI,
-keep the generic int8 code (``int8_path = generic``).
+Other convolutions (3×3, depthwise: those stay float, see ``to_int8``), and targets without such
+an instruction, keep the generic int8 code (``int8_path = generic``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autotune.compiler.dot_kernels import KERNEL_PREFIX, conv_kernel, dense_kernel, dot_path
+from autotune.compiler.dot_kernels import ISAS, KERNEL_PREFIX, DotIsa, conv_kernel, dense_kernel, dot_path
 
 if TYPE_CHECKING:
     import tvm
@@ -34,30 +36,40 @@ if TYPE_CHECKING:
 __all__ = ["sink_views", "to_dot_product"]
 
 log = logging.getLogger(__name__)
-_LANES, _DEPTH = 16, 4
+_DEPTH = 4
 _WARNED: set[str] = set()  # targets already warned about (once per process)
 
 
-def _pack_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """``w`` (N, K) int8 → packed (N16/16, K/4, 16, 4), the u8-shift correction ``128 · Σ_k w`` per
-    output channel, and N16 (N rounded up to 16)."""
+def _pack_weights(w: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
+    """``w`` (N, K) int8 → packed (NL/L, K/4, L, 4) for ``L`` lanes, and NL (N rounded up to L)."""
     n, k = w.shape
-    n16 = -(-n // _LANES) * _LANES
-    padded = np.zeros((n16, k), np.int8)
+    nl = -(-n // lanes) * lanes
+    padded = np.zeros((nl, k), np.int8)
     padded[:n] = w
-    packed = padded.reshape(n16 // _LANES, _LANES, k // _DEPTH, _DEPTH).transpose(0, 2, 1, 3)
-    correction = 128 * w.astype(np.int32).sum(axis=1)
-    return np.ascontiguousarray(packed), correction.astype(np.int32), n16
+    packed = padded.reshape(nl // lanes, lanes, k // _DEPTH, _DEPTH).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(packed), nl
+
+
+def _shift_correction(w: np.ndarray, isa: DotIsa) -> np.ndarray | None:
+    """What the u8 shift of the activations adds to each output row of ``w`` (N, K): ``128 · Σ_k w``
+    (None for an instruction that takes s8 activations)."""
+    if isa.activations != "uint8":
+        return None
+    return (128 * w.astype(np.int32).sum(axis=1)).astype(np.int32)
 
 
 def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IRModule, int]:
     """Rewrite ``main``'s int8 1×1 convolutions and matmuls onto the dot-product kernels where
-    ``target`` has VNNI (module docstring). Returns the module and the number rewritten."""
-    if dot_path(target) != "vnni":
+    ``target`` has such an instruction (module docstring). Returns the module and the number rewritten."""
+    path = dot_path(target)
+    if path not in ISAS:
         if str(target) not in _WARNED:
             _WARNED.add(str(target))
-            log.warning("int8 on %s: no AVX-512 VNNI, so int8 runs the generic (widening) code", target)
+            log.warning("int8 on %s: no dot-product instruction (AVX-512 VNNI, Arm dotprod), so int8 runs "
+                        "the generic (widening) code", target)  # fmt: skip
         return mod, 0
+    isa = ISAS[path]
+    lanes = isa.lanes
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
@@ -68,23 +80,18 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     conv = is_op("relax.nn.conv2d")(x, w)
     matmul = is_op("relax.matmul")(x, w)
 
-    def kernel(p: int, k: int, n16: int) -> Any:
-        if ("dot", p, k, n16) not in kernels:
-            name = f"{KERNEL_PREFIX}dense_p{p}_k{k}_n{n16}"
-            kernels[("dot", p, k, n16)] = bb.add_func(dense_kernel(p, k, n16).with_attr("global_symbol", name), name)
-        return kernels[("dot", p, k, n16)]
+    def kernel(key: tuple[Any, ...], make: Any) -> Any:
+        if key not in kernels:
+            name = KERNEL_PREFIX + "_".join(str(v) for v in key)
+            kernels[key] = bb.add_func(make().with_attr("global_symbol", name), name)
+        return kernels[key]
 
-    def dot(xu8: relax.Expr, wq: np.ndarray, p: int) -> relax.Expr:
-        """``[P, K]`` u8 activations × ``wq`` (N, K) int8 → ``[P, N]`` int32, exact."""
-        packed, correction, n16 = _pack_weights(wq)
-        k = wq.shape[1]
-        out = relax.TensorType((p, n16), "int32")
-        acc = relax.call_tir(kernel(p, k, n16), [xu8, relax.const(packed)], out)
-        if n16 != wq.shape[0]:
-            acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[wq.shape[0]])
-        return relax.op.subtract(acc, relax.const(correction))
+    def corrected(acc: relax.Expr, correction: np.ndarray | None) -> relax.Expr:
+        return acc if correction is None else relax.op.subtract(acc, relax.const(correction))
 
-    def to_u8(xq: relax.Expr) -> relax.Expr:
+    def activations(xq: relax.Expr) -> relax.Expr:  # u8 = s8 + 128 for VNNI; s8 as they are for sdot
+        if isa.activations == "int8":
+            return xq
         return relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(128, "int16")), "uint8")
 
     def int8_operands(expr: relax.Call, m: dict[Any, Any]) -> tuple[Any, np.ndarray] | None:
@@ -107,20 +114,18 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         _, k, h, wd = shape
         xq, wq = found
         n, p = wq.shape[0], h * wd
-        p16 = -(-p // _LANES) * _LANES
-        quads = relax.op.permute_dims(relax.op.reshape(to_u8(xq), (k // _DEPTH, _DEPTH, p)), [0, 2, 1])
-        if p16 != p:
-            quads = relax.op.nn.pad(quads, [0, 0, 0, p16 - p, 0, 0])
+        pl = -(-p // lanes) * lanes
+        quads = relax.op.permute_dims(relax.op.reshape(activations(xq), (k // _DEPTH, _DEPTH, p)), [0, 2, 1])
+        if pl != p:
+            quads = relax.op.nn.pad(quads, [0, 0, 0, pl - p, 0, 0])
         wmat = wq.reshape(n, k)
-        if (n, k, p16) not in kernels:
-            name = f"{KERNEL_PREFIX}conv1x1_n{n}_k{k}_p{p16}"
-            kernels[(n, k, p16)] = bb.add_func(conv_kernel(n, k, p16).with_attr("global_symbol", name), name)
-        acc = relax.call_tir(kernels[(n, k, p16)], [quads, relax.const(wmat)], relax.TensorType((n, p16), "int32"))
-        if p16 != p:
+        func = kernel((isa.name, "conv1x1", f"n{n}", f"k{k}", f"p{pl}"), lambda: conv_kernel(n, k, pl, isa))
+        acc = relax.call_tir(func, [quads, relax.const(wmat)], relax.TensorType((n, pl), "int32"))
+        if pl != p:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[p])
-        correction = (128 * wmat.astype(np.int32).sum(axis=1)).reshape(n, 1)
+        correction = _shift_correction(wmat, isa)
         done += 1
-        return relax.op.reshape(relax.op.subtract(acc, relax.const(correction.astype(np.int32))), (1, n, h, wd))
+        return relax.op.reshape(corrected(acc, None if correction is None else correction.reshape(n, 1)), (1, n, h, wd))
 
     def rewrite_matmul(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
@@ -129,8 +134,15 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         if found is None or found[1].ndim != 2 or len(shape) != 2 or shape[1] % _DEPTH:
             return expr
         xq, wq = found
+        wt = np.ascontiguousarray(wq.T)  # (N, K)
+        packed, nl = _pack_weights(wt, lanes)
+        p, k = shape
+        func = kernel((isa.name, "dense", f"p{p}", f"k{k}", f"n{nl}"), lambda: dense_kernel(p, k, nl, isa))
+        acc = relax.call_tir(func, [activations(xq), relax.const(packed)], relax.TensorType((p, nl), "int32"))
+        if nl != wt.shape[0]:
+            acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[wt.shape[0]])
         done += 1
-        return dot(to_u8(xq), np.ascontiguousarray(wq.T), shape[0])
+        return corrected(acc, _shift_correction(wt, isa))
 
     main = rewrite_call(conv, rewrite_conv, mod["main"])
     main = rewrite_call(matmul, rewrite_matmul, main)

@@ -36,12 +36,13 @@ _INTEGRAL_TOL = 1e-3
 @dataclass(frozen=True)
 class DtypeCensus:
     """Convolutions and matmuls of ``main``, by the dtype of their inputs; ``dot`` of the int8 ones
-    run on the dot-product kernels (``autotune.compiler.dot_kernels``)."""
+    run on the dot-product kernels of instruction set ``isa`` (``autotune.compiler.dot_kernels``)."""
 
     int8: int
     float16: int
     float32: int
     dot: int = 0
+    isa: str = ""
 
     @property
     def total(self) -> int:
@@ -49,8 +50,9 @@ class DtypeCensus:
 
     @property
     def int8_path(self) -> str:
-        """``vnni`` when some int8 operator runs on the dot-product kernels, else ``generic``."""
-        return "vnni" if self.dot else "generic"
+        """The instruction set (``vnni``, ``dotprod``) when some int8 operator runs on the dot-product
+        kernels, else ``generic``."""
+        return self.isa if self.dot else "generic"
 
 
 def _weight_scale(w: np.ndarray, granularity: str) -> np.ndarray | None:
@@ -181,6 +183,7 @@ def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
     from autotune.compiler.dot_kernels import KERNEL_PREFIX
 
     counts = {"int8": 0, "float16": 0, "float32": 0, "dot": 0}
+    isas: set[str] = set()
     call_tir = tvm.ir.Op.get("relax.call_tir")
 
     def visit(expr: Any) -> None:
@@ -190,10 +193,11 @@ def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
                 counts[dtype if dtype in counts else "float32"] += 1
             elif expr.op.same_as(call_tir) and expr.args[0].name_hint.startswith(KERNEL_PREFIX):
                 counts["dot"] += 1
+                isas.add(expr.args[0].name_hint[len(KERNEL_PREFIX) :].split("_")[0])
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return DtypeCensus(int8=counts["int8"] + counts["dot"], float16=counts["float16"], float32=counts["float32"],
-                       dot=counts["dot"])  # fmt: skip
+                       dot=counts["dot"], isa="+".join(sorted(isas)))  # fmt: skip
 
 
 def _fp32(mod: tvm.IRModule, granularity: str) -> tvm.IRModule:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from autotune.compiler.build import FINALIZE, FUSE, PREPARE, SCHEDULE, BuildOptions, run_steps
-from autotune.compiler.dot_kernels import conv_kernel, dense_kernel, dot_path, schedule_dot
+from autotune.compiler.dot_kernels import ISAS, conv_kernel, dense_kernel, dot_path, schedule_dot
 from autotune.compiler.dot_rewrite import to_dot_product
 
 pytestmark = [pytest.mark.tvm]
@@ -22,11 +22,12 @@ def _host():
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
 
 
-def _vnni_host():
+def _dot_host():
+    """This machine's target and its dot-product instruction set (skip without one)."""
     target = _host()
-    if dot_path(target) != "vnni":
-        pytest.skip("this CPU has no AVX-512 VNNI")
-    return target
+    if dot_path(target) not in ISAS:
+        pytest.skip("this CPU has no dot-product instruction (AVX-512 VNNI, Arm dotprod)")
+    return target, ISAS[dot_path(target)]
 
 
 def _run(func, target, *arrays, out_shape):
@@ -39,27 +40,32 @@ def _run(func, target, *arrays, out_shape):
     return args[-1].numpy()
 
 
+def _activations(rng, isa, shape):
+    lo, hi = (0, 256) if isa.activations == "uint8" else (-128, 128)
+    return rng.integers(lo, hi, shape).astype(isa.activations)
+
+
 def test_conv_kernel_is_exact():
-    target = _vnni_host()
+    target, isa = _dot_host()
     rng = np.random.default_rng(0)
-    n, k, p16 = 12, 8, 64
-    a = rng.integers(0, 256, (k // 4, p16, 4), dtype=np.uint8)
+    n, k, p = 12, 8, 4 * isa.lanes
+    a = _activations(rng, isa, (k // 4, p, 4))
     w = rng.integers(-128, 128, (n, k), dtype=np.int8)
-    func = schedule_dot(conv_kernel(n, k, p16))
+    func = schedule_dot(conv_kernel(n, k, p, isa))
     assert func is not None and func.attrs["tir.is_scheduled"]
-    got = _run(func, target, a, w, out_shape=(n, p16))
-    acts = a.transpose(0, 2, 1).reshape(k, p16).astype(np.int64)  # [k, p]
+    got = _run(func, target, a, w, out_shape=(n, p))
+    acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
     np.testing.assert_array_equal(got, w.astype(np.int64) @ acts)
 
 
 def test_dense_kernel_is_exact():
-    target = _vnni_host()
+    target, isa = _dot_host()
     rng = np.random.default_rng(1)
-    p, k, n16 = 3, 12, 32
-    a = rng.integers(0, 256, (p, k), dtype=np.uint8)
-    w = rng.integers(-128, 128, (n16, k), dtype=np.int8)
-    packed = np.ascontiguousarray(w.reshape(n16 // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
-    got = _run(schedule_dot(dense_kernel(p, k, n16)), target, a, packed, out_shape=(p, n16))
+    p, k, n, lanes = 3, 12, 2 * isa.lanes, isa.lanes
+    a = _activations(rng, isa, (p, k))
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    packed = np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
+    got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, out_shape=(p, n))
     np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T)
 
 
@@ -92,14 +98,14 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused():
     import tvm
     from tvm import relax
 
-    target = _vnni_host()
+    target, _ = _dot_host()
     rng = np.random.default_rng(2)
     mod, (w, scale, bias, wd) = _int8_model(rng)
     rewritten, n = to_dot_product(mod, target)
     assert n == 2  # the 1x1 convolution and the matmul
     options = BuildOptions(target=target, precision="int8")
     fused = run_steps(FUSE, rewritten, options)
-    kernels = [gv.name_hint for gv, f in fused.functions_items() if "int8_vnni" in gv.name_hint]
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if "int8_dot_" in gv.name_hint]
     assert any("relu" in name for name in kernels), f"the epilogue did not fuse into the kernel: {kernels}"
     ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
     x = rng.integers(-128, 128, (1, 8, 5, 5), dtype=np.int8)
@@ -118,6 +124,6 @@ def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="autotune.compiler.dot_rewrite"):
         same, n = to_dot_product(mod, avx2)
     assert n == 0 and same is mod
-    assert any("VNNI" in r.getMessage() for r in caplog.records)
+    assert any("no dot-product instruction" in r.getMessage() for r in caplog.records)
     out = run_steps(PREPARE[-1:] + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
-    assert not [gv for gv, _ in out.functions_items() if "int8_vnni" in gv.name_hint]
+    assert not [gv for gv, _ in out.functions_items() if "int8_dot_" in gv.name_hint]

@@ -141,6 +141,42 @@ def test_kernels_are_cross_compiled_and_timed_on_the_device(device, tmp_path):
     assert set(seconds) == {k.name for k in kernels} and all(s > 0 for s in seconds.values())
 
 
+def test_int8_runs_sdot_on_a_dotprod_device_and_matches_its_twin(device, tmp_path, repo):
+    """An int8 candidate cross-compiled for a CPU with Arm's dot product (the rpi5's Cortex-A76) runs
+    its 1x1 convolutions on ``sdot`` (counted in the disassembly) and matches its fake-quantized twin
+    on the emulated device (QEMU's CPU has the instruction)."""
+    import subprocess
+
+    from autotune.compress import PASSES, CompressContext
+    from autotune.compress.pipeline import compress, plan_compression
+    from autotune.data import load_data
+    from autotune.numerics import check_numerics, tolerance_for
+    from autotune.quiet import QuietLock
+
+    digits = load_data("digits", val=0.2, test=0.2, seed=0)
+    torch.manual_seed(0)
+    model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, INPUT_SHAPE, 10).eval()
+    space = autotune.load_space(repo / "tests/fixtures/tiny_compress.yaml")
+    ctx = CompressContext(space=space, data=digits, train=None, seed=0, cache_dir=tmp_path, lock=QuietLock(None))
+    settings = {**PASSES.get("quantize").Settings.defaults(), "granularity": "channel", "deploy": "int8"}
+    q = compress(model, plan_compression({"quantize": settings}), ctx).model.eval()
+    emulated = _profile(device)
+    rpi5 = autotune.load_profile("rpi5")
+    target = {**emulated.target, "mcpu": rpi5.target["mcpu"], "mattr": rpi5.target["mattr"]}  # +dotprod
+    profile = emulated.model_copy(update={"target": target})
+    program, exported, _ = export_program(q, INPUT_SHAPE)
+    art = compile_artifact(program, profile=profile, out_dir=tmp_path / "int8", input_shape=INPUT_SHAPE,
+                           precision="int8", weight_granularity="channel")  # fmt: skip
+    assert art.int8_path == "dotprod" and art.int8_ops > 0
+    if shutil.which("aarch64-linux-gnu-objdump"):
+        text = subprocess.run(["aarch64-linux-gnu-objdump", "-d", art.path], capture_output=True, text=True).stdout
+        assert sum(1 for line in text.splitlines() if "\tsdot" in line) > 0
+    tol = tolerance_for(profile, precision="int8", act_bits=8)
+    report = check_numerics(art, exported, digits.x_test[:32], profile=profile, tolerance=tol,
+                            run=lambda xs: run_remote(art, profile.runner, xs))  # fmt: skip
+    assert report.samples == 32 and report.top1_agreement >= tol.min_top1
+
+
 def test_key_without_server_fails_within_request_timeout(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
     profile = _profile(device, key="no-such-device", request_timeout_s=1.5)
     with pytest.raises(CandidateFailed, match="no free device for key 'no-such-device'") as info:
