@@ -3,7 +3,8 @@
 The build is a named pass pipeline in TVM's style. After the PyTorch import, the module goes through
 three tables of named steps, in order:
 
-    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``),
+    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, StridedDepthwise (column phases for
+               contiguous loads, ``autotune.compiler.strided``), Precision (``autotune.compiler.precision``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
@@ -37,6 +38,7 @@ from autotune.compiler.dot_kernels import schedule_dot
 from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
+from autotune.compiler.strided import split_strided_depthwise
 from autotune.compiler.target import resolve_target, target_json
 from autotune.compiler.workloads import call_counts, workloads_of, write_workloads
 from autotune.config.device_profile import DeviceProfile
@@ -68,8 +70,9 @@ log = logging.getLogger(__name__)
 #: Version of the code the build generates for a given workload (default schedules, int8 kernels):
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels; 3: depthwise
-#: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot).
-BUILD_VERSION = 4
+#: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot);
+#: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases.
+BUILD_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ def _cpu_passes(name: str, *groups: str) -> Step:
 PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
+    Step("StridedDepthwise", lambda mod, o: split_strided_depthwise(mod)),
     Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity)),
     Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
 )

@@ -80,7 +80,8 @@ def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
     spatial = [i for i in tiles if int(i.attrs[0]) == 4]
     extents = [math.prod(int(x) for x in trace.decisions[i]) for i in spatial]
     reduction = [math.prod(int(x) for x in trace.decisions[i]) for i in tiles if int(i.attrs[0]) == 2]
-    depthwise = grouped and len(spatial) == 4 and len(reduction) == 3 and reduction[0] == 1  # (rc, ry, rx)
+    # (rc, ry, rx): one input channel per group, or the two column phases of a strided depthwise layer
+    depthwise = grouped and len(spatial) == 4 and len(reduction) == 3 and reduction[0] <= 2
     inner, register = [1] * len(spatial), [1] * len(spatial)
     lanes_left = lanes
     for k in reversed(range(len(spatial))):  # vector lanes from the innermost axis outward, while
