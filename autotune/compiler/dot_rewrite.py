@@ -223,9 +223,8 @@ def sink_views(func: Any) -> Any:
             return expr
         v = value(args[k])
         src = v.args[0]
-        if len(args) == 1 or not isinstance(args[1 - k] if len(args) == 2 else None, relax.Expr):
-            new = relax.Call(expr.op, [src, *args[1:]], expr.attrs, expr.ty_args)
-            return rebuild(v, new)
+        if expr.op.name in _UNARY:  # its other arguments are parameters (clip's bounds)
+            return rebuild(v, relax.Call(expr.op, [src, *args[1:]], expr.attrs, expr.ty_args))
         other = value(args[1 - k])
         if views(other) and _same(other.args[1:], v.args[1:]) and _shape(other.args[0]) == _shape(src):
             operand = other.args[0]
