@@ -64,10 +64,14 @@ def kernel_kind(name: str, args: tuple[tuple[tuple[int, ...], str], ...]) -> str
     ``_int8`` appended when an 8-bit integer argument is read."""
     ops = re.sub(r"\d+", "", name.removeprefix("fused_"))
     int8 = any(dtype in ("int8", "uint8") for _, dtype in args)
-    if "conv" in ops:
+    if "convx" in ops:  # the 1x1 dot-product kernels (autotune.compiler.dot_kernels)
+        kind = "pwconv"
+    elif "conv" in ops:
         weights = [shape for shape, _ in args[1:] if len(shape) == 4]
         w = weights[0] if weights else (0, 0, 0, 0)
-        kind = "dwconv" if w[1] == 1 and w[0] > 1 else ("pwconv" if w[2:] == (1, 1) else "conv")
+        groups_of = w[0] > 1 and len(args[0][0]) == 4 and args[0][0][1] == w[0] * w[1]  # one group per output
+        depthwise = groups_of and w[1] <= 2  # 2: the column phases of a strided one (compiler.strided)
+        kind = "dwconv" if depthwise else ("pwconv" if w[2:] == (1, 1) else "conv")
     elif "matmul" in ops or "dense" in ops:
         kind = "matmul"
     elif "pool" in ops:

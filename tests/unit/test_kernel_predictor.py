@@ -153,21 +153,24 @@ def test_a_second_device_is_learned_from_the_first_ones_table(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "weight", "kind"),
+    ("name", "channels", "weight", "kind"),
     [
-        ("fused_conv2d3_add_relu", (16, 1, 3, 3), "dwconv"),
-        ("fused_conv2d_add", (16, 8, 1, 1), "pwconv"),
-        ("fused_conv2d1_add_relu6", (16, 8, 3, 3), "conv"),
-        ("fused_matmul_add", None, "matmul"),
-        ("fused_mean", None, "reduce"),
-        ("fused_max_pool2d", None, "pool"),
-        ("fused_add_clip", None, "elementwise"),
+        ("fused_conv2d3_add_relu", 16, (16, 1, 3, 3), "dwconv"),
+        ("fused_conv2d4_add", 32, (16, 2, 5, 3), "dwconv"),  # the column phases of a strided one
+        ("fused_conv2d_add", 1, (16, 1, 3, 3), "conv"),  # one input channel, shared by all outputs
+        ("fused_conv2d_add", 8, (16, 8, 1, 1), "pwconv"),
+        ("fused_int8_dot_vnni_conv1x1_n16_k8_p64_subtract", 2, (2, 64, 4), "pwconv"),
+        ("fused_conv2d1_add_relu6", 8, (16, 8, 3, 3), "conv"),
+        ("fused_matmul_add", 8, None, "matmul"),
+        ("fused_mean", 8, None, "reduce"),
+        ("fused_max_pool2d", 8, None, "pool"),
+        ("fused_add_clip", 8, None, "elementwise"),
     ],
 )
-def test_kernel_kind_reads_the_name_and_the_weight_shape(name, weight, kind):
-    args = (((1, 8, 8, 8), "float32"),) + (((weight, "float32"),) if weight else ())
+def test_kernel_kind_reads_the_name_and_the_weight_shape(name, channels, weight, kind):
+    args = (((1, channels, 8, 8), "float32"),) + (((weight, "float32"),) if weight else ())
     assert kernel_kind(name, args) == kind
-    assert kernel_kind(name, (((1, 8, 8, 8), "int8"), *args[1:])) == f"{kind}_int8"
+    assert kernel_kind(name, (((1, channels, 8, 8), "int8"), *args[1:])) == f"{kind}_int8"
 
 
 PROFILE = """
