@@ -216,9 +216,10 @@ def _divisor(extent: int, choices: tuple[int, ...]) -> int:
 
 
 def schedule_dot(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
-    """``func`` (a fused PrimFunc holding a kernel of this module and its epilogue) scheduled:
-    the kernel tiled and tensorized with its instruction set's intrinsic, the element-wise epilogue inlined into one
-    loop nest computed per tile of output channels and vectorised. None when ``func`` holds none."""
+    """``func`` (a fused PrimFunc holding a kernel of this module and its epilogue) scheduled: the
+    kernel tiled and tensorized with its instruction set's intrinsic, the element-wise epilogue
+    inlined into one loop nest computed per tile of output channels and vectorised. None when
+    ``func`` holds no such kernel."""
     import tvm
     from tvm import s_tir
 
@@ -271,10 +272,15 @@ def _epilogue(sch: Any, block: Any) -> list[Any]:
                 seen.add(name)
                 order.append(consumer)
                 todo.append(consumer)
+    from tvm.s_tir.schedule import ScheduleError
+
     sinks = [b for b in order if not sch.get_consumers(b)]
     if len(sinks) != 1:
         return []
-    for inner in order:
-        if sch.get(inner).name_hint != sch.get(sinks[0]).name_hint:
-            sch.compute_inline(inner)
+    try:
+        for inner in order:
+            if sch.get(inner).name_hint != sch.get(sinks[0]).name_hint:
+                sch.compute_inline(inner)
+    except ScheduleError:  # not element-wise: the rest stays at the root, correct but not fused
+        return []
     return sinks
