@@ -139,7 +139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--only", help="comma-separated pass names (prune, lowrank, quantize, distill) to run besides the baseline"
+        "--only",
+        help="comma-separated parts of 'technique: strength' (e.g. 'int8 PTQ,structured 50%%') to run besides "
+        "the baseline",
     )
     p.add_argument(
         "--tune-trials",
