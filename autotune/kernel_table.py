@@ -110,8 +110,8 @@ class KernelTable:
 
     def fill(self, artifact_path: str, workloads: Sequence[Workload], profile: DeviceProfile,
              lock: QuietLock | None = None) -> int:  # fmt: skip
-        """Time the workloads of a compiled model the table lacks, from its library (a ``local``
-        profile), and add them; returns how many were timed."""
+        """Time the workloads of a compiled model the table lacks, from its library, on the profile's
+        device, and add them; returns how many were timed."""
         from autotune.measure.kernels import time_in_library
 
         new = self.missing(workloads)

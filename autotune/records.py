@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
+    "KERNELS_LIBRARY",
     "CompiledArtifact",
     "CompressedModel",
     "Deployment",
@@ -104,6 +105,11 @@ class CompressedModel:
     def columns(self) -> dict[str, Any]:
         """The leaderboard columns its passes reported, later passes last."""
         return {k: v for report in self.reports for k, v in report.columns.items()}
+
+
+#: Beside an RPC profile's ``model.so``: the model's kernels alone, each exported by name (an RPC
+#: session cannot reach the kernels the model's own library imports), for the device's kernel table.
+KERNELS_LIBRARY = "kernels.so"
 
 
 @dataclass(frozen=True)

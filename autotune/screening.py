@@ -203,9 +203,9 @@ def record(
 def _fill_table(
     screening: Screening, artifact: Any, profile: DeviceProfile | None, lock: QuietLock | None
 ) -> tuple[list[dict[str, Any]] | None, int | None]:
-    """Time the artifact's kernels the table lacks (see ``record``): its workloads as dicts and how
-    many were new, or (None, None) when there is no table, workload list or local library."""
-    if screening.table is None or artifact is None or profile is None or profile.runner.kind != "local":
+    """Time the artifact's kernels the table lacks (see ``record``; on the profile's device): its
+    workloads as dicts and how many were new, or (None, None) when there is no table or workload list."""
+    if screening.table is None or artifact is None or profile is None:
         return None, None
     from autotune.compiler.workloads import read_workloads
     from autotune.kernel_table import KernelTable

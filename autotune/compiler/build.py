@@ -44,7 +44,7 @@ from autotune.compiler.workloads import call_counts, workloads_of, write_workloa
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, UserError, describe
 from autotune.quiet import QuietLock
-from autotune.records import CompiledArtifact
+from autotune.records import KERNELS_LIBRARY, CompiledArtifact
 from autotune.tuning import TuningDatabase, TuningRequest, apply_database, tune
 from autotune.tuning.default import apply_default_schedules
 
@@ -200,7 +200,7 @@ def _import(program: ExportedProgram) -> tvm.IRModule:
         raise CandidateFailed("import", describe(err)) from err
 
 
-def _export(ex: tvm.runtime.Executable, path: Path, profile: DeviceProfile) -> None:
+def _export(ex: tvm.runtime.Module, path: Path, profile: DeviceProfile) -> None:
     try:
         if profile.compiler:
             from tvm.support import cc
@@ -322,6 +322,8 @@ def compile_artifact(
         t4 = time.perf_counter()
         path = out / "model.so"
         _export(ex, path, profile)
+        if profile.runner.kind == "rpc":  # the kernels alone, for the device's kernel table
+            _export(ex.mod.imports[0], out / KERNELS_LIBRARY, profile)
         compile_s += time.perf_counter() - t4
     write_workloads(out, workloads_of(fused, tuned, call_counts(fused)))
     return CompiledArtifact(

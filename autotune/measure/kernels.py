@@ -5,6 +5,7 @@ evaluator (each kernel's library uploaded, its inputs made there)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from autotune.config.device_profile import DeviceProfile
 from autotune.measure.base import repeat_until_precise
 from autotune.quiet import QuietLock
+from autotune.records import KERNELS_LIBRARY
 
 __all__ = ["time_in_library", "time_kernels"]
 
@@ -53,11 +55,31 @@ def time_in_library(
 ) -> dict[str, float]:
     """Workload name → median seconds per call, each of ``workloads``
     (``autotune.compiler.workloads.Workload``) timed alone from the compiled model's own library at
-    ``path`` (no compile; a ``local`` profile), holding the quiet lock exclusively."""
+    ``path`` (no compile), holding the quiet lock exclusively. On an RPC device the kernels' library
+    beside it (``KERNELS_LIBRARY``) is uploaded and timed there (the lock held only when emulated).
+
+    Raises:
+        CandidateFailed: stage ``measure``: the RPC device cannot be reached or a kernel fails there.
+    """
+    import contextlib
+
     import tvm
 
     lock = lock or QuietLock(None)
-    dev, rng = tvm.cpu(), np.random.default_rng(0)
+    rng = np.random.default_rng(0)
+    if profile.runner.kind == "rpc":
+        from autotune.measure.rpc import on_device
+
+        kernels = os.path.join(os.path.dirname(path), KERNELS_LIBRARY)
+
+        def remote_times(remote: Any) -> dict[str, float]:
+            remote.upload(kernels, target=KERNELS_LIBRARY)
+            lib, dev = remote.load_module(KERNELS_LIBRARY), remote.cpu()
+            return {w.name: _time_one(lib, w.name, w.args, dev, profile, rng) for w in workloads}
+
+        with lock.exclusive() if profile.runner.emulated else contextlib.nullcontext():
+            return on_device(profile.runner, remote_times)
+    dev = tvm.cpu()
     lib = tvm.runtime.load_module(path).imports[0]  # the kernels, beside the Relax VM's bytecode
     with lock.exclusive():
         return {w.name: _time_one(lib, w.name, w.args, dev, profile, rng) for w in workloads}

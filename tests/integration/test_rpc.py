@@ -177,6 +177,27 @@ def test_int8_runs_sdot_on_a_dotprod_device_and_matches_its_twin(device, tmp_pat
     assert report.samples == 32 and report.top1_agreement >= tol.min_top1
 
 
+def test_the_device_fills_its_own_kernel_table(device, compiled: tuple[CompiledArtifact, torch.nn.Module], tmp_path):
+    """An RPC profile's compile leaves the kernels' library beside the model; the kernels the table
+    lacks are timed from it on the device, once each, and a second fill times none."""
+    from pathlib import Path
+
+    from autotune.compiler.workloads import read_workloads
+    from autotune.kernel_table import KernelTable, table_path
+    from autotune.predictor import environment_key
+    from autotune.records import KERNELS_LIBRARY
+
+    artifact, _ = compiled
+    assert (Path(artifact.path).parent / KERNELS_LIBRARY).is_file()
+    profile = _profile(device)
+    workloads = read_workloads(Path(artifact.path).parent)
+    path, key = table_path(profile, tmp_path), environment_key(profile)
+    assert KernelTable.load(path, key).fill(artifact.path, workloads, profile) == len({w.key for w in workloads})
+    table = KernelTable.load(path, key)  # read back from the file
+    assert set(table.entries) == {w.key for w in workloads}
+    assert table.fill(artifact.path, workloads, profile) == 0
+
+
 def test_key_without_server_fails_within_request_timeout(device, compiled: tuple[CompiledArtifact, torch.nn.Module]):
     profile = _profile(device, key="no-such-device", request_timeout_s=1.5)
     with pytest.raises(CandidateFailed, match="no free device for key 'no-such-device'") as info:
