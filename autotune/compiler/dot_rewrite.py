@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autotune.compiler.dot_kernels import ISAS, KERNEL_PREFIX, DotIsa, conv_kernel, dense_kernel, dot_path
+from autotune.compiler.precision import tensor_dtype, tensor_shape
 
 if TYPE_CHECKING:
     import tvm
@@ -96,7 +97,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
 
     def int8_operands(expr: relax.Call, m: dict[Any, Any]) -> tuple[Any, np.ndarray] | None:
         wq = m[w].value.numpy()
-        if str(wq.dtype) != "int8" or _dtype(m[x]) != "int8" or str(expr.attrs.out_dtype) != "int32":
+        if str(wq.dtype) != "int8" or tensor_dtype(m[x]) != "int8" or str(expr.attrs.out_dtype) != "int32":
             return None
         return m[x], wq
 
@@ -108,7 +109,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             return expr
         if any(int(v) != 1 for v in a.strides) or any(int(v) != 0 for v in a.padding):
             return expr
-        shape = _shape(found[0])
+        shape = tensor_shape(found[0])
         if len(shape) != 4 or shape[0] != 1 or shape[1] % _DEPTH:
             return expr
         _, k, h, wd = shape
@@ -130,7 +131,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     def rewrite_matmul(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
         found = int8_operands(expr, m)
-        shape = _shape(found[0]) if found is not None else []
+        shape = tensor_shape(found[0]) if found is not None else []
         if found is None or found[1].ndim != 2 or len(shape) != 2 or shape[1] % _DEPTH:
             return expr
         xq, wq = found
@@ -153,23 +154,6 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     out = relax.transform.FoldConstant()(out)  # reshaped constants (biases) become constants
     out["main"] = sink_views(out["main"])
     return out, done
-
-
-def _type(expr: Any) -> Any:
-    """A Relax expression's tensor type (TVM 0.27: ``expr.ty``, formerly ``struct_info``)."""
-    return getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
-
-
-def _dtype(expr: Any) -> str:
-    return str(getattr(_type(expr), "dtype", ""))
-
-
-def _shape(expr: Any) -> list[int]:
-    shape = getattr(_type(expr), "shape", None)
-    try:
-        return [int(v) for v in shape] if shape is not None else []
-    except TypeError:  # a symbolic dimension
-        return []
 
 
 #: Element-wise ops that commute with a reshape or a slice of their tensor operands.
@@ -208,7 +192,7 @@ def sink_views(func: Any) -> Any:
         expr = value(expr)
         if not isinstance(expr, relax.Call) or expr.op.name not in ("relax.reshape", "relax.strided_slice"):
             return False
-        src, out = _shape(expr.args[0]), _shape(expr)
+        src, out = tensor_shape(expr.args[0]), tensor_shape(expr)
         if len(src) != 2:
             return False
         return len(out) == 2 if expr.op.name == "relax.strided_slice" else len(out) == 4 and out[1] == src[0]
@@ -226,14 +210,14 @@ def sink_views(func: Any) -> Any:
         if expr.op.name in _UNARY:  # its other arguments are parameters (clip's bounds)
             return rebuild(v, relax.Call(expr.op, [src, *args[1:]], expr.attrs, expr.ty_args))
         other = value(args[1 - k])
-        if views(other) and _same(other.args[1:], v.args[1:]) and _shape(other.args[0]) == _shape(src):
+        if views(other) and _same(other.args[1:], v.args[1:]) and tensor_shape(other.args[0]) == tensor_shape(src):
             operand = other.args[0]
         elif isinstance(other, tvm.ir.expr.Constant):
             c = other.value.numpy()
-            src_shape = _shape(src)
+            src_shape = tensor_shape(src)
             if c.size == 1:  # a scalar (of any rank: it must not broadcast the result up)
                 operand = relax.const(c.reshape(()), str(c.dtype))
-            elif len(src_shape) == 2 and _per_row(c.shape, len(_shape(v)), src_shape[0]):
+            elif len(src_shape) == 2 and _per_row(c.shape, len(tensor_shape(v)), src_shape[0]):
                 operand = relax.const(c.reshape(-1, 1))
             else:
                 return expr

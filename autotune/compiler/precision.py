@@ -27,7 +27,16 @@ from autotune.errors import CandidateFailed
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["PRECISIONS", "DtypeCensus", "dtype_census", "set_precision", "to_fp16", "to_int8"]
+__all__ = [
+    "PRECISIONS",
+    "DtypeCensus",
+    "dtype_census",
+    "set_precision",
+    "tensor_dtype",
+    "tensor_shape",
+    "to_fp16",
+    "to_int8",
+]
 
 #: Largest deviation of ``W / s_w`` from an integer for ``W`` to count as 8-bit quantized.
 _INTEGRAL_TOL = 1e-3
@@ -155,7 +164,7 @@ def to_fp16(mod: tvm.IRModule) -> tvm.IRModule:
     clip = is_op("relax.clip")(x, lo, hi)
 
     def rw(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
-        dtype = _dtype(expr)
+        dtype = tensor_dtype(expr)
         out = m[x]
         low, high = float(m[lo].value), float(m[hi].value)
         if np.isfinite(low):
@@ -168,10 +177,20 @@ def to_fp16(mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
 
 
-def _dtype(expr: Any) -> str:
+def tensor_dtype(expr: Any) -> str:
     """The element dtype of a Relax tensor expression (TVM 0.27: ``expr.ty``, formerly struct_info)."""
     ty = getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
     return str(getattr(ty, "dtype", None) or getattr(expr, "dtype", "float32"))
+
+
+def tensor_shape(expr: Any) -> list[int]:
+    """The static shape of a Relax tensor expression ([] when unknown or symbolic)."""
+    ty = getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
+    shape = getattr(ty, "shape", None)
+    try:
+        return [int(v) for v in shape] if shape is not None else []
+    except TypeError:  # a symbolic dimension
+        return []
 
 
 def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
@@ -189,7 +208,7 @@ def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
     def visit(expr: Any) -> None:
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
             if expr.op.name in ("relax.nn.conv2d", "relax.matmul"):
-                dtype = _dtype(expr.args[0])
+                dtype = tensor_dtype(expr.args[0])
                 counts[dtype if dtype in counts else "float32"] += 1
             elif expr.op.same_as(call_tir) and expr.args[0].name_hint.startswith(KERNEL_PREFIX):
                 counts["dot"] += 1

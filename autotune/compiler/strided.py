@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autotune.compiler.precision import tensor_dtype, tensor_shape
+
 if TYPE_CHECKING:
     import tvm
 
@@ -75,10 +77,8 @@ def split_strided_depthwise(mod: tvm.IRModule) -> tvm.IRModule:
         nonlocal done
         a = expr.attrs
         weight = m[w].value.numpy()
-        shape = _ints(getattr(m[x], "ty", None).shape) if getattr(m[x], "ty", None) is not None else []
-        if len(shape) != 4 or weight.ndim != 4 or str(weight.dtype) != "float32":
-            return expr
-        if str(getattr(m[x].ty, "dtype", "")) != "float32":
+        shape = tensor_shape(m[x])
+        if len(shape) != 4 or weight.ndim != 4 or str(weight.dtype) != "float32" or tensor_dtype(m[x]) != "float32":
             return expr
         n, c, h, wd = shape
         k_h, k_w = weight.shape[2:]
