@@ -210,7 +210,7 @@ class Task(_Strict):
     """What is learned: a data set and a model family (registry names or ``module:function``)."""
 
     data: str | DataFiles = Field(
-        description="Data set: a registered name (digits, synthetic), 'pkg.module:load', or files: "
+        description="Data set: a registered name (digits, shapes, synthetic), 'pkg.module:load', or files: "
         "{npz: path}, {images: folder}, {csv: path, label: column}."
     )
     model: str = Field(description="Model family: a registered name (mobilenet, mlp) or 'pkg.module:build'.")

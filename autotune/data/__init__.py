@@ -1,7 +1,8 @@
 """Data sets: a registry of loaders, plug-in loaders named ``'pkg.module:load'``, and the user's files.
 
 A loader takes the split settings and returns a ``DataSplits`` of numpy arrays. Everything here
-works offline: digits ships inside scikit-learn; synthetic data is generated; ``files`` reads
+works offline: digits ships inside scikit-learn; shapes is drawn locally (``autotune.data.shapes``);
+synthetic data is generated; ``files`` reads
 ``task.data: {npz: …}``, ``{images: …}`` and ``{csv: …, label: …}``.
 """
 
@@ -66,6 +67,16 @@ def digits(*, val: float, test: float, seed: int, **_: Any) -> DataSplits:
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
     parts = _split(x, d.target.astype(np.int64), val, test, seed)
     return DataSplits(*parts, num_classes=10)
+
+
+@DATASETS.register("shapes")
+def shapes(*, val: float, test: float, seed: int, **_: Any) -> DataSplits:
+    """3x32x32 images of ten shape classes drawn locally (``autotune.data.shapes``; 8000 images, the
+    same on every machine; ``seed`` picks the split)."""
+    from autotune.data.shapes import CLASSES, draw
+
+    x, y = draw(8000, seed=0)
+    return DataSplits(*_split(x, y, val, test, seed), num_classes=len(CLASSES))
 
 
 @DATASETS.register("synthetic")

@@ -12,6 +12,7 @@ from autotune.errors import UserError
 #: Per data set: the loader's arguments for a tiny load, and what it must give back.
 CONTRACT = {
     "digits": {"kwargs": {}, "input_shape": (1, 8, 8), "num_classes": 10, "labelled": True},
+    "shapes": {"kwargs": {}, "input_shape": (3, 32, 32), "num_classes": 10, "labelled": True},
     "synthetic": {
         "kwargs": {"input_shape": [3, 4, 4], "num_classes": 3},
         "input_shape": (3, 4, 4),
@@ -69,3 +70,19 @@ def test_unknown_data_set_names_the_key_and_a_close_name():
     with pytest.raises(UserError, match="unknown data set") as err:
         load_data("digit", val=0.2, test=0.2, seed=0)
     assert err.value.key == "task.data" and "digits" in (err.value.hint or "")
+
+
+def test_shapes_classes_are_balanced_and_distinct():
+    from autotune.data.shapes import CLASSES, SIZE, _masks
+
+    d = _load("shapes", seed=0)
+    counts = np.bincount(np.concatenate([d.y_train, d.y_val, d.y_test]), minlength=len(CLASSES))
+    assert counts.min() == counts.max() == 800
+    # every class at one pose: a non-empty shape, and no two classes draw the same pixels
+    grid = (np.arange(SIZE, dtype=np.float32) + 0.5) / SIZE * 2 - 1
+    ux = np.broadcast_to(grid[None, None, :], (len(CLASSES), SIZE, SIZE)) / 0.6
+    uy = np.broadcast_to(grid[None, :, None], (len(CLASSES), SIZE, SIZE)) / 0.6
+    masks = _masks(ux, uy, np.arange(len(CLASSES)))
+    assert all(m.sum() > 20 for m in masks)
+    flat = {m.tobytes() for m in masks}
+    assert len(flat) == len(CLASSES)
