@@ -71,8 +71,9 @@ log = logging.getLogger(__name__)
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels; 3: depthwise
 #: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot);
-#: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases.
-BUILD_VERSION = 5
+#: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases; 6: reshape-only
+#: kernels become views, int8 activations packed for the dot-product kernels in one vector pass.
+BUILD_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,17 @@ def _dot_schedules(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
     return out
 
 
+def _reshape_views(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+    """Each kernel that only reshapes becomes a view (no copy) and its PrimFunc goes: scheduled, it
+    would no longer be recognised (TVM's pipeline does this only when lowering to VM code)."""
+    from tvm import relax
+
+    return relax.transform.DeadCodeElimination()(relax.transform.RewriteDataflowReshape()(mod))
+
+
 FUSE: tuple[Step, ...] = (
     _cpu_passes("CPULegalizeAndFuse", "library_dispatch_passes", "legalize_passes"),
+    Step("RewriteDataflowReshape", _reshape_views),
     Step("DotSchedules", _dot_schedules),
 )
 #: The kernels no tuned record covers: default schedules (``autotune.tuning.default``).

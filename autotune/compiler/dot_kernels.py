@@ -33,12 +33,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["ISAS", "KERNEL_PREFIX", "DotIsa", "conv_kernel", "dense_kernel", "dot_path", "schedule_dot"]
+__all__ = [
+    "ISAS",
+    "KERNEL_PREFIX",
+    "PACK_LANES",
+    "DotIsa",
+    "conv_kernel",
+    "dense_kernel",
+    "dot_path",
+    "pack_kernel",
+    "schedule_dot",
+]
 
 #: Name prefix of the kernels' PrimFuncs (``dtype_census`` counts the calls to them).
 KERNEL_PREFIX = "int8_dot_"
 _CONV, _DENSE = "autotune_dot_conv_", "autotune_dot_dense_"
 _DEPTH = 4  # products per 32-bit lane
+#: Pixels packed per vector by ``pack_kernel`` (it applies where the pixels are a multiple of it).
+PACK_LANES = 16
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,36 @@ def conv_kernel(n: int, k: int, pl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
         name=_CONV + isa.name,
     )
     return te.create_prim_func([a, b, c])
+
+
+def pack_kernel(k: int, p: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
+    """``Q[c, q]``: the activations ``x[4c + j, q]`` (``x`` int8 ``[k, p]``, j = 0..3) as the four
+    bytes of one int32, shifted to u8 (``x ^ 0x80 = x + 128``) where the instruction takes u8;
+    viewed as bytes it is ``conv_kernel``'s ``A[k/4, p, 4]``. Scheduled: the pixels vectorised
+    ``PACK_LANES`` at a time (four contiguous byte loads, widened, shifted and or-ed into one store),
+    where a byte transpose gathers. ``p`` a multiple of ``PACK_LANES``, ``k`` of 4."""
+    from tvm import s_tir, te, tirx
+
+    x = te.placeholder(_i64(k, p), "int8", name="x")
+    flip = isa.activations == "uint8"
+
+    def body(c: Any, q: Any) -> Any:
+        word = tirx.const(0, "int32")
+        for j in range(_DEPTH):
+            byte = x[c * _DEPTH + j, q].astype("uint8")
+            if flip:
+                byte = tirx.bitwise_xor(byte, tirx.const(0x80, "uint8"))
+            word = tirx.bitwise_or(word, tirx.shift_left(byte.astype("int32"), tirx.const(8 * j, "int32")))
+        return word
+
+    out = te.compute(_i64(k // _DEPTH, p), body, name="activation_quads")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    c, q = sch.get_loops(sch.get_sblock("activation_quads"))
+    qo, qi = sch.split(q, [None, PACK_LANES])
+    sch.parallel(sch.fuse(c, qo))
+    sch.vectorize(qi)
+    # scheduled here, and a copy of its own: fusion would drop the schedule (kOpaque)
+    return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
 
 def _i64(*values: int) -> tuple[Any, ...]:

@@ -7,9 +7,12 @@ Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VN
 ``to_dot_product`` replaces the 1×1 convolutions (stride 1, no padding, one group, input channels a
 multiple of 4) and the matmuls:
 
-- the activations go in four channels side by side (``[K/4, P, 4]`` for a convolution, pixels padded
-  to a multiple of the lanes: 16 for VNNI, 4 for dotprod); the weights as s8 (packed for a matmul,
-  output features padded to a multiple of the lanes with zero rows);
+- the activations go in four channels side by side (``[K/4, P, 4]`` for a convolution): where the
+  pixels are a multiple of ``PACK_LANES``, ``pack_kernel`` writes each quadruple as one int32 in a
+  vectorised pass and ``R.memory.view`` reads those words as bytes; otherwise a byte transpose
+  (a gather per byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 4 for
+  dotprod); the weights as s8 (packed for a matmul, output features padded to a multiple of the
+  lanes with zero rows);
 - VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and ``128 · Σ_k w[n, k]``
   comes off each output channel, so the result is exactly the int32 that ``conv2d(int8, int8)``
   computes (Arm's ``sdot`` takes s8 × s8 as they are);
@@ -28,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autotune.compiler.dot_kernels import ISAS, KERNEL_PREFIX, DotIsa, conv_kernel, dense_kernel, dot_path
+from autotune.compiler.dot_kernels import (
+    ISAS,
+    KERNEL_PREFIX,
+    PACK_LANES,
+    DotIsa,
+    conv_kernel,
+    dense_kernel,
+    dot_path,
+    pack_kernel,
+)
 from autotune.compiler.precision import tensor_dtype, tensor_shape
 
 if TYPE_CHECKING:
@@ -81,9 +93,9 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     conv = is_op("relax.nn.conv2d")(x, w)
     matmul = is_op("relax.matmul")(x, w)
 
-    def kernel(key: tuple[Any, ...], make: Any) -> Any:
-        if key not in kernels:
-            name = KERNEL_PREFIX + "_".join(str(v) for v in key)
+    def kernel(key: tuple[Any, ...], make: Any, prefix: str = KERNEL_PREFIX) -> Any:
+        if key not in kernels:  # (the census counts the KERNEL_PREFIX calls as dot-product operators)
+            name = prefix + "_".join(str(v) for v in key)
             kernels[key] = bb.add_func(make().with_attr("global_symbol", name), name)
         return kernels[key]
 
@@ -116,9 +128,14 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         xq, wq = found
         n, p = wq.shape[0], h * wd
         pl = -(-p // lanes) * lanes
-        quads = relax.op.permute_dims(relax.op.reshape(activations(xq), (k // _DEPTH, _DEPTH, p)), [0, 2, 1])
-        if pl != p:
-            quads = relax.op.nn.pad(quads, [0, 0, 0, pl - p, 0, 0])
+        if p % PACK_LANES == 0:  # one vectorised pass; the int32 words viewed as the quadruples' bytes
+            pack = kernel((isa.name, "pack", f"k{k}", f"p{p}"), lambda: pack_kernel(k, p, isa), "int8_pack_")
+            words = relax.call_tir(pack, [relax.op.reshape(xq, (k, p))], relax.TensorType((k // _DEPTH, p), "int32"))
+            quads = relax.op.memory.view(words, (k // _DEPTH, p, _DEPTH), isa.activations)
+        else:  # a byte transpose (and pixels padded to the lanes)
+            quads = relax.op.permute_dims(relax.op.reshape(activations(xq), (k // _DEPTH, _DEPTH, p)), [0, 2, 1])
+            if pl != p:
+                quads = relax.op.nn.pad(quads, [0, 0, 0, pl - p, 0, 0])
         wmat = wq.reshape(n, k)
         func = kernel((isa.name, "conv1x1", f"n{n}", f"k{k}", f"p{pl}"), lambda: conv_kernel(n, k, pl, isa))
         acc = relax.call_tir(func, [quads, relax.const(wmat)], relax.TensorType((n, pl), "int32"))

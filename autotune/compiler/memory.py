@@ -52,7 +52,7 @@ def const_bytes(mod: tvm.IRModule) -> int:
 
     def visit(expr: Any) -> None:
         nonlocal total
-        if isinstance(expr, tvm.ir.expr.GenericConst):
+        if isinstance(expr, tvm.ir.expr.GenericConst) and hasattr(expr.value, "numpy"):  # not a dtype argument
             total += int(expr.value.numpy().nbytes)
 
     relax.analysis.post_order_visit(mod["main"], visit)

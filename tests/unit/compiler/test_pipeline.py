@@ -13,7 +13,7 @@ def test_the_pipeline_is_a_table_of_named_steps():
     assert [s.name for s in PREPARE] == [
         "FoldBatchnormToConv2D", "DecomposeOpsForInference", "StridedDepthwise", "Precision", "DotProduct"
     ]  # fmt: skip
-    assert [s.name for s in FUSE] == ["CPULegalizeAndFuse", "DotSchedules"]
+    assert [s.name for s in FUSE] == ["CPULegalizeAndFuse", "RewriteDataflowReshape", "DotSchedules"]
     assert len(set(names)) == len(names) and all(callable(s.apply) for s in (*PREPARE, *FUSE, *FINALIZE))
 
 
