@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 #: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels; 3: depthwise
 #: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot);
 #: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases; 6: reshape-only
-#: kernels become views, int8 activations packed for the dot-product kernels in one vector pass.
+#: kernels become views, int8 activations packed for the dot-product kernels in one vector pass,
+#: element-wise kernels vectorised over their image plane, rounding kept in vectors.
 BUILD_VERSION = 6
 
 
@@ -149,6 +150,16 @@ def _dot_schedules(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
                 out = out.clone() if out is mod else out
                 out.update_func(gv, scheduled)
     return out
+
+
+def vectorizable_rounding() -> None:
+    """Let TVM's vectorizer keep ``nearbyint`` (what Relax's ``round`` lowers to) in vectors. TVM
+    0.27 marks ``tirx.round`` vectorizable but not ``tirx.nearbyint``, so every quantizer's rounding
+    was split into scalar calls and left to LLVM (a 28×28 quantize kernel: 40 µs, 7 µs with this)."""
+    import tvm
+
+    if not tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable"):
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
 
 
 def _reshape_views(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
@@ -323,6 +334,7 @@ def compile_artifact(
         t3 = time.perf_counter()
         weights = const_bytes(mod)
         planned = planned_bytes(lowered)
+        vectorizable_rounding()
         try:
             ex = tvm.compile(lowered, target=target, relax_pipeline=None)
         except Exception as err:  # TVMError and friends: this candidate cannot be compiled

@@ -3,6 +3,7 @@ scheduled (parallel and vectorised loops in its TIR) and the compiled model matc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,42 @@ def test_depthwise_convolutions_tile_rows_and_others_channels():
     assert _register_tiles((16, 1, 3, 3), groups=16) == (1, ROW_TILE)  # depthwise: nothing shared across channels
     assert _register_tiles((16, 1, 3, 3), groups=1) == (REGISTER_TILE, 1)  # one input channel, shared by all
     assert _register_tiles((16, 16, 3, 3), groups=1) == (REGISTER_TILE, 1)
+
+
+@pytest.mark.parametrize(("channels", "size", "width"), [(3, 224, 64), (40, 28, 16), (160, 7, None)])
+def test_an_elementwise_kernel_vectorises_its_image_plane_and_rounds_exactly(channels, size, width):
+    """A quantizer (``round`` → ``nearbyint``) vectorised over h·w by the widest lane count dividing
+    it (none for 7×7: MetaSchedule's own annotation then), exact against numpy's round-half-even."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from autotune.compiler.build import vectorizable_rounding
+    from autotune.tuning.default import default_schedule
+
+    shape = (1, channels, size, size)
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = relax.op.clip(relax.op.round(relax.op.divide(x, relax.const(0.05, "float32"))), -127, 127)
+            gv = bb.emit_output(relax.op.astype(y, "int8"))
+        bb.emit_func_output(gv)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
+    fused = run_steps(FUSE, bb.get(), BuildOptions(target))
+    func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    sch = default_schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    text = sch.mod.script()
+    if width is None:
+        assert "i0_i1_i2_i3_fused" in text and "T.vectorized" in text
+    else:
+        assert re.search(rf"T\.vectorized\((T\.int64\()?{width}\)", text)
+        assert "i2_i3_fused" in text and "i1_i2" not in text  # the plane fused, not the channels
+    vectorizable_rounding()
+    lib = tvm.compile(sch.mod, target=tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}))
+    data = np.random.default_rng(0).normal(0, 3, shape).astype(np.float32)
+    data.flat[:4] = [0.025, 0.075, -0.025, 10.0]  # halves: round to even
+    out = tvm.runtime.tensor(np.zeros(shape, np.int8))
+    lib["main"](tvm.runtime.tensor(data), out)
+    want = np.clip(np.round(data / np.float32(0.05)), -127, 127).astype(np.int8)
+    np.testing.assert_array_equal(out.numpy(), want)
