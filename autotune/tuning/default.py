@@ -17,7 +17,9 @@ decisions set by a fixed rule instead of by measurement:
   output rows instead, up to ``ROW_TILE``, so each weight feeds several rows (1.7-1.9x faster
   than the channel tile on 3x3 and 5x5 depthwise layers here); outer tiles take the rest
   (parallelised over the outermost);
-- reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps.
+- reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps;
+- a kernel with nothing to tile (element-wise, injective: the quantize steps of an int8 model) is
+  vectorised over each channel's image plane (``_flat_vectors``).
 
 A PrimFunc the rule cannot schedule (a design space or postprocessor that refuses it) keeps TVM's
 default lowering: default schedules never fail a candidate. ``bench/fidelity.py`` measures what they
