@@ -175,10 +175,15 @@ FUSE: tuple[Step, ...] = (
     Step("RewriteDataflowReshape", _reshape_views),
     Step("DotSchedules", _dot_schedules),
 )
+
+
+def _default_schedules(mod: tvm.IRModule, options: BuildOptions) -> tvm.IRModule:
+    vectorizable_rounding()  # before anything is lowered: the model, or its kernels one by one
+    return apply_default_schedules(mod, options.target) if options.default_schedules else mod
+
+
 #: The kernels no tuned record covers: default schedules (``autotune.tuning.default``).
-SCHEDULE: tuple[Step, ...] = (
-    Step("DefaultSchedules", lambda mod, o: apply_default_schedules(mod, o.target) if o.default_schedules else mod),
-)
+SCHEDULE: tuple[Step, ...] = (Step("DefaultSchedules", _default_schedules),)
 #: Lowering to VM code, after the schedules are applied.
 FINALIZE: tuple[Step, ...] = (_cpu_passes("CPUFinalize", "dataflow_lower_passes", "finalize_passes"),)
 
@@ -334,7 +339,6 @@ def compile_artifact(
         t3 = time.perf_counter()
         weights = const_bytes(mod)
         planned = planned_bytes(lowered)
-        vectorizable_rounding()
         try:
             ex = tvm.compile(lowered, target=target, relax_pipeline=None)
         except Exception as err:  # TVMError and friends: this candidate cannot be compiled
