@@ -73,8 +73,9 @@ log = logging.getLogger(__name__)
 #: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot);
 #: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases; 6: reshape-only
 #: kernels become views, int8 activations packed for the dot-product kernels in one vector pass,
-#: element-wise kernels vectorised over their image plane, rounding kept in vectors.
-BUILD_VERSION = 6
+#: element-wise kernels vectorised over their image plane, rounding kept in vectors; 7: wide
+#: depthwise layers pad per channel, column phases tile two rows.
+BUILD_VERSION = 7
 
 
 @dataclass(frozen=True)

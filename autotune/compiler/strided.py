@@ -105,7 +105,7 @@ def split_strided_depthwise(mod: tvm.IRModule) -> tvm.IRModule:
             cols = weight[:, 0, :, ph::2]
             split[:, ph, :, : cols.shape[-1]] = cols
         out = relax.op.nn.conv2d(phases, relax.const(split), strides=(2, 1), padding=0, groups=c,
-                                 out_dtype=str(a.out_dtype) or "void")  # fmt: skip
+                                 out_dtype=a.out_dtype)  # fmt: skip
         if half - taps + 1 != out_w or (rows - k_h) // 2 + 1 != out_h:
             out = relax.op.strided_slice(out, axes=[2, 3], begin=[0, 0], end=[out_h, out_w])
         done += 1

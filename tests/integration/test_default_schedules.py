@@ -100,37 +100,71 @@ def test_the_profile_switch_is_documented_and_on_by_default():
     assert "default_schedules" in (REPO / "README.md").read_text()
 
 
-def _register_tiles(weight_shape, groups):
-    """The (channels, rows) register tiles the rule picks for a 3x3 convolution over 16 channels at
-    16x16 (its spatial tile decisions are [outer, 1, register, inner])."""
+def _conv_schedule(weight_shape, groups, size=16, stride=1):
+    """The rule's schedule of one convolution (padded to keep its size) over a ``size``×``size``
+    input, as a model's build prepares and fuses it."""
     import numpy as np
     import tvm
     from tvm import relax
 
     from autotune.tuning.default import default_schedule
 
-    x = relax.Var("x", relax.TensorType((1, weight_shape[1] * groups, 16, 16), "float32"))
+    x = relax.Var("x", relax.TensorType((1, weight_shape[1] * groups, size, size), "float32"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():
             w = relax.const(np.ones(weight_shape, "float32"))
-            gv = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, groups=groups))
+            conv = relax.op.nn.conv2d(x, w, strides=stride, padding=weight_shape[-1] // 2, groups=groups)
+            gv = bb.emit_output(conv)
         bb.emit_func_output(gv)
     target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
-    fused = run_steps(FUSE, bb.get(), BuildOptions(target))
-    func = next(f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
-    sch = default_schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+    fused = run_steps(PREPARE + FUSE, bb.get(), BuildOptions(target))
+    func = next(f for _, f in fused.functions_items()  # the column phases of a strided layer come scheduled
+                if isinstance(f, tvm.tirx.PrimFunc) and not f.attrs.get("tir.is_scheduled", False))  # fmt: skip
+    return default_schedule(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+
+
+def _register_tiles(weight_shape, groups, size=16, stride=1):
+    """The (channels, rows) register tiles the rule picks for a convolution (its spatial tile
+    decisions are [outer, 1, register, inner])."""
+    sch = _conv_schedule(weight_shape, groups, size, stride)
     tiles = [sch.trace.decisions[i] for i in sch.trace.insts if i.kind.name == "SamplePerfectTile"]
     spatial = [[int(v) for v in d] for d in tiles if len(d) == 4]
     return spatial[1][2], spatial[2][2]
 
 
 def test_depthwise_convolutions_tile_rows_and_others_channels():
-    from autotune.tuning.default import REGISTER_TILE, ROW_TILE
+    from autotune.tuning.default import PHASE_ROW_TILE, REGISTER_TILE, ROW_TILE
 
     assert _register_tiles((16, 1, 3, 3), groups=16) == (1, ROW_TILE)  # depthwise: nothing shared across channels
     assert _register_tiles((16, 1, 3, 3), groups=1) == (REGISTER_TILE, 1)  # one input channel, shared by all
     assert _register_tiles((16, 16, 3, 3), groups=1) == (REGISTER_TILE, 1)
+    # a strided 5x5 layer is convolved over its column phases, two input rows per output row
+    assert _register_tiles((16, 1, 5, 5), groups=16, size=32, stride=2) == (1, PHASE_ROW_TILE)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "size", "per_channel"), [(5, 56, True), (3, 112, True), (3, 56, False), (5, 28, False)]
+)
+def test_a_wide_depthwise_layer_pads_each_channel_inside_its_parallel_loop(kernel, size, per_channel):
+    from tvm import tirx
+
+    sch = _conv_schedule((8, 1, kernel, kernel), groups=8, size=size)
+    kinds = [sch.get(loop).kind for loop in sch.get_loops(sch.get_sblock("pad_temp"))]
+    inside_parallel = tirx.ForKind.PARALLEL in kinds and len(kinds) > 4  # under the conv's channel loop
+    assert inside_parallel == per_channel
+
+    import numpy as np
+    import tvm
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 8, size, size), dtype=np.float32)
+    w = rng.standard_normal((8, 1, kernel, kernel), dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    run = tvm.compile(sch.mod, target="llvm").jit()["main"]  # the kernel takes the weights as its argument
+    run(tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=kernel // 2, groups=8)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(("channels", "size", "width"), [(3, 224, 64), (40, 28, 16), (160, 7, None)])
