@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from autotune.compiler.build import FUSE, PREPARE, SCHEDULE, BuildOptions, _export, _import, _tuned_share, run_steps
 from autotune.compiler.target import resolve_target
-from autotune.compiler.workloads import Workload, call_counts, workloads_of
+from autotune.compiler.workloads import Workload, call_counts, tir_flops, workloads_of
 from autotune.config.device_profile import DeviceProfile
 from autotune.errors import CandidateFailed, describe
 from autotune.tuning import TuningDatabase, apply_database
@@ -58,7 +58,6 @@ def build_kernels(
         CandidateFailed: the model or a kernel cannot be imported or compiled.
     """
     import tvm
-    from tvm.s_tir.analysis import estimate_tir_flops
 
     target = resolve_target(profile)
     options = BuildOptions(target=target, precision=precision, weight_granularity=weight_granularity,
@@ -81,13 +80,12 @@ def build_kernels(
             lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
             path = out / f"{name}.so"
             _export(lib, path, profile)  # with the profile's cross compiler, for a device elsewhere
-            flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
         except CandidateFailed:
             raise
         except Exception as err:  # TVMError: a kernel that does not build alone
             raise CandidateFailed("compile", f"{name}: {describe(err)}") from err
         args = tuple((tuple(int(x) for x in p.ty.shape), str(p.ty.dtype)) for p in func.params)
-        kernels.append(Kernel(name, calls[name], flops, args, str(path), name in tuned))
+        kernels.append(Kernel(name, calls[name], tir_flops(func), args, str(path), name in tuned))
     (out / "kernels.json").write_text(json.dumps([k.__dict__ for k in kernels], indent=1))
     return kernels
 

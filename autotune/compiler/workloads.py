@@ -28,6 +28,7 @@ __all__ = [
     "call_counts",
     "kernel_kind",
     "read_workloads",
+    "tir_flops",
     "workloads_of",
     "write_workloads",
 ]
@@ -88,11 +89,22 @@ def _bytes(args: tuple[tuple[tuple[int, ...], str], ...]) -> float:
     return float(sum(math.prod(shape) * bits.get(dtype, 32) / 8 for shape, dtype in args))
 
 
+def tir_flops(func: tvm.tirx.PrimFunc) -> float:
+    """TVM's count of a PrimFunc's arithmetic; 0.0 for a kernel it cannot count (dynamic loops, the
+    vector expressions of a tensorized dot-product kernel)."""
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    try:
+        return float(estimate_tir_flops(tvm.IRModule({"main": func})))
+    except Exception:  # TVMError: "Do not have a default for prim.Broadcast" and the like
+        return 0.0
+
+
 def workloads_of(fused: tvm.IRModule, tuned: set[str], calls: dict[str, int]) -> list[Workload]:
     """The workloads of a fused module (before scheduling). ``tuned``: PrimFunc names a database
     record schedules; ``calls``: PrimFunc name → call sites (functions never called are left out)."""
     import tvm
-    from tvm.s_tir.analysis import estimate_tir_flops
     from tvm_ffi import structural_hash
 
     out = []
@@ -103,10 +115,7 @@ def workloads_of(fused: tvm.IRModule, tuned: set[str], calls: dict[str, int]) ->
         bare = func.without_attr("global_symbol")
         digest = f"{structural_hash(bare) & 0xFFFFFFFFFFFFFFFF:016x}"
         args = tuple((tuple(int(x) for x in p.ty.shape), str(p.ty.dtype)) for p in func.params)
-        try:
-            flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
-        except Exception:  # a kernel TVM cannot count (dynamic loops): no operations known
-            flops = 0.0
+        flops = tir_flops(func)
         source = "tuned" if name in tuned else "default"
         out.append(
             Workload(f"{digest}/{source}", name, kernel_kind(name, args), calls[name], flops, _bytes(args), args)

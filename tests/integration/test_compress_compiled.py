@@ -4,6 +4,7 @@ compiles and matches its PyTorch model, and a search fills the compression colum
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +85,14 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     assert art.int8_path == ("vnni" if vnni else "generic")
     if vnni:  # the 1x1 convs and the classifier run vpdpbusd: no silent fallback to widening code
         assert _count_instruction(art.path, "vpdpbusd") > 0
+    if granularity == "channel":  # each kernel builds alone, as `autotune profile` times them
+        from autotune.compiler.kernels import build_kernels
+
+        kernels = build_kernels(program, profile, out_dir=tmp_path / "kernels", precision="int8",
+                                weight_granularity="channel")  # fmt: skip
+        dot = [k for k in kernels if "int8_dot" in k.name]
+        assert bool(dot) == vnni and all(Path(k.path).exists() for k in kernels)
+        assert all(k.flops > 0 for k in kernels if "conv2d" in k.name)  # TVM counts all but the tensorized
     tol = tolerance_for(profile, precision="int8", act_bits=8)
     report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
     assert report.samples == len(digits.x_test)  # top-1 agreement over the whole test set
