@@ -132,9 +132,10 @@ def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
         if inst.kind.name == "SampleCategorical":  # the unroll step: 64 of [0, 16, 64, 512]
             choices = len(inst.attrs[0])
             trace = trace.with_decision(inst, min(2, choices - 1), remove_postproc=True)
-        elif inst.kind.name == "SampleComputeLocation":  # the padding: at the root (-1), or in the
+        elif inst.kind.name == "SampleComputeLocation":  # the padding: per channel, or at the root
             per_channel = depthwise and not phases and _pads_per_channel(extents[3], reduction[2])
-            trace = trace.with_decision(inst, 1 if per_channel else -1, remove_postproc=True)  # channel loop
+            # location 1 is the conv's outer channel loop (0 the batch loop, -1 the root)
+            trace = trace.with_decision(inst, 1 if per_channel else -1, remove_postproc=True)
     return trace
 
 
