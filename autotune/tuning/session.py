@@ -131,12 +131,18 @@ class Session:
                 runnable.append((k, mod, sch, args))
                 inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", args))  # llvm targets only
         ok = set()
-        for (k, mod, sch, args), future in zip(runnable, self.runner.run(inputs), strict=True):
-            result = future.result()
-            if result.error_msg is None and result.run_secs:
-                workload = ms.database.Workload(mod)
-                self.defaults.append(ms.database.TuningRecord(sch.trace, workload, result.run_secs, self.target, args))
-                ok.add(k)
+        try:
+            for (k, mod, sch, args), future in zip(runnable, self.runner.run(inputs), strict=True):
+                result = future.result()
+                if result.error_msg is None and result.run_secs:
+                    workload = ms.database.Workload(mod)
+                    record = ms.database.TuningRecord(sch.trace, workload, result.run_secs, self.target, args)
+                    self.defaults.append(record)
+                    ok.add(k)
+        finally:  # the built libraries (MetaSchedule's task scheduler removes its own; these are ours)
+            for b in built:
+                if b.artifact_path:
+                    ms.utils.remove_build_dir(b.artifact_path)
         return ok
 
     def tune(self, todo: dict[str, int]) -> None:

@@ -4,6 +4,8 @@ nothing, a search then compiles from the database, and a two-node Ray cluster sh
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,10 +41,15 @@ def _records(db: TuningDatabase) -> int:
         return db.record_count()
 
 
-def test_tune_fills_the_database_once_and_a_search_compiles_from_it(tmp_path, write_yaml, repo):
+def test_tune_fills_the_database_once_and_a_search_compiles_from_it(tmp_path, write_yaml, repo, monkeypatch):
     space, profile = write_yaml(TINY), repo / "tests/fixtures/host_fast.yaml"
     kw = {"results_dir": tmp_path, "samples": 2, "max_trials": 8}
-    first = autotune.tune(space, profile, "10m", **kw)
+    # where the builder's processes put the libraries they build (short: Ray's sockets go there too)
+    with tempfile.TemporaryDirectory(prefix="at-", dir="/tmp") as scratch, monkeypatch.context() as m:
+        m.setenv("TMPDIR", scratch)
+        m.setattr(tempfile, "tempdir", None)
+        first = autotune.tune(space, profile, "10m", **kw)
+        assert not list(Path(scratch).rglob("tvm_tmp_mod*")), "a built library was left behind"
     db = TuningDatabase(first.database)
     assert first.architectures == 2 and first.workloads >= 6
     assert first.tuned == first.workloads and first.covered == 1.0 and first.failed == 0
