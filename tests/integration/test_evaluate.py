@@ -201,11 +201,12 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     assert ready.wait(10)
     task = prepare_task(space, profile)
     cfg = make_trial_config({}, space, trial_id="waits", seed=0)
-    waited = evaluate(cfg, task, work_dir=tmp_path / "waits", lock=QuietLock(tmp_path / "quiet"))
+    lock = QuietLock(tmp_path / "quiet")
+    waited = evaluate(cfg, task, work_dir=tmp_path / "waits", lock=lock)
     assert released.is_set()  # it could not finish before the holder let go (checked before joining it)
     holder.join()
     assert waited["status"] == "ok", waited.get("error")
-    assert waited["quiet_wait_s"] != 0.0  # and its row says it waited (the trial alone above: 0.0)
+    assert waited["quiet_wait_s"] == lock.waited_s  # and its row reports the lock's own count of the wait
 
 
 def test_plugin_task(tmp_path, repo, profile, monkeypatch):
