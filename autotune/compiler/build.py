@@ -5,7 +5,8 @@ three tables of named steps, in order:
 
     PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, StridedDepthwise (column phases for
                contiguous loads, ``autotune.compiler.strided``), Precision (``autotune.compiler.precision``),
-               DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``)
+               DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
+               Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
@@ -38,6 +39,7 @@ from autotune.compiler.dot_kernels import schedule_dot
 from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
+from autotune.compiler.simplify import simplify
 from autotune.compiler.strided import split_strided_depthwise
 from autotune.compiler.target import resolve_target, target_json
 from autotune.compiler.workloads import call_counts, workloads_of, write_workloads
@@ -74,8 +76,9 @@ log = logging.getLogger(__name__)
 #: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases; 6: reshape-only
 #: kernels become views, int8 activations packed for the dot-product kernels in one vector pass,
 #: element-wise kernels vectorised over their image plane, rounding kept in vectors; 7: wide
-#: depthwise layers pad per channel, column phases tile two rows.
-BUILD_VERSION = 7
+#: depthwise layers pad per channel, column phases tile two rows; 8: divisions by constants become
+#: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile.
+BUILD_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
     Step("StridedDepthwise", lambda mod, o: split_strided_depthwise(mod)),
-    Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity)),
+    Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity, o.target)),
     Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
+    Step("Simplify", lambda mod, o: simplify(mod)),
 )
 
 

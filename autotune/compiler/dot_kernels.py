@@ -17,7 +17,9 @@ scheduled here (``schedule_dot``) with a tensor intrinsic of this module:
 
 ``schedule_dot`` tiles the kernel, inlines its whole element-wise epilogue (the shift correction,
 the rescale, bias, activation and the next layer's quantizer) into one vectorised loop nest computed
-per tile of output channels, parallelises the outer loop and tensorizes the lanes. The schedule is
+per register tile of the output (a convolution's four channels × 32 pixels: its int32 accumulators
+never go to memory; 1.4x faster than per tile of channels on 16 → 48 channels at 112×112 here),
+parallelises the outer loop and tensorizes the lanes. The schedule is
 marked done, so neither default schedules nor tuning touch it. The kernels' block names carry the
 instruction set (``autotune_dot_conv_vnni``); fusion keeps them.
 
@@ -43,6 +45,8 @@ __all__ = [
     "dot_path",
     "pack_kernel",
     "schedule_dot",
+    "takes_conv",
+    "takes_matmul",
 ]
 
 #: Name prefix of the kernels' PrimFuncs (``dtype_census`` counts the calls to them).
@@ -88,6 +92,18 @@ def dot_path(target: tvm.target.Target) -> str:
             except Exception:  # TVMError: a CPU name LLVM does not know
                 return "generic"
     return "generic"
+
+
+def takes_conv(x_shape: list[int], w_shape: tuple[int, ...], strides: Any, padding: Any, groups: int) -> bool:
+    """Whether ``conv_kernel`` computes this convolution: batch 1, a 1×1 kernel, stride 1, no
+    padding, one group (input channels that are not a multiple of 4 are padded with zeros)."""
+    return (len(x_shape) == 4 and x_shape[0] == 1 and tuple(w_shape[2:]) == (1, 1) and groups == 1
+            and all(int(v) == 1 for v in strides) and all(int(v) == 0 for v in padding))  # fmt: skip
+
+
+def takes_matmul(x_shape: list[int], w_shape: tuple[int, ...]) -> bool:
+    """Whether ``dense_kernel`` computes this matmul: 2-d activations and weights."""
+    return len(x_shape) == 2 and len(w_shape) == 2
 
 
 def _intrin_names(isa: DotIsa) -> tuple[str, str]:
@@ -218,24 +234,31 @@ def conv_kernel(n: int, k: int, pl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
 def pack_kernel(k: int, p: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
     """``Q[c, q]``: the activations ``x[4c + j, q]`` (``x`` int8 ``[k, p]``, j = 0..3) as the four
     bytes of one int32, shifted to u8 (``x ^ 0x80 = x + 128``) where the instruction takes u8;
-    viewed as bytes it is ``conv_kernel``'s ``A[k/4, p, 4]``. Scheduled: the pixels vectorised
-    ``PACK_LANES`` at a time (four contiguous byte loads, widened, shifted and or-ed into one store),
-    where a byte transpose gathers. ``p`` a multiple of ``PACK_LANES``, ``k`` of 4."""
+    viewed as bytes it is ``conv_kernel``'s ``A[k/4, p, 4]``, ``k`` rounded up to a multiple of 4 with
+    zero channels. Scheduled: the pixels vectorised ``PACK_LANES`` at a time (four contiguous byte
+    loads, widened, shifted and or-ed into one store), where a byte transpose gathers. ``p`` a
+    multiple of ``PACK_LANES``."""
     from tvm import s_tir, te, tirx
 
     x = te.placeholder(_i64(k, p), "int8", name="x")
     flip = isa.activations == "uint8"
+    k4 = -(-k // _DEPTH) * _DEPTH
 
     def body(c: Any, q: Any) -> Any:
         word = tirx.const(0, "int32")
         for j in range(_DEPTH):
-            byte = x[c * _DEPTH + j, q].astype("uint8")
+            channel = c * _DEPTH + j
+            if j < k % _DEPTH or k % _DEPTH == 0:
+                byte = x[channel, q].astype("uint8")
+            else:  # a zero channel in the last quadruple
+                byte = tirx.if_then_else(channel < k, x[tirx.min(channel, k - 1), q], tirx.const(0, "int8"))
+                byte = byte.astype("uint8")
             if flip:
                 byte = tirx.bitwise_xor(byte, tirx.const(0x80, "uint8"))
             word = tirx.bitwise_or(word, tirx.shift_left(byte.astype("int32"), tirx.const(8 * j, "int32")))
         return word
 
-    out = te.compute(_i64(k // _DEPTH, p), body, name="activation_quads")
+    out = te.compute(_i64(k4 // _DEPTH, p), body, name="activation_quads")
     sch = s_tir.Schedule(te.create_prim_func([x, out]))
     c, q = sch.get_loops(sch.get_sblock("activation_quads"))
     qo, qi = sch.split(q, [None, PACK_LANES])
@@ -260,7 +283,7 @@ def _divisor(extent: int, choices: tuple[int, ...]) -> int:
 def schedule_dot(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     """``func`` (a fused PrimFunc holding a kernel of this module and its epilogue) scheduled: the
     kernel tiled and tensorized with its instruction set's intrinsic, the element-wise epilogue
-    inlined into one loop nest computed per tile of output channels and vectorised. None when
+    inlined into one loop nest computed per register tile of the output and vectorised. None when
     ``func`` holds no such kernel."""
     import tvm
     from tvm import s_tir
@@ -286,17 +309,20 @@ def schedule_dot(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
         jo, jr, ji = sch.split(j, [None, rb, lanes_n])
         sch.reorder(io, jo, ko, ii, jr, ji, ki)
         outer, lanes, intrin = io, ji, px_intrin
+        tile = [io, jo]  # the epilogue per tile of channels x pixels: the accumulators stay in registers
     else:  # i: rows (pixels), j: output features (in lanes)
         jo, ji = sch.split(j, [None, lanes_n])
         io, ii = sch.split(i, [None, _divisor(i_ext, (8, 7, 4, 2, 1))])
         sch.reorder(jo, io, ko, ii, ji, ki)
         outer, lanes, intrin = jo, ji, dense_intrin
+        tile = [jo]
     if consumers:
         last = consumers[-1]
-        sch.reverse_compute_at(last, outer)
-        inner = sch.fuse(*sch.get_loops(last)[1:])
-        _, vec = sch.split(inner, [None, 16])
-        sch.vectorize(vec)
+        sch.reverse_compute_at(last, tile[-1])
+        loops = sch.get_loops(last)[len(tile) :]
+        if loops:  # (none where the tile holds one output: a 1-pixel map, one channel)
+            _, vec = sch.split(sch.fuse(*loops), [None, 16])
+            sch.vectorize(vec)
     sch.parallel(outer)
     sch.decompose_reduction(block, ko)
     sch.tensorize(lanes, intrin)

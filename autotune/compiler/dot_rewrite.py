@@ -4,8 +4,8 @@
 ``to_int8`` (``autotune.compiler.precision``) makes ``conv2d(int8, int8) -> int32`` and
 ``matmul(int8, int8) -> int32``; TVM lowers them to code that widens every operand to 32-bit lanes.
 Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VNNI, Arm dotprod),
-``to_dot_product`` replaces the 1×1 convolutions (stride 1, no padding, one group, input channels a
-multiple of 4) and the matmuls:
+``to_dot_product`` replaces the 1×1 convolutions (stride 1, no padding, one group; input channels
+padded with zeros to a multiple of 4 where they are not) and the matmuls:
 
 - the activations go in four channels side by side (``[K/4, P, 4]`` for a convolution): where the
   pixels are a multiple of ``PACK_LANES``, ``pack_kernel`` writes each quadruple as one int32 in a
@@ -40,6 +40,8 @@ from autotune.compiler.dot_kernels import (
     dense_kernel,
     dot_path,
     pack_kernel,
+    takes_conv,
+    takes_matmul,
 )
 from autotune.compiler.precision import tensor_dtype, tensor_shape
 
@@ -61,6 +63,20 @@ def _pack_weights(w: np.ndarray, lanes: int) -> tuple[np.ndarray, int]:
     padded[:n] = w
     packed = padded.reshape(nl // lanes, lanes, k // _DEPTH, _DEPTH).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(packed), nl
+
+
+def _zero_columns(w: np.ndarray, k4: int) -> np.ndarray:
+    """``w`` (N, K) with zero columns up to K4: the padded input channels add nothing."""
+    return np.pad(w, ((0, 0), (0, k4 - w.shape[1]))) if k4 != w.shape[1] else w
+
+
+def _pad_axis(x: Any, axis: int, extra: int) -> Any:
+    """The 2-d tensor ``x`` with ``extra`` zeros appended along ``axis`` (none: ``x``)."""
+    from tvm import relax
+
+    if not extra:
+        return x
+    return relax.op.nn.pad(x, [0, extra, 0, 0] if axis == 0 else [0, 0, 0, extra])
 
 
 def _shift_correction(w: np.ndarray, isa: DotIsa) -> np.ndarray | None:
@@ -117,27 +133,24 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         nonlocal done
         found = int8_operands(expr, m)
         a = expr.attrs
-        if found is None or tuple(int(v) for v in found[1].shape[2:]) != (1, 1) or int(a.groups) != 1:
-            return expr
-        if any(int(v) != 1 for v in a.strides) or any(int(v) != 0 for v in a.padding):
-            return expr
-        shape = tensor_shape(found[0])
-        if len(shape) != 4 or shape[0] != 1 or shape[1] % _DEPTH:
+        shape = tensor_shape(found[0]) if found is not None else []
+        if found is None or not takes_conv(shape, found[1].shape, a.strides, a.padding, int(a.groups)):
             return expr
         _, k, h, wd = shape
         xq, wq = found
         n, p = wq.shape[0], h * wd
-        pl = -(-p // lanes) * lanes
+        pl, k4 = -(-p // lanes) * lanes, -(-k // _DEPTH) * _DEPTH  # input channels padded with zeros to k4
         if p % PACK_LANES == 0:  # one vectorised pass; the int32 words viewed as the quadruples' bytes
             pack = kernel((isa.name, "pack", f"k{k}", f"p{p}"), lambda: pack_kernel(k, p, isa), "int8_pack_")
-            words = relax.call_tir(pack, [relax.op.reshape(xq, (k, p))], relax.TensorType((k // _DEPTH, p), "int32"))
-            quads = relax.op.memory.view(words, (k // _DEPTH, p, _DEPTH), isa.activations)
+            words = relax.call_tir(pack, [relax.op.reshape(xq, (k, p))], relax.TensorType((k4 // _DEPTH, p), "int32"))
+            quads = relax.op.memory.view(words, (k4 // _DEPTH, p, _DEPTH), isa.activations)
         else:  # a byte transpose (and pixels padded to the lanes)
-            quads = relax.op.permute_dims(relax.op.reshape(activations(xq), (k // _DEPTH, _DEPTH, p)), [0, 2, 1])
+            rows = _pad_axis(relax.op.reshape(activations(xq), (k, p)), 0, k4 - k)
+            quads = relax.op.permute_dims(relax.op.reshape(rows, (k4 // _DEPTH, _DEPTH, p)), [0, 2, 1])
             if pl != p:
                 quads = relax.op.nn.pad(quads, [0, 0, 0, pl - p, 0, 0])
-        wmat = wq.reshape(n, k)
-        func = kernel((isa.name, "conv1x1", f"n{n}", f"k{k}", f"p{pl}"), lambda: conv_kernel(n, k, pl, isa))
+        wmat = _zero_columns(wq.reshape(n, k), k4)
+        func = kernel((isa.name, "conv1x1", f"n{n}", f"k{k4}", f"p{pl}"), lambda: conv_kernel(n, k4, pl, isa))
         acc = relax.call_tir(func, [quads, relax.const(wmat)], relax.TensorType((n, pl), "int32"))
         if pl != p:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[p])
@@ -149,14 +162,16 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         nonlocal done
         found = int8_operands(expr, m)
         shape = tensor_shape(found[0]) if found is not None else []
-        if found is None or found[1].ndim != 2 or len(shape) != 2 or shape[1] % _DEPTH:
+        if found is None or not takes_matmul(shape, found[1].shape):
             return expr
         xq, wq = found
-        wt = np.ascontiguousarray(wq.T)  # (N, K)
-        packed, nl = _pack_weights(wt, lanes)
         p, k = shape
-        func = kernel((isa.name, "dense", f"p{p}", f"k{k}", f"n{nl}"), lambda: dense_kernel(p, k, nl, isa))
-        acc = relax.call_tir(func, [activations(xq), relax.const(packed)], relax.TensorType((p, nl), "int32"))
+        k4 = -(-k // _DEPTH) * _DEPTH
+        wt = _zero_columns(np.ascontiguousarray(wq.T), k4)  # (N, K4)
+        packed, nl = _pack_weights(wt, lanes)
+        func = kernel((isa.name, "dense", f"p{p}", f"k{k4}", f"n{nl}"), lambda: dense_kernel(p, k4, nl, isa))
+        acts = _pad_axis(activations(xq), 1, k4 - k)
+        acc = relax.call_tir(func, [acts, relax.const(packed)], relax.TensorType((p, nl), "int32"))
         if nl != wt.shape[0]:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[wt.shape[0]])
         done += 1

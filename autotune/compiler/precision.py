@@ -1,6 +1,6 @@
 """The deployment precisions as build passes: real int8 operators, fp16 mixed precision, fp32 as is.
 
-``PRECISIONS`` maps each deployment precision to its pass (``(module, weight granularity) → module``);
+``PRECISIONS`` maps each deployment precision to its pass (``(module, weight granularity, target) → module``);
 ``autotune.compiler.build`` runs the one the candidate asks for as its ``Precision`` step.
 
 ``to_int8`` finds each activation quantizer the exporter emitted in front of a convolution or matmul,
@@ -10,7 +10,10 @@ exactly ``q · s_w`` (8-bit symmetric, per tensor or per output channel), and re
     astype(conv2d(astype(clip(round(x / s)), int8), q: int8, out_dtype=int32), float32) * (s · s_w)
 
 i.e. integer multiplies with int32 accumulation, rescaled once. The integer result is exact; it
-equals the fake-quantized PyTorch model's float computation up to float32 rounding.
+equals the fake-quantized PyTorch model's float computation up to float32 rounding. On a CPU with a
+dot-product instruction only the operators its kernels take go int8 (``dot_kernels.takes_conv``,
+``takes_matmul``): the generic int8 code of the others widens every operand and is slower than their
+float code (the 3×3 stem of a 224×224 MobileNet, 3 input channels: 188 against 161 µs, Zen 5).
 ``dtype_census`` counts what the rewritten module computes in which precision.
 """
 
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autotune.compiler.dot_kernels import ISAS, dot_path, takes_conv, takes_matmul
 from autotune.errors import CandidateFailed
 
 if TYPE_CHECKING:
@@ -75,13 +79,16 @@ def _weight_scale(w: np.ndarray, granularity: str) -> np.ndarray | None:
     return s
 
 
-def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> tuple[tvm.IRModule, int]:
+def to_int8(
+    mod: tvm.IRModule, *, granularity: str, depthwise: bool = False, dot_only: bool = False
+) -> tuple[tvm.IRModule, int]:
     """Rewrite quantized convolutions and matmuls of ``main`` to int8 arithmetic.
 
     Depthwise convolutions stay float unless ``depthwise``: TVM's default int8 depthwise kernel is
     slower than the float one on x86 (5x5, 576 channels at 7x7: 0.114 vs 0.045 ms untuned on this
     CPU, while a 1x1 96->576 conv at 14x14 goes 6.0 -> 1.8 ms). Left float, a depthwise conv computes
-    exactly what the fake-quantized model computes (float arithmetic on 8-bit values).
+    exactly what the fake-quantized model computes (float arithmetic on 8-bit values). With
+    ``dot_only`` only the operators the dot-product kernels take are rewritten.
 
     Returns the module and the number of operators rewritten (those whose inputs are not 8-bit
     quantized stay float).
@@ -121,8 +128,11 @@ def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> 
             return expr
         if int(expr.attrs.groups) > 1 and not depthwise:
             return expr
-        xq, wq, scale = found
         a = expr.attrs
+        if dot_only and not takes_conv(tensor_shape(m[fq]), m[w].value.numpy().shape, a.strides, a.padding,
+                                       int(a.groups)):  # fmt: skip
+            return expr
+        xq, wq, scale = found
         acc = relax.op.nn.conv2d(
             xq,
             relax.const(wq),
@@ -139,6 +149,8 @@ def to_int8(mod: tvm.IRModule, *, granularity: str, depthwise: bool = False) -> 
         nonlocal done
         found = quantized(m)
         if found is None or m[w].value.numpy().ndim != 2:
+            return expr
+        if dot_only and not takes_matmul(tensor_shape(m[fq]), m[w].value.numpy().T.shape):
             return expr
         xq, wq, scale = found
         acc = relax.op.matmul(xq, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32")
@@ -219,33 +231,42 @@ def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
                        dot=counts["dot"], isa="+".join(sorted(isas)))  # fmt: skip
 
 
-def _fp32(mod: tvm.IRModule, granularity: str) -> tvm.IRModule:
+def _fp32(mod: tvm.IRModule, granularity: str, target: tvm.target.Target | None) -> tvm.IRModule:
     return mod
 
 
-def _fp16(mod: tvm.IRModule, granularity: str) -> tvm.IRModule:
+def _fp16(mod: tvm.IRModule, granularity: str, target: tvm.target.Target | None) -> tvm.IRModule:
     from tvm import relax
 
     return relax.transform.FoldConstant()(to_fp16(mod))  # weights stored as fp16 constants
 
 
-def _int8(mod: tvm.IRModule, granularity: str) -> tvm.IRModule:
-    mod, n = to_int8(mod, granularity=granularity)
+def _int8(mod: tvm.IRModule, granularity: str, target: tvm.target.Target | None) -> tvm.IRModule:
+    n = 0
+    if target is not None and dot_path(target) in ISAS:
+        mod, n = to_int8(mod, granularity=granularity, dot_only=True)
+    if n == 0:  # nothing for the dot-product kernels (only 3x3 convolutions?): the generic int8 code
+        mod, n = to_int8(mod, granularity=granularity)
     if n == 0:
         raise CandidateFailed("compile", "int8: no convolution or matmul has 8-bit quantized inputs and weights")
     return mod
 
 
-#: Deployment precision → its pass: (module, int8 weight granularity ``tensor``/``channel``) → module.
-PRECISIONS: dict[str, Callable[[tvm.IRModule, str], tvm.IRModule]] = {"fp32": _fp32, "fp16": _fp16, "int8": _int8}
+#: Deployment precision → its pass: (module, int8 weight granularity ``tensor``/``channel``, the
+#: target or None) → module.
+PRECISIONS: dict[str, Callable[[tvm.IRModule, str, Any], tvm.IRModule]] = {"fp32": _fp32, "fp16": _fp16,
+                                                                         "int8": _int8}  # fmt: skip
 
 
-def set_precision(mod: tvm.IRModule, precision: str, granularity: str) -> tvm.IRModule:
-    """Run the pass of ``precision`` (``PRECISIONS``).
+def set_precision(
+    mod: tvm.IRModule, precision: str, granularity: str, target: tvm.target.Target | None = None
+) -> tvm.IRModule:
+    """Run the pass of ``precision`` (``PRECISIONS``) for ``target`` (None: as for a CPU without a
+    dot-product instruction).
 
     Raises:
         CandidateFailed: stage ``compile``: an unknown precision, or int8 found nothing to rewrite.
     """
     if precision not in PRECISIONS:
         raise CandidateFailed("compile", f"unknown deployment precision {precision!r}")
-    return PRECISIONS[precision](mod, granularity)
+    return PRECISIONS[precision](mod, granularity, target)

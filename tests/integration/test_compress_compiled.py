@@ -76,12 +76,14 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
         weight_granularity=how.weight_granularity,
     )  # fmt: skip
     assert art.deploy_precision == "int8"
+    vnni = dot_path(resolve_target(profile)) == "vnni"
     dense = [
         m for m in q.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and getattr(m, "groups", 1) == 1
     ]
-    assert art.int8_ops == len(dense) > 0, "every non-depthwise conv and every matmul should run in int8"
+    if vnni:  # only what the dot-product kernels take: the generic int8 code of the others is slower than float
+        dense = [m for m in dense if isinstance(m, torch.nn.Linear) or m.kernel_size == (1, 1) and m.stride == (1, 1)]
+    assert art.int8_ops == len(dense) > 0, "every (dot-product) non-depthwise conv and every matmul should run in int8"
     assert art.compute_ops > art.int8_ops  # the depthwise convs stay float (see autotune.compiler.precision.to_int8)
-    vnni = dot_path(resolve_target(profile)) == "vnni"
     assert art.int8_path == ("vnni" if vnni else "generic")
     if vnni:  # the 1x1 convs and the classifier run vpdpbusd: no silent fallback to widening code
         assert _count_instruction(art.path, "vpdpbusd") > 0

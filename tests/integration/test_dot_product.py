@@ -77,31 +77,34 @@ def test_dense_kernel_is_exact():
     np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T)
 
 
+@pytest.mark.parametrize("k", [8, 6])
 @pytest.mark.parametrize("isa", list(ISAS.values()), ids=list(ISAS))
-def test_pack_kernel_lays_out_the_activation_quadruples(isa):
-    """Plain vector code (any x86 host compiles it, for either instruction set's byte order)."""
-    k, p = 8, 2 * PACK_LANES
+def test_pack_kernel_lays_out_the_activation_quadruples(isa, k):
+    """Plain vector code (any x86 host compiles it, for either instruction set's byte order); 6
+    channels are laid out as 8, the last two zero."""
+    p, k4 = 2 * PACK_LANES, 8
     x = np.random.default_rng(4).integers(-128, 128, (k, p), dtype=np.int8)
     func = pack_kernel(k, p, isa)
     assert func.attrs["tir.is_scheduled"]
-    words = _run(func, _host(), x, out_shape=(k // 4, p))
-    want = x.reshape(k // 4, 4, p).transpose(0, 2, 1)  # [k/4, p, 4]
+    words = _run(func, _host(), x, out_shape=(k4 // 4, p))
+    want = np.pad(x, ((0, k4 - k), (0, 0))).reshape(k4 // 4, 4, p).transpose(0, 2, 1)  # [k4/4, p, 4]
     if isa.activations == "uint8":
         want = (want.astype(np.int16) + 128).astype(np.uint8)
-    np.testing.assert_array_equal(words.view(isa.activations).reshape(k // 4, p, 4), want)
+    np.testing.assert_array_equal(words.view(isa.activations).reshape(k4 // 4, p, 4), want)
 
 
-def _int8_model(rng, hw=(5, 5)):
-    """``relu(conv1x1(x) * s + b)`` and ``x_flat @ W`` on int8 inputs, as ``to_int8`` leaves them:
-    20 output channels (not a multiple of 16) over ``hw`` pixels (5×5: 25, padded to 32 and
-    transposed; 4×8: 32, packed by ``pack_kernel``)."""
+def _int8_model(rng, hw=(5, 5), channels=8, features=200):
+    """``relu(conv1x1(x) * s + b)`` and ``x_flat[:features] @ W`` on int8 inputs, as ``to_int8``
+    leaves them: ``channels`` input channels (6: padded to 8 with zeros), 20 output channels (not a
+    multiple of 16) over ``hw`` pixels (5×5: 25, padded to 32 and transposed; 4×8: 32, packed by
+    ``pack_kernel``); ``features`` (198: padded to 200) into 200 outputs."""
     from tvm import relax
 
-    x = relax.Var("x", relax.TensorType((1, 8, *hw), "int8"))
-    w = rng.integers(-128, 128, (20, 8, 1, 1), dtype=np.int8)
+    x = relax.Var("x", relax.TensorType((1, channels, *hw), "int8"))
+    w = rng.integers(-128, 128, (20, channels, 1, 1), dtype=np.int8)
     scale = rng.uniform(0.01, 0.02, (1, 20, 1, 1)).astype(np.float32)
     bias = rng.uniform(-1, 1, (1, 20, 1, 1)).astype(np.float32)
-    wd = rng.integers(-128, 128, (200, 20), dtype=np.int8)
+    wd = rng.integers(-128, 128, (features, 20), dtype=np.int8)
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -110,21 +113,23 @@ def _int8_model(rng, hw=(5, 5)):
             y = bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
             q = bb.emit(relax.op.astype(relax.op.clip(relax.op.round(y), -128, 127), "int8"))
             flat = bb.emit(relax.op.reshape(q, (1, 20 * hw[0] * hw[1])))
-            head = bb.emit(relax.op.strided_slice(flat, axes=[1], begin=[0], end=[200]))
+            head = bb.emit(relax.op.strided_slice(flat, axes=[1], begin=[0], end=[features]))
             out = bb.emit(relax.op.matmul(head, relax.const(wd), out_dtype="int32"))
             gv = bb.emit_output(out)
         bb.emit_func_output(gv)
     return bb.get(), (w, scale, bias, wd)
 
 
-@pytest.mark.parametrize("hw", [(5, 5), (4, 8)], ids=["transposed", "packed"])
-def test_rewrite_matches_numpy_with_its_epilogue_fused(hw):
+@pytest.mark.parametrize(("hw", "channels", "features"), [((5, 5), 8, 200), ((4, 8), 8, 200), ((5, 5), 6, 198),
+                                                          ((4, 8), 6, 198)],
+                         ids=["transposed", "packed", "transposed-k6", "packed-k6"])  # fmt: skip
+def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     import tvm
     from tvm import relax
 
     target, _ = _dot_host()
     rng = np.random.default_rng(2)
-    mod, (w, scale, bias, wd) = _int8_model(rng, hw)
+    mod, (w, scale, bias, wd) = _int8_model(rng, hw, channels, features)
     rewritten, n = to_dot_product(mod, target)
     assert n == 2  # the 1x1 convolution and the matmul
     options = BuildOptions(target=target, precision="int8")
@@ -134,11 +139,11 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused(hw):
     copies = [gv.name_hint for gv, _ in fused.functions_items() if gv.name_hint.startswith("reshape")]
     assert not copies, f"a reshape was left as a copy kernel, not a view: {copies}"
     ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
-    x = rng.integers(-128, 128, (1, 8, *hw), dtype=np.int8)
+    x = rng.integers(-128, 128, (1, channels, *hw), dtype=np.int8)
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     acc = np.einsum("ok,bkhw->bohw", w[:, :, 0, 0].astype(np.int64), x.astype(np.int64)).astype(np.float32)
     q = np.clip(np.round(np.maximum(acc * scale + bias, 0)), -128, 127).astype(np.int64)
-    np.testing.assert_array_equal(got, q.reshape(1, -1)[:, :200] @ wd.astype(np.int64))
+    np.testing.assert_array_equal(got, q.reshape(1, -1)[:, :features] @ wd.astype(np.int64))
 
 
 def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
@@ -151,5 +156,6 @@ def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
         same, n = to_dot_product(mod, avx2)
     assert n == 0 and same is mod
     assert any("no dot-product instruction" in r.getMessage() for r in caplog.records)
-    out = run_steps(PREPARE[-1:] + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
+    dot_step = tuple(s for s in PREPARE if s.name == "DotProduct")
+    out = run_steps(dot_step + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
     assert not [gv for gv, _ in out.functions_items() if "int8_dot_" in gv.name_hint]

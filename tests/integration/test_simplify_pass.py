@@ -1,0 +1,71 @@
+"""The build's ``Simplify`` step (``autotune.compiler.simplify``): divisions by constants become
+products within one unit in the last place, and reshape chains merge, on a real Relax module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autotune.compiler.simplify import merge_reshapes, reciprocal_divisions, simplify
+
+pytestmark = [pytest.mark.tvm]
+
+
+def _module(divisor):
+    """``x / divisor / y``, then a reshape chain back to its own shape and one to a new shape."""
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType((2, 3, 4), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 3, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.divide(x, relax.const(np.float32(divisor))))
+            b = bb.emit(relax.op.divide(a, y))  # by a tensor: stays a division
+            flat = bb.emit(relax.op.reshape(b, (24,)))
+            back = bb.emit(relax.op.reshape(flat, (2, 3, 4)))  # x's shape: the chain goes
+            other = bb.emit(relax.op.reshape(relax.op.reshape(back, (6, 4)), (4, 6)))  # merges to one
+            gv = bb.emit_output(relax.Tuple([back, other]))
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def _ops(mod):
+    import tvm
+    from tvm import relax
+
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            found.append((expr.op.name, ["const" if isinstance(a, tvm.ir.expr.Constant) else "var" for a in expr.args]))
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
+
+
+def test_a_division_by_a_constant_becomes_a_product_within_an_ulp():
+    import tvm
+    from tvm import relax
+
+    mod = reciprocal_divisions(_module(6.0))
+    ops = _ops(mod)
+    assert ("relax.multiply", ["var", "const"]) in ops
+    assert [a for name, a in ops if name == "relax.divide"] == [["var", "var"]]  # the tensor division stays
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-5, 5, (2, 3, 4)).astype(np.float32), rng.uniform(1, 2, (2, 3, 4)).astype(np.float32)
+    ex = tvm.compile(mod, target="llvm")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y))[0].numpy()
+    want = (x / np.float32(6.0)) / y
+    np.testing.assert_allclose(got, want, rtol=3 * np.finfo(np.float32).eps)
+
+
+def test_a_zero_divisor_is_left_alone():
+    assert ("relax.divide", ["var", "const"]) in _ops(reciprocal_divisions(_module(0.0)))
+
+
+def test_reshape_chains_merge_and_a_round_trip_disappears():
+    mod = merge_reshapes(_module(2.0))
+    reshapes = [name for name, _ in _ops(mod) if name == "relax.reshape"]
+    assert len(reshapes) == 1  # (24,) -> (2, 3, 4) went; (6, 4) -> (4, 6) became one reshape
+    assert len([name for name, _ in _ops(simplify(_module(2.0))) if name == "relax.reshape"]) == 1
