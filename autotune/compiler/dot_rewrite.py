@@ -198,8 +198,9 @@ def sink_views(func: Any) -> Any:
     kernel's element-wise epilogue follows it directly and fuses into it (fusion stops at a reshape).
 
     ``op(view(x)) → view(op(x))`` for a unary op; for a binary op, when the other operand is a
-    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar) or the same view of a tensor
-    shaped like ``x``. Anything else is left as it is."""
+    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar), the same view of a tensor
+    shaped like ``x``, or (for a reshape) a tensor of the view's own shape, read through the inverse
+    reshape. Anything else is left as it is."""
     import tvm
     from tvm import relax
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
@@ -253,7 +254,9 @@ def sink_views(func: Any) -> Any:
                 operand = relax.const(c.reshape(-1, 1))
             else:
                 return expr
-        else:
+        elif v.op.name == "relax.reshape" and tensor_shape(args[1 - k]) == tensor_shape(v):
+            operand = relax.op.reshape(args[1 - k], tensor_shape(src))  # a tensor of the view's shape, as a
+        else:  # view of the kernel's [rows, pixels] (a residual connection: the skip of a float layer)
             return expr
         ops = [operand, src] if k == 1 else [src, operand]
         return rebuild(v, relax.Call(expr.op, ops, expr.attrs, expr.ty_args))

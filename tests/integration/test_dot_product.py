@@ -159,3 +159,37 @@ def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
     dot_step = tuple(s for s in PREPARE if s.name == "DotProduct")
     out = run_steps(dot_step + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
     assert not [gv for gv, _ in out.functions_items() if "int8_dot_" in gv.name_hint]
+
+
+def test_a_residual_add_of_a_float_tensor_fuses_into_the_kernel():
+    """``conv1x1(x) * s + skip`` with ``skip`` an NCHW tensor of another layer: the add reads
+    ``skip`` through a view of the kernel's ``[channels, pixels]`` and runs in its epilogue."""
+    import tvm
+    from tvm import relax
+
+    target, _ = _dot_host()
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, (20, 8, 1, 1), dtype=np.int8)
+    scale = rng.uniform(0.01, 0.02, (1, 20, 1, 1)).astype(np.float32)
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 8), "int8"))
+    skip = relax.Var("skip", relax.TensorType((1, 20, 4, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, skip]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w), out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale)))
+            gv = bb.emit_output(relax.op.add(y, skip))
+        bb.emit_func_output(gv)
+    rewritten, n = to_dot_product(bb.get(), target)
+    assert n == 1
+    options = BuildOptions(target=target, precision="int8")
+    fused = run_steps(FUSE, rewritten, options)
+    names = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert [name for name in names if "int8_dot_" in name and name.endswith("_add")], names
+    assert not [name for name in names if name.startswith(("fused_reshape", "add"))], names  # no kernel of its own
+    ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
+    xv = rng.integers(-128, 128, (1, 8, 4, 8), dtype=np.int8)
+    sv = rng.uniform(-1, 1, (1, 20, 4, 8)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv), tvm.runtime.tensor(sv)).numpy()
+    acc = np.einsum("ok,bkhw->bohw", w[:, :, 0, 0].astype(np.int64), xv.astype(np.int64)).astype(np.float32)
+    np.testing.assert_allclose(got, acc * scale + sv, rtol=1e-6, atol=1e-6)

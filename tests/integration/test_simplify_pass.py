@@ -69,3 +69,41 @@ def test_reshape_chains_merge_and_a_round_trip_disappears():
     reshapes = [name for name, _ in _ops(mod) if name == "relax.reshape"]
     assert len(reshapes) == 1  # (24,) -> (2, 3, 4) went; (6, 4) -> (4, 6) became one reshape
     assert len([name for name, _ in _ops(simplify(_module(2.0))) if name == "relax.reshape"]) == 1
+
+
+def _hardswish_quantizer():
+    """``x · relu6(x + 3) / 6 / 0.02`` as the importer writes it (two half-open clips), then
+    clipped above at 127, and a pair of disjoint clips that must stay."""
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType((2, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.clip(relax.op.add(x, relax.const(3.0)), 0.0, float("inf")))
+            b = bb.emit(relax.op.clip(a, float("-inf"), 6.0))
+            c = bb.emit(relax.op.multiply(relax.op.multiply(x, b), relax.const(np.float32(1 / 6))))
+            d = bb.emit(relax.op.divide(c, relax.const(np.float32(0.02))))
+            e = bb.emit(relax.op.clip(d, float("-inf"), 127.0))
+            f = bb.emit(relax.op.clip(relax.op.clip(x, 0.0, 1.0), 2.0, 3.0))  # disjoint: stays two clips
+            gv = bb.emit_output(relax.Tuple([e, f]))
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def test_clips_merge_and_scalings_fold_to_the_same_values():
+    import tvm
+    from tvm import relax
+
+    mod = simplify(_hardswish_quantizer())
+    names = [name for name, _ in _ops(mod)]
+    assert names.count("relax.clip") == 3  # relu6 as one clip, and the two disjoint ones
+    assert names.count("relax.minimum") == 1 and "relax.divide" not in names
+    assert names.count("relax.multiply") == 2  # x * relu6, then one scaling (1/6 and 1/0.02 folded)
+    x = np.random.default_rng(1).uniform(-6, 6, (2, 8)).astype(np.float32)
+    ex = tvm.compile(mod, target="llvm")
+    got, kept = (t.numpy() for t in relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)))
+    relu6 = np.clip(x + np.float32(3), 0, 6)
+    want = np.minimum(x * relu6 / np.float32(6) / np.float32(0.02), 127)
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps)
+    np.testing.assert_array_equal(kept, np.clip(np.clip(x, 0, 1), 2, 3))
