@@ -3,7 +3,7 @@
 The build is a named pass pipeline in TVM's style. After the PyTorch import, the module goes through
 three tables of named steps, in order:
 
-    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, StridedDepthwise (column phases for
+    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, StridedConvs (column phases for
                contiguous loads, ``autotune.compiler.strided``), Precision (``autotune.compiler.precision``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``)
@@ -40,7 +40,7 @@ from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
 from autotune.compiler.simplify import simplify
-from autotune.compiler.strided import split_strided_depthwise
+from autotune.compiler.strided import split_strided_convs
 from autotune.compiler.target import resolve_target, target_json
 from autotune.compiler.workloads import call_counts, workloads_of, write_workloads
 from autotune.config.device_profile import DeviceProfile
@@ -77,7 +77,8 @@ log = logging.getLogger(__name__)
 #: kernels become views, int8 activations packed for the dot-product kernels in one vector pass,
 #: element-wise kernels vectorised over their image plane, rounding kept in vectors; 7: wide
 #: depthwise layers pad per channel, column phases tile two rows; 8: divisions by constants become
-#: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile.
+#: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile,
+#: regular stride-2 convolutions split into column phases too, the phases copied as float pairs.
 BUILD_VERSION = 8
 
 
@@ -135,7 +136,7 @@ def _cpu_passes(name: str, *groups: str) -> Step:
 PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
-    Step("StridedDepthwise", lambda mod, o: split_strided_depthwise(mod)),
+    Step("StridedConvs", lambda mod, o: split_strided_convs(mod)),
     Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity, o.target)),
     Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
     Step("Simplify", lambda mod, o: simplify(mod)),

@@ -1,15 +1,18 @@
-"""Strided depthwise convolutions rewritten so that their vector loads are contiguous.
+"""Stride-2 convolutions rewritten so that their vector loads are contiguous.
 
-A stride-2 depthwise convolution reads its input's columns two apart: vectorised over output
-columns, every load is a gather (a 5×5 layer over 48 channels at 112×112 ran at 7 GMAC/s, the
-slowest kernel of a 3×224×224 MobileNet). ``split_strided_depthwise`` splits the padded input's
-columns into their two phases, ``X[c·2 + ph, y, j] = x_pad[c, y, 2j + ph]`` (one copy), and
-convolves each output channel over its two phases with stride 1 along the columns:
+A stride-2 convolution reads its input's columns two apart: vectorised over output columns, every
+load is a gather (a 5×5 depthwise layer over 48 channels at 112×112 ran at 7 GMAC/s, the slowest
+kernel of a 3×224×224 MobileNet; the 3×3 stem over its 3 input channels 156 µs).
+``split_strided_convs`` splits the padded input's columns into their two phases,
+``X[c·2 + ph, y, j] = x_pad[c, y, 2j + ph]`` (one copy), and convolves over the phases with stride 1
+along the columns:
 
-    out[c, y, x] = Σ_ry Σ_ph Σ_j  w[c, ry, 2j + ph] · X[c·2 + ph, 2y + ry, x + j]
+    out[o, y, x] = Σ_c Σ_ry Σ_ph Σ_j  w[o, c, ry, 2j + ph] · X[c·2 + ph, 2y + ry, x + j]
 
-a grouped convolution (``groups = C``, two input channels per group, kernel ``k × ⌈k/2⌉``, stride
-``(2, 1)``) that computes the same sums in another order.
+a convolution with twice the input channels per group (kernel ``k × ⌈k/2⌉``, stride ``(2, 1)``) that
+computes the same sums in another order. The copy reads each row's float pairs as 64-bit words and
+writes their low and high halves to the two phases (contiguous vector loads and stores; a gather per
+element where the width is odd): 48 channels at 112×112, 95 → 43 µs.
 """
 
 from __future__ import annotations
@@ -23,13 +26,27 @@ from autotune.compiler.precision import tensor_dtype, tensor_shape
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["MIN_WIDTH", "phase_kernel", "split_strided_depthwise"]
+__all__ = [
+    "MIN_COLUMNS_NARROW",
+    "MIN_WIDTH",
+    "MIN_WIDTH_DENSE",
+    "pair_phase_kernel",
+    "phase_kernel",
+    "split_strided_convs",
+]
 
-#: Narrowest kernel rewritten: the gathers cost each output column ``k`` loads per row of taps,
-#: the copy one pass over the input. Measured at 3×224×224 (Zen 5, 1 thread): 5×5 over 48
-#: channels at 112×112 took 520 µs, then 177 + 101 (copy) µs; 3×3 over 72 at 56×56 took 57 µs,
-#: then 22 + 88 µs, so 3×3 layers keep their gathers.
+#: Narrowest depthwise kernel rewritten: the gathers cost each output column ``k`` loads per row of
+#: taps, the copy one pass over the input. Measured at 3×224×224 (Zen 5, 1 thread): 5×5 over 48
+#: channels at 112×112 took 520 µs, then 177 + 101 (copy) µs; with the copy as float pairs,
+#: 128 + 45 µs.
 MIN_WIDTH = 5
+#: Narrower depthwise kernels (3×3) are rewritten from this input width: 3×3 over 72 channels at
+#: 56×56, 53 µs → 20 + 16 (copy); on the small maps of a 32×32 model the copy and its call cost
+#: what the gathers did.
+MIN_COLUMNS_NARROW = 56
+#: Narrowest kernel rewritten where a group has several input channels (each copied column feeds
+#: every output channel): the 3×3 stem, 3 → 16 channels at 224×224, 156 µs → 90 + 10 (copy).
+MIN_WIDTH_DENSE = 3
 
 
 def _ints(values: Any) -> list[int]:
@@ -61,9 +78,60 @@ def phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) 
     return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def split_strided_depthwise(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite ``main``'s stride-(2, 2) depthwise NCHW float32 convolutions with constant weights at
-    least ``MIN_WIDTH`` wide (module docstring); everything else is left as it is."""
+def _pays(per_group: int, k_w: int, width: int) -> bool:
+    """Whether the copy into column phases costs less than the gathers it saves (the constants above)."""
+    if per_group > 1:
+        return k_w >= MIN_WIDTH_DENSE
+    return k_w >= MIN_WIDTH or (k_w >= 3 and width >= MIN_COLUMNS_NARROW)
+
+
+def pair_phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) -> tvm.tirx.PrimFunc:
+    """``phase_kernel`` for an even width, on the bits: ``x`` (``[n·c, h, w/2]`` int64, each a pair of
+    float32 columns) → ``[n·2c, rows, half]`` int32, each phase row the low or high halves of a run
+    of words (vectorised, no condition inside it), zeros around."""
+    from tvm.script import tirx as T
+
+    n, c, h, w = shape
+    w2, (top, left) = w // 2, pads
+    runs = []  # per phase: bit shift, word offset, first and end column of the run read from x
+    for ph in range(2):
+        s = (ph - left) % 2
+        d = (ph - left - s) // 2
+        lo = max(0, -d)
+        runs.append((32 * s, d, lo, max(lo, min(half, w2 - d))))
+    (s0, d0, lo0, hi0), (s1, d1, lo1, hi1) = runs
+    nc = n * c
+
+    @T.prim_func(s_tir=True)
+    def kernel(x: T.Buffer((nc, h, w2), "int64"), out: T.Buffer((nc * 2, rows, half), "int32")) -> None:
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            for bc in T.parallel(nc):
+                for y in range(rows):
+                    if y >= top and y < top + h:
+                        for j in range(lo0):
+                            out[bc * 2, y, j] = 0
+                        for j in T.vectorized(hi0 - lo0):
+                            out[bc * 2, y, lo0 + j] = T.Cast("int32", x[bc, y - top, lo0 + j + d0] >> s0)
+                        for j in range(half - hi0):
+                            out[bc * 2, y, hi0 + j] = 0
+                        for j in range(lo1):
+                            out[bc * 2 + 1, y, j] = 0
+                        for j in T.vectorized(hi1 - lo1):
+                            out[bc * 2 + 1, y, lo1 + j] = T.Cast("int32", x[bc, y - top, lo1 + j + d1] >> s1)
+                        for j in range(half - hi1):
+                            out[bc * 2 + 1, y, hi1 + j] = 0
+                    else:
+                        for ph, j in T.grid(2, half):
+                            out[bc * 2 + ph, y, j] = 0
+
+    return kernel.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
+    """Rewrite ``main``'s stride-(2, 2) NCHW float32 convolutions with constant weights where the
+    copy pays (``_pays``: kernel width, input width; module docstring); everything else is left as
+    it is."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
@@ -84,9 +152,10 @@ def split_strided_depthwise(mod: tvm.IRModule) -> tvm.IRModule:
         k_h, k_w = weight.shape[2:]
         if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
             return expr
-        if int(a.groups) != c or weight.shape[:2] != (c, 1):
+        groups, per_group = int(a.groups), weight.shape[1]  # input channels per group: 1 when depthwise
+        if per_group * groups != c:
             return expr
-        if _ints(a.strides) != [2, 2] or _ints(a.dilation) != [1, 1] or k_w < MIN_WIDTH:
+        if _ints(a.strides) != [2, 2] or _ints(a.dilation) != [1, 1] or not _pays(per_group, k_w, wd):
             return expr
         top, left, bottom, right = _ints(a.padding)
         out_h = (h + top + bottom - k_h) // 2 + 1
@@ -94,17 +163,24 @@ def split_strided_depthwise(mod: tvm.IRModule) -> tvm.IRModule:
         half = out_w - 1 + (k_w + 1) // 2  # columns per phase the convolution reads
         rows = h + top + bottom
         key = (*shape, top, left, rows, half)
+        pairs = wd % 2 == 0
         if key not in kernels:
             name = "column_phases_" + "_".join(map(str, key))
-            kernel = phase_kernel(shape, (top, left), rows, half).with_attr("global_symbol", name)
-            kernels[key] = bb.add_func(kernel, name)
-        phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), "float32"))
+            make = pair_phase_kernel if pairs else phase_kernel
+            kernels[key] = bb.add_func(make(shape, (top, left), rows, half).with_attr("global_symbol", name), name)
+        if pairs:  # the float32 input read as 64-bit pairs, the phases' bits viewed as float32
+            words = relax.op.memory.view(m[x], (n * c, h, wd // 2), "int64")
+            bits = relax.call_tir(kernels[key], [words], relax.TensorType((n * c * 2, rows, half), "int32"))
+            phases = relax.op.memory.view(bits, (n, c * 2, rows, half), "float32")
+        else:
+            phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), "float32"))
         taps = (k_w + 1) // 2
-        split = np.zeros((c, 2, k_h, taps), np.float32)
+        split = np.zeros((weight.shape[0], per_group, 2, k_h, taps), np.float32)
         for ph in range(2):
-            cols = weight[:, 0, :, ph::2]
-            split[:, ph, :, : cols.shape[-1]] = cols
-        out = relax.op.nn.conv2d(phases, relax.const(split), strides=(2, 1), padding=0, groups=c,
+            cols = weight[:, :, :, ph::2]
+            split[:, :, ph, :, : cols.shape[-1]] = cols
+        split = split.reshape(weight.shape[0], per_group * 2, k_h, taps)
+        out = relax.op.nn.conv2d(phases, relax.const(split), strides=(2, 1), padding=0, groups=groups,
                                  out_dtype=a.out_dtype)  # fmt: skip
         if half - taps + 1 != out_w or (rows - k_h) // 2 + 1 != out_h:
             out = relax.op.strided_slice(out, axes=[2, 3], begin=[0, 0], end=[out_h, out_w])
