@@ -11,6 +11,9 @@
   ``clip(x, -inf, 6)``: four vector operations per element where two do), exactly;
 - ``fold_scalings``: ``(x · c1) · c2`` by constants becomes ``x · (c1 · c2)`` (hardswish's ``/ 6``
   and the next quantizer's ``/ s``), within an ulp or two;
+- ``crop_kernels``: a convolution's taps that only ever read padding are cut off its kernel, and its
+  padding with them (a 5×5 depthwise layer on a 2×2 map reads 3×3 of its taps; on a 1×1 map one),
+  exactly: a 32×32 MobileNet's 5×5 layers over 240 and 336 channels at 2×2 took 7.5 and 10.6 µs;
 - ``merge_reshapes``: ``reshape(reshape(x))`` becomes one reshape (none where it gives ``x``'s own
   shape): a chain of reshapes fused into a kernel copies its tensor (the NCHW view of an int8
   layer's ``[channels, pixels]`` result read back as ``[channels, pixels]`` by the next one).
@@ -27,7 +30,7 @@ from autotune.compiler.precision import tensor_dtype, tensor_shape
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["fold_scalings", "merge_clips", "merge_reshapes", "reciprocal_divisions", "simplify"]
+__all__ = ["crop_kernels", "fold_scalings", "merge_clips", "merge_reshapes", "reciprocal_divisions", "simplify"]
 
 
 def reciprocal_divisions(mod: tvm.IRModule) -> tvm.IRModule:
@@ -107,6 +110,47 @@ def fold_scalings(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _reach(size: int, kernel: int, stride: int, before: int, after: int) -> tuple[int, int, int, int] | None:
+    """The taps ``[first, last]`` of a kernel axis that read the input at some output position, and
+    the padding that keeps the output's size with only them; None when every tap does."""
+    out = (size + before + after - kernel) // stride + 1
+    first, last = max(0, before - (out - 1) * stride), min(kernel - 1, size - 1 + before)
+    if first == 0 and last == kernel - 1 or last < first:
+        return None
+    width, pad = last - first + 1, before - first
+    tail = max(0, (out - 1) * stride + width - size - pad)
+    return ((first, last, pad, tail) if (size + pad + tail - width) // stride + 1 == out else None)  # fmt: skip
+
+
+def crop_kernels(mod: tvm.IRModule) -> tvm.IRModule:
+    """Each NCHW ``conv2d`` of ``main`` with constant weights loses the taps that read only padding."""
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    x, w = wildcard(), is_const()
+
+    def rewrite(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
+        a, weight, shape = expr.attrs, m[w].value.numpy(), tensor_shape(m[x])
+        if (str(a.data_layout), str(a.kernel_layout)) != ("NCHW", "OIHW") or len(shape) != 4 or weight.ndim != 4:
+            return expr
+        if any(int(v) != 1 for v in a.dilation):
+            return expr
+        top, left, bottom, right = (int(v) for v in a.padding)
+        (sh, sw), (kh, kw) = (int(v) for v in a.strides), weight.shape[2:]
+        rows, cols = _reach(shape[2], kh, sh, top, bottom), _reach(shape[3], kw, sw, left, right)
+        if rows is None and cols is None:
+            return expr
+        r0, r1, top, bottom = rows or (0, kh - 1, top, bottom)
+        c0, c1, left, right = cols or (0, kw - 1, left, right)
+        cropped = np.ascontiguousarray(weight[:, :, r0 : r1 + 1, c0 : c1 + 1])
+        return relax.op.nn.conv2d(m[x], relax.const(cropped, str(weight.dtype)), strides=a.strides,
+                                  padding=(top, left, bottom, right), dilation=a.dilation, groups=a.groups,
+                                  out_dtype=a.out_dtype)  # fmt: skip
+
+    mod["main"] = rewrite_call(is_op("relax.nn.conv2d")(x, w), rewrite, mod["main"])
+    return mod
+
+
 def merge_reshapes(mod: tvm.IRModule) -> tvm.IRModule:
     """Each ``reshape(reshape(x, a), b)`` of ``main`` → ``reshape(x, b)``, or ``x`` when ``b`` is its shape."""
     from tvm import relax
@@ -127,4 +171,4 @@ def merge_reshapes(mod: tvm.IRModule) -> tvm.IRModule:
 
 def simplify(mod: tvm.IRModule) -> tvm.IRModule:
     """All of the above, in order."""
-    return merge_reshapes(fold_scalings(merge_clips(reciprocal_divisions(mod))))
+    return merge_reshapes(crop_kernels(fold_scalings(merge_clips(reciprocal_divisions(mod)))))

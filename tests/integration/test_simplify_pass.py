@@ -107,3 +107,45 @@ def test_clips_merge_and_scalings_fold_to_the_same_values():
     want = np.minimum(x * relu6 / np.float32(6) / np.float32(0.02), 127)
     np.testing.assert_allclose(got, want, rtol=4 * np.finfo(np.float32).eps)
     np.testing.assert_array_equal(kept, np.clip(np.clip(x, 0, 1), 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding", "groups", "taps"),
+    [(2, 5, 1, 2, 8, (3, 3)), (1, 5, 1, 2, 8, (1, 1)), (1, 3, 1, 1, 1, (1, 1)), (2, 5, 2, 2, 1, (2, 2)),
+     (4, 5, 1, 2, 8, (5, 5))],
+    ids=["dw-2x2", "dw-1x1", "dense-1x1", "strided-2x2", "all-taps-used"],
+)  # fmt: skip
+def test_taps_that_read_only_padding_are_cropped_exactly(size, kernel, stride, padding, groups, taps):
+    import torch
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from autotune.compiler.simplify import crop_kernels
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, kernel, stride, padding, groups=groups).eval()
+    x = torch.randn(1, 8, size, size)
+    mod = crop_kernels(from_exported_program(torch.export.export(conv, (x,)), keep_params_as_input=False))
+    shapes = [tuple(int(v) for v in a.ty.shape) for name, a in _conv_weights(mod)]
+    assert shapes == [(8, 8 // groups, *taps)]
+    ex = tvm.compile(mod, target="llvm")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
+    got = (got[0] if not hasattr(got, "numpy") else got).numpy()
+    with torch.inference_mode():
+        want = conv(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _conv_weights(mod):
+    import tvm
+    from tvm import relax
+
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.nn.conv2d":
+            found.append((expr.op.name, expr.args[1]))
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
