@@ -3,9 +3,9 @@
 The build is a named pass pipeline in TVM's style. After the PyTorch import, the module goes through
 three tables of named steps, in order:
 
-    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, StridedConvs (column phases for
-               contiguous loads, ``autotune.compiler.strided``), Precision (``autotune.compiler.precision``),
+    PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
+               StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
@@ -143,9 +143,10 @@ def _cpu_passes(name: str, *groups: str) -> Step:
 PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
-    Step("StridedConvs", lambda mod, o: split_strided_convs(mod)),
     Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity, o.target)),
     Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
+    # after Precision: fp16's ToMixedPrecision rejects call_tir; the float32 convolutions left are split
+    Step("StridedConvs", lambda mod, o: split_strided_convs(mod)),
     Step("Simplify", lambda mod, o: simplify(mod)),
 )
 

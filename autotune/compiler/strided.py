@@ -86,9 +86,9 @@ def _pays(per_group: int, k_w: int, width: int) -> bool:
 
 
 def pair_phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) -> tvm.tirx.PrimFunc:
-    """``phase_kernel`` for an even width, on the bits: ``x`` (``[n·c, h, w/2]`` int64, each a pair of
-    float32 columns) → ``[n·2c, rows, half]`` int32, each phase row the low or high halves of a run
-    of words (vectorised, no condition inside it), zeros around."""
+    """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` int64 (each
+    word a pair of float32 columns), the output written as ``[n·2c, rows, half]`` int32, each phase
+    row the low or high halves of a run of words (vectorised, no condition inside it), zeros around."""
     from tvm.script import tirx as T
 
     n, c, h, w = shape
@@ -103,8 +103,10 @@ def pair_phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: 
     nc = n * c
 
     @T.prim_func(s_tir=True)
-    def kernel(x: T.Buffer((nc, h, w2), "int64"), out: T.Buffer((nc * 2, rows, half), "int32")) -> None:
+    def kernel(xf: T.Buffer((n, c, h, w), "float32"), of: T.Buffer((n, 2 * c, rows, half), "float32")) -> None:
         T.func_attr({"tirx.noalias": True})
+        x = T.decl_buffer((nc, h, w2), "int64", data=xf.data)  # the same memory, as float pairs
+        out = T.decl_buffer((nc * 2, rows, half), "int32", data=of.data)
         with T.sblock("root"):
             for bc in T.parallel(nc):
                 for y in range(rows):
@@ -168,12 +170,7 @@ def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
             name = "column_phases_" + "_".join(map(str, key))
             make = pair_phase_kernel if pairs else phase_kernel
             kernels[key] = bb.add_func(make(shape, (top, left), rows, half).with_attr("global_symbol", name), name)
-        if pairs:  # the float32 input read as 64-bit pairs, the phases' bits viewed as float32
-            words = relax.op.memory.view(m[x], (n * c, h, wd // 2), "int64")
-            bits = relax.call_tir(kernels[key], [words], relax.TensorType((n * c * 2, rows, half), "int32"))
-            phases = relax.op.memory.view(bits, (n, c * 2, rows, half), "float32")
-        else:
-            phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), "float32"))
+        phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), "float32"))
         taps = (k_w + 1) // 2
         split = np.zeros((weight.shape[0], per_group, 2, k_h, taps), np.float32)
         for ph in range(2):
