@@ -87,8 +87,9 @@ def _pays(per_group: int, k_w: int, width: int) -> bool:
 
 def pair_phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) -> tvm.tirx.PrimFunc:
     """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` int64 (each
-    word a pair of float32 columns), the output written as ``[n·2c, rows, half]`` int32, each phase
-    row the low or high halves of a run of words (vectorised, no condition inside it), zeros around."""
+    word a pair of float32 columns, the even one in its low half: little-endian, as x86 and Arm are),
+    the output written as ``[n·2c, rows, half]`` int32, each phase row the low or high halves of a run
+    of words (vectorised, no condition inside it), zeros around."""
     from tvm.script import tirx as T
 
     n, c, h, w = shape
