@@ -255,8 +255,9 @@ def sink_views(func: Any) -> Any:
             else:
                 return expr
         elif v.op.name == "relax.reshape" and tensor_shape(args[1 - k]) == tensor_shape(v):
-            operand = relax.op.reshape(args[1 - k], tensor_shape(src))  # a tensor of the view's shape, as a
-        else:  # view of the kernel's [rows, pixels] (a residual connection: the skip of a float layer)
+            # a tensor of the view's shape (a residual's skip from a float layer), read as [rows, pixels]
+            operand = relax.op.reshape(args[1 - k], tensor_shape(src))
+        else:
             return expr
         ops = [operand, src] if k == 1 else [src, operand]
         return rebuild(v, relax.Call(expr.op, ops, expr.attrs, expr.ty_args))
