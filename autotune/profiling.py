@@ -36,6 +36,7 @@ class KernelTime:
     gflops: float  # achieved
     peak_fraction: float | None  # of the profile's calibrated fp32 peak
     tuned: bool
+    flops: float = 0.0  # of one call, as TVM counts them (0: a copy; profiles kept before this field)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
         times.append(KernelTime(
             name=k.name, calls=k.calls, us_per_call=s * 1e6, total_us=s * k.calls * 1e6,
             share=s * k.calls * 1e3 / latency_ms, gflops=gflops, peak_fraction=gflops / peak if peak else None,
-            tuned=k.tuned,
+            tuned=k.tuned, flops=k.flops,
         ))  # fmt: skip
     times.sort(key=lambda t: -t.total_us)
     kernels_ms = sum(t.total_us for t in times) / 1e3

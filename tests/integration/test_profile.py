@@ -40,8 +40,8 @@ def test_profile_a_finished_trial(tmp_path, write_yaml, repo):
     assert prof["overhead_ms"] == pytest.approx(prof["latency_ms"] - prof["kernels_ms"])
     assert prof["recorded_latency_ms"] == pytest.approx(row["latency_ms"])
     assert sum(k["share"] for k in kernels) == pytest.approx(prof["kernels_ms"] / prof["latency_ms"])
-    assert all(k["gflops"] >= 0 and k["calls"] >= 1 for k in kernels)  # a copy (column phases) computes nothing
-    assert all(k["gflops"] > 0 for k in kernels if "conv2d" in k["name"] or "matmul" in k["name"])
+    assert all(k["flops"] >= 0 and k["calls"] >= 1 for k in kernels)  # a copy (column phases) computes nothing
+    assert all(k["flops"] > 0 for k in kernels if "conv2d" in k["name"] or "matmul" in k["name"])
     assert kernels == sorted(kernels, key=lambda k: -k["total_us"])  # heaviest first
     table = _cli("profile", str(run), tid)
     assert table.returncode == 0 and kernels[0]["name"] in table.stdout and "runtime's own work" in table.stdout
