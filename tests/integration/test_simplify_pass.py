@@ -30,7 +30,8 @@ def _module(divisor):
     return bb.get()
 
 
-def _ops(mod):
+def _calls(mod):
+    """The operator calls of ``mod``'s ``main``, in post order."""
     import tvm
     from tvm import relax
 
@@ -38,10 +39,18 @@ def _ops(mod):
 
     def visit(expr):
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            found.append((expr.op.name, ["const" if isinstance(a, tvm.ir.expr.Constant) else "var" for a in expr.args]))
+            found.append(expr)
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return found
+
+
+def _ops(mod):
+    import tvm
+
+    return [
+        (c.op.name, ["const" if isinstance(a, tvm.ir.expr.Constant) else "var" for a in c.args]) for c in _calls(mod)
+    ]
 
 
 def test_a_division_by_a_constant_becomes_a_product_within_an_ulp():
@@ -127,7 +136,7 @@ def test_taps_that_read_only_padding_are_cropped_exactly(size, kernel, stride, p
     conv = torch.nn.Conv2d(8, 8, kernel, stride, padding, groups=groups).eval()
     x = torch.randn(1, 8, size, size)
     mod = crop_kernels(from_exported_program(torch.export.export(conv, (x,)), keep_params_as_input=False))
-    shapes = [tuple(int(v) for v in a.ty.shape) for name, a in _conv_weights(mod)]
+    shapes = [tuple(int(v) for v in c.args[1].ty.shape) for c in _calls(mod) if c.op.name == "relax.nn.conv2d"]
     assert shapes == [(8, 8 // groups, *taps)]
     ex = tvm.compile(mod, target="llvm")
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
@@ -135,17 +144,3 @@ def test_taps_that_read_only_padding_are_cropped_exactly(size, kernel, stride, p
     with torch.inference_mode():
         want = conv(x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _conv_weights(mod):
-    import tvm
-    from tvm import relax
-
-    found = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.nn.conv2d":
-            found.append((expr.op.name, expr.args[1]))
-
-    relax.analysis.post_order_visit(mod["main"], visit)
-    return found
