@@ -118,6 +118,21 @@ def test_clips_merge_and_scalings_fold_to_the_same_values():
     np.testing.assert_array_equal(kept, np.clip(np.clip(x, 0, 1), 2, 3))
 
 
+def test_a_scaling_read_elsewhere_too_is_not_folded():
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType((2, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.multiply(x, relax.const(np.float32(1 / 6))))  # hardswish's output
+            b = bb.emit(relax.op.multiply(a, relax.const(np.float32(50.0))))  # the next quantizer
+            gv = bb.emit_output(relax.Tuple([a, relax.op.add(a, b)]))  # a residual reads a too
+        bb.emit_func_output(gv)
+    scalings = [c.args[1].value.numpy().item() for c in _calls(simplify(bb.get())) if c.op.name == "relax.multiply"]
+    assert scalings == [np.float32(1 / 6), np.float32(50.0)]  # not x · (50 / 6) beside x / 6
+
+
 @pytest.mark.parametrize(
     ("size", "kernel", "stride", "padding", "groups", "taps"),
     [(2, 5, 1, 2, 8, (3, 3)), (1, 5, 1, 2, 8, (1, 1)), (1, 3, 1, 1, 1, (1, 1)), (2, 5, 2, 2, 1, (2, 2)),
