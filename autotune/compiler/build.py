@@ -6,7 +6,8 @@ three tables of named steps, in order:
     PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
-               Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``)
+               Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``),
+               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from autotune.compiler.dot_kernels import schedule_dot
 from autotune.compiler.dot_rewrite import to_dot_product
+from autotune.compiler.int8_inputs import int8_inputs
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
 from autotune.compiler.simplify import simplify
@@ -148,6 +150,8 @@ PREPARE: tuple[Step, ...] = (
     # after Precision: fp16's ToMixedPrecision rejects call_tir; the float32 convolutions left are split
     Step("StridedConvs", lambda mod, o: split_strided_convs(mod)),
     Step("Simplify", lambda mod, o: simplify(mod)),
+    # after Simplify: it crops the taps of depthwise kernels that read only padding
+    Step("Int8Inputs", lambda mod, o: int8_inputs(mod)[0] if o.precision == "int8" else mod),
 )
 
 

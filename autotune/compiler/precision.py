@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import tvm
 
 __all__ = [
+    "INT8_INPUT_DEPTHWISE",
     "PRECISIONS",
     "DtypeCensus",
     "dtype_census",
@@ -42,6 +43,9 @@ __all__ = [
     "to_int8",
 ]
 
+#: Name prefix of the depthwise kernels that read int8 and compute in float32
+#: (``autotune.compiler.int8_inputs``); ``dtype_census`` counts them as float32 operators.
+INT8_INPUT_DEPTHWISE = "int8_input_depthwise"
 #: Largest deviation of ``W / s_w`` from an integer for ``W`` to count as 8-bit quantized.
 _INTEGRAL_TOL = 1e-3
 
@@ -206,8 +210,9 @@ def tensor_shape(expr: Any) -> list[int]:
 
 
 def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
-    """Count ``conv2d`` and ``matmul`` calls in ``main`` by the dtype of their first input, and the
-    calls of dot-product kernels (int8, ``dot``)."""
+    """Count ``conv2d`` and ``matmul`` calls in ``main`` by the dtype of their first input, the calls
+    of dot-product kernels (int8, ``dot``), and depthwise kernels that read int8 but compute in float32
+    (``autotune.compiler.int8_inputs``: float32)."""
     import tvm
     from tvm import relax
 
@@ -225,6 +230,8 @@ def dtype_census(mod: tvm.IRModule) -> DtypeCensus:
             elif expr.op.same_as(call_tir) and expr.args[0].name_hint.startswith(KERNEL_PREFIX):
                 counts["dot"] += 1
                 isas.add(expr.args[0].name_hint[len(KERNEL_PREFIX) :].split("_")[0])
+            elif expr.op.same_as(call_tir) and expr.args[0].name_hint.startswith(INT8_INPUT_DEPTHWISE):
+                counts["float32"] += 1  # reads int8, computes in float32
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return DtypeCensus(int8=counts["int8"] + counts["dot"], float16=counts["float16"], float32=counts["float32"],

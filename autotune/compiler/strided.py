@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_COLUMNS_NARROW",
+    "PADS_ATTR",
     "MIN_WIDTH",
     "MIN_WIDTH_DENSE",
     "pair_phase_kernel",
@@ -47,25 +48,33 @@ MIN_COLUMNS_NARROW = 56
 #: Narrowest kernel rewritten where a group has several input channels (each copied column feeds
 #: every output channel): the 3×3 stem, 3 → 16 channels at 224×224, 156 µs → 90 + 10 (copy).
 MIN_WIDTH_DENSE = 3
+#: PrimFunc attribute of a phase copy: the input's padding (top, left) it applies.
+PADS_ATTR = "autotune.column_phases_pads"
 
 
 def _ints(values: Any) -> list[int]:
     return [int(v) for v in values]
 
 
-def phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) -> tvm.tirx.PrimFunc:
+def phase_kernel(
+    shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str = "float32", scale: float = 1.0
+) -> tvm.tirx.PrimFunc:
     """``X[n, 2c + ph, y, j] = x_pad[n, c, y, 2j + ph]`` for ``x`` of ``shape`` (NCHW) padded by
-    ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each."""
+    ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each.
+    An ``int8`` ``x`` is read as 8-bit values and written as float32 ``x · scale``."""
     from tvm import s_tir, te, tirx
 
     n, c, h, w = shape
     top, left = pads
-    x = te.placeholder([tirx.IntImm("int64", v) for v in shape], "float32", name="x")
+    x = te.placeholder([tirx.IntImm("int64", v) for v in shape], dtype, name="x")
 
     def body(b: Any, ch: Any, y: Any, j: Any) -> Any:  # ch = 2·channel + phase
         row, col = y - top, j * 2 + ch % 2 - left
         inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
-        return tirx.if_then_else(inside, x[b, ch // 2, row, col], tirx.const(0.0, "float32"))
+        value = x[b, ch // 2, row, col]
+        if dtype != "float32":
+            value = tirx.Cast("float32", value) * tirx.const(scale, "float32")
+        return tirx.if_then_else(inside, value, tirx.const(0.0, "float32"))
 
     out = te.compute([tirx.IntImm("int64", v) for v in (n, 2 * c, rows, half)], body, name="column_phases")
     sch = s_tir.Schedule(te.create_prim_func([x, out]))
@@ -75,7 +84,15 @@ def phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) 
     if lanes > 1:
         sch.vectorize(sch.split(j, [None, lanes])[1])
     # scheduled here, and a copy of its own: fusion would drop the schedule (kOpaque)
-    return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
+    return _mark(sch.mod["main"], pads)
+
+
+def _mark(func: tvm.tirx.PrimFunc, pads: tuple[int, int]) -> tvm.tirx.PrimFunc:
+    """A phase copy, scheduled and opaque to fusion, carrying its padding (``PADS_ATTR``)."""
+    attrs = {"tir.is_scheduled": True, "op_pattern": 8, PADS_ATTR: [int(v) for v in pads]}
+    for key, value in attrs.items():
+        func = func.with_attr(key, value)
+    return func
 
 
 def _pays(per_group: int, k_w: int, width: int) -> bool:
@@ -85,50 +102,61 @@ def _pays(per_group: int, k_w: int, width: int) -> bool:
     return k_w >= MIN_WIDTH or (k_w >= 3 and width >= MIN_COLUMNS_NARROW)
 
 
-def pair_phase_kernel(shape: list[int], pads: tuple[int, int], rows: int, half: int) -> tvm.tirx.PrimFunc:
-    """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` int64 (each
-    word a pair of float32 columns, the even one in its low half: little-endian, as x86 and Arm are),
-    the output written as ``[n·2c, rows, half]`` int32, each phase row the low or high halves of a run
-    of words (vectorised, no condition inside it), zeros around."""
+def pair_phase_kernel(
+    shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str = "float32", scale: float = 1.0
+) -> tvm.tirx.PrimFunc:
+    """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` words of
+    two columns (the even one in its low half: little-endian, as x86 and Arm are), each phase row the
+    low or high halves of a run of words (vectorised, no condition inside it), zeros around. float32
+    pairs are int64 words whose halves are written as int32 (the same bits); int8 pairs are int16
+    words whose halves are written as float32 ``value · scale``."""
     from tvm.script import tirx as T
 
     n, c, h, w = shape
     w2, (top, left) = w // 2, pads
+    bits = 8 if dtype == "int8" else 32
+    word, half_t, out_t = ("int16", "int8", "float32") if dtype == "int8" else ("int64", "int32", "int32")
+    factor = T.float32(scale) if dtype == "int8" else T.int32(1)
     runs = []  # per phase: bit shift, word offset, first and end column of the run read from x
     for ph in range(2):
         s = (ph - left) % 2
         d = (ph - left - s) // 2
         lo = max(0, -d)
-        runs.append((32 * s, d, lo, max(lo, min(half, w2 - d))))
+        runs.append((bits * s, d, lo, max(lo, min(half, w2 - d))))
     (s0, d0, lo0, hi0), (s1, d1, lo1, hi1) = runs
     nc = n * c
+    zero = T.Cast(out_t, 0)
 
     @T.prim_func(s_tir=True)
-    def kernel(xf: T.Buffer((n, c, h, w), "float32"), of: T.Buffer((n, 2 * c, rows, half), "float32")) -> None:
+    def kernel(xf: T.Buffer((n, c, h, w), dtype), of: T.Buffer((n, 2 * c, rows, half), "float32")) -> None:
         T.func_attr({"tirx.noalias": True})
-        x = T.decl_buffer((nc, h, w2), "int64", data=xf.data)  # the same memory, as float pairs
-        out = T.decl_buffer((nc * 2, rows, half), "int32", data=of.data)
+        x = T.decl_buffer((nc, h, w2), word, data=xf.data)  # the same memory, as pairs
+        out = T.decl_buffer((nc * 2, rows, half), out_t, data=of.data)
         with T.sblock("root"):
             for bc in T.parallel(nc):
                 for y in range(rows):
                     if y >= top and y < top + h:
                         for j in range(lo0):
-                            out[bc * 2, y, j] = 0
+                            out[bc * 2, y, j] = zero
                         for j in T.vectorized(hi0 - lo0):
-                            out[bc * 2, y, lo0 + j] = T.Cast("int32", x[bc, y - top, lo0 + j + d0] >> s0)
+                            out[bc * 2, y, lo0 + j] = (
+                                T.Cast(out_t, T.Cast(half_t, x[bc, y - top, lo0 + j + d0] >> T.Cast(word, s0))) * factor
+                            )
                         for j in range(half - hi0):
-                            out[bc * 2, y, hi0 + j] = 0
+                            out[bc * 2, y, hi0 + j] = zero
                         for j in range(lo1):
-                            out[bc * 2 + 1, y, j] = 0
+                            out[bc * 2 + 1, y, j] = zero
                         for j in T.vectorized(hi1 - lo1):
-                            out[bc * 2 + 1, y, lo1 + j] = T.Cast("int32", x[bc, y - top, lo1 + j + d1] >> s1)
+                            out[bc * 2 + 1, y, lo1 + j] = (
+                                T.Cast(out_t, T.Cast(half_t, x[bc, y - top, lo1 + j + d1] >> T.Cast(word, s1))) * factor
+                            )
                         for j in range(half - hi1):
-                            out[bc * 2 + 1, y, hi1 + j] = 0
+                            out[bc * 2 + 1, y, hi1 + j] = zero
                     else:
                         for ph, j in T.grid(2, half):
-                            out[bc * 2 + ph, y, j] = 0
+                            out[bc * 2 + ph, y, j] = zero
 
-    return kernel.with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
+    return _mark(kernel, pads)
 
 
 def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:

@@ -1,0 +1,100 @@
+"""Float layers of an int8 model that read their quantized input as int8 (``autotune.compiler.int8_inputs``):
+the rewritten depthwise layers and column-phase copies compute what the fake-quantized layer computes,
+through the real build (fusion, default schedules), and only 8-bit symmetric quantizers are taken."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autotune.compiler.build import FINALIZE, FUSE, SCHEDULE, BuildOptions, run_steps
+from autotune.compiler.int8_inputs import KERNEL_PREFIX, int8_inputs
+from autotune.compiler.precision import INT8_INPUT_DEPTHWISE, dtype_census
+from autotune.compiler.simplify import simplify
+from autotune.compiler.strided import split_strided_convs
+
+pytestmark = [pytest.mark.tvm]
+
+SCALE = np.float32(0.05)
+
+
+def _module(shape, weight, stride, padding, bounds=(-127, 127), scale=SCALE):
+    """``conv2d(quantize(x) · s, weight) + 1`` (a depthwise layer where ``weight`` has one input
+    channel per group) as the exporter writes a fake-quantized layer."""
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            q = relax.op.clip(relax.op.round(relax.op.divide(x, relax.const(scale))), *bounds)
+            fq = relax.op.multiply(q, relax.const(scale))
+            groups = shape[1] if weight.shape[1] == 1 else 1
+            conv = relax.op.nn.conv2d(fq, relax.const(weight), strides=stride, padding=padding, groups=groups)
+            gv = bb.emit_output(relax.op.add(conv, relax.const(1.0, "float32")))
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def _reference(x, weight, stride, padding, bounds=(-127, 127)):
+    q = np.clip(np.round(x / SCALE), *bounds).astype(np.float32) * SCALE
+    top, left, bottom, right = (padding,) * 4 if isinstance(padding, int) else padding
+    q = np.pad(q, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    groups = x.shape[1] if weight.shape[1] == 1 else 1
+    with torch.inference_mode():
+        out = torch.nn.functional.conv2d(torch.from_numpy(q), torch.from_numpy(weight), stride=stride, groups=groups)
+    return out.numpy() + 1
+
+
+def _run(mod, x):
+    import tvm
+    from tvm import relax
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    lowered = run_steps(FUSE + SCHEDULE + FINALIZE, mod, BuildOptions(target))
+    ex = tvm.compile(lowered, target=target, relax_pipeline=None)
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _kernels(mod):
+    return sorted(gv.name_hint for gv, _ in mod.functions_items() if gv.name_hint.startswith(KERNEL_PREFIX))
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"),
+    [(14, 5, 1, 2), (9, 3, 1, 1), (6, 3, 1, (0, 1, 2, 1)), (16, 5, 2, 2), (15, 5, 2, 2)],
+    ids=["5x5", "3x3-odd", "asymmetric", "strided-even", "strided-odd"],
+)
+def test_a_layer_reading_int8_matches_the_fake_quantized_layer(size, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    shape = (1, 6, size, size)
+    weight = rng.standard_normal((6, 1, kernel, kernel)).astype(np.float32)
+    x = rng.uniform(-6, 6, shape).astype(np.float32)
+    mod = simplify(split_strided_convs(_module(shape, weight, (stride, stride), padding)))
+    rewritten, n = int8_inputs(mod)
+    assert n == 1
+    expected = ["column"] if stride == 2 else ["depthwise"]  # int8_input_column_phases_…
+    assert [name[len(KERNEL_PREFIX) :].split("_")[0] for name in _kernels(rewritten)] == expected
+    assert not [gv for gv, _ in rewritten.functions_items() if gv.name_hint.startswith("column_phases")]
+    census = dtype_census(rewritten)
+    assert (census.int8, census.float32) == (0, 1)  # reads int8, computes in float32
+    got = _run(rewritten, x)
+    want = _reference(x, weight, stride, padding)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if stride == 2:  # the copy writes the very float32 values it copied before: the same results
+        np.testing.assert_array_equal(got, _run(mod, x))
+
+
+def test_only_8_bit_symmetric_quantizers_in_front_of_depthwise_layers_are_taken():
+    rng = np.random.default_rng(1)
+    shape = (1, 4, 8, 8)
+    depthwise = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    dense = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    assert int8_inputs(_module(shape, depthwise, (1, 1), 1, bounds=(0, 255)))[1] == 0  # not int8
+    assert int8_inputs(_module(shape, dense, (1, 1), 1))[1] == 0  # a regular convolution
+    per_channel = np.full((1, 4, 1, 1), SCALE, np.float32)
+    assert int8_inputs(_module(shape, depthwise, (1, 1), 1, scale=per_channel))[1] == 0
+    mod, n = int8_inputs(_module(shape, depthwise, (1, 1), 1))
+    assert n == 1 and _kernels(mod)[0].startswith(INT8_INPUT_DEPTHWISE)
