@@ -81,8 +81,9 @@ log = logging.getLogger(__name__)
 #: depthwise layers pad per channel, column phases tile two rows; 8: divisions by constants become
 #: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile,
 #: regular stride-2 convolutions split into column phases too, the phases copied as float pairs,
-#: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``).
-BUILD_VERSION = 8
+#: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``); 9: float
+#: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded.
+BUILD_VERSION = 9
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``
