@@ -4,8 +4,8 @@ The build is a named pass pipeline in TVM's style. After the PyTorch import, the
 three tables of named steps, in order:
 
     PREPARE    FoldBatchnormToConv2D, DecomposeOpsForInference, Precision (``autotune.compiler.precision``),
-               DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
+               DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``),
                Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
@@ -147,9 +147,10 @@ PREPARE: tuple[Step, ...] = (
     _relax_pass("FoldBatchnormToConv2D"),  # plug-in models keep their BN
     _relax_pass("DecomposeOpsForInference"),
     Step("Precision", lambda mod, o: set_precision(mod, o.precision, o.weight_granularity, o.target)),
-    Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
-    # after Precision: fp16's ToMixedPrecision rejects call_tir; the float32 convolutions left are split
+    # after Precision: fp16's ToMixedPrecision rejects call_tir; before DotProduct: its im2col reads
+    # the phases of a strided int8 convolution with contiguous loads
     Step("StridedConvs", lambda mod, o: split_strided_convs(mod)),
+    Step("DotProduct", lambda mod, o: to_dot_product(mod, o.target)[0] if o.precision == "int8" else mod),
     Step("Simplify", lambda mod, o: simplify(mod)),
     # after Simplify: it crops the taps of depthwise kernels that read only padding
     Step("Int8Inputs", lambda mod, o: int8_inputs(mod)[0] if o.precision == "int8" else mod),

@@ -11,7 +11,8 @@ scheduled here (``schedule_dot``) with a tensor intrinsic of this module:
 
 - ``conv_kernel``: a 1×1 convolution, ``C[n, p] = Σ_k A[k/4, p, k%4] · W[n, k]``, lanes over pixels
   (the output stays NCHW); each broadcast weight quadruple feeds two pixel vectors of four output
-  channels;
+  channels; any other convolution is one over its taps (``autotune.compiler.dot_layout`` lays the
+  activations out for it);
 - ``dense_kernel``: a matmul, ``C[p, n] = Σ_k A[p, k] · W[n/L, k/4, n%L, k%4]``, lanes over output
   features, the weights packed as the instruction reads them.
 
@@ -36,14 +37,14 @@ if TYPE_CHECKING:
     import tvm
 
 __all__ = [
+    "DEPTH",
     "ISAS",
     "KERNEL_PREFIX",
-    "PACK_LANES",
     "DotIsa",
     "conv_kernel",
     "dense_kernel",
     "dot_path",
-    "pack_kernel",
+    "i64",
     "schedule_dot",
     "takes_conv",
     "takes_matmul",
@@ -52,9 +53,8 @@ __all__ = [
 #: Name prefix of the kernels' PrimFuncs (``dtype_census`` counts the calls to them).
 KERNEL_PREFIX = "int8_dot_"
 _CONV, _DENSE = "autotune_dot_conv_", "autotune_dot_dense_"
-_DEPTH = 4  # products per 32-bit lane
-#: Pixels packed per vector by ``pack_kernel`` (it applies where the pixels are a multiple of it).
-PACK_LANES = 16
+#: Products per 32-bit lane.
+DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,13 @@ def dot_path(target: tvm.target.Target) -> str:
     return "generic"
 
 
-def takes_conv(x_shape: list[int], w_shape: tuple[int, ...], strides: Any, padding: Any, groups: int) -> bool:
-    """Whether ``conv_kernel`` computes this convolution: batch 1, a 1×1 kernel, stride 1, no
-    padding, one group (input channels that are not a multiple of 4 are padded with zeros)."""
-    return (len(x_shape) == 4 and x_shape[0] == 1 and tuple(w_shape[2:]) == (1, 1) and groups == 1
-            and all(int(v) == 1 for v in strides) and all(int(v) == 0 for v in padding))  # fmt: skip
+def takes_conv(x_shape: list[int], w_shape: tuple[int, ...], groups: int, dilation: Any) -> bool:
+    """Whether ``conv_kernel`` computes this convolution: batch 1, one group, no dilation. A 1×1
+    kernel at stride 1 without padding reads the activations as they are (input channels that are not
+    a multiple of 4 padded with zeros); any other kernel, stride or padding reads each output pixel's
+    taps gathered by ``im2col_kernel`` (a 1×1 convolution over input channels × kernel taps)."""
+    return (len(x_shape) == 4 and x_shape[0] == 1 and len(w_shape) == 4 and groups == 1
+            and all(int(v) == 1 for v in dilation))  # fmt: skip
 
 
 def takes_matmul(x_shape: list[int], w_shape: tuple[int, ...]) -> bool:
@@ -201,13 +203,13 @@ def dense_kernel(p: int, k: int, nl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
     from tvm import te
 
     lanes = isa.lanes
-    a = te.placeholder(_i64(p, k), isa.activations, name="A")
-    b = te.placeholder(_i64(nl // lanes, k // _DEPTH, lanes, _DEPTH), "int8", name="B")
-    r = te.reduce_axis(_i64(0, k), name="k")
+    a = te.placeholder(i64(p, k), isa.activations, name="A")
+    b = te.placeholder(i64(nl // lanes, k // DEPTH, lanes, DEPTH), "int8", name="B")
+    r = te.reduce_axis(i64(0, k), name="k")
     c = te.compute(
-        _i64(p, nl),
+        i64(p, nl),
         lambda i, j: te.sum(
-            a[i, r].astype("int32") * b[j // lanes, r // _DEPTH, j % lanes, r % _DEPTH].astype("int32"), axis=r
+            a[i, r].astype("int32") * b[j // lanes, r // DEPTH, j % lanes, r % DEPTH].astype("int32"), axis=r
         ),
         name=_DENSE + isa.name,
     )
@@ -220,55 +222,18 @@ def conv_kernel(n: int, k: int, pl: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
     ``schedule_dot`` tensorizes it (lanes over pixels)."""
     from tvm import te
 
-    a = te.placeholder(_i64(k // _DEPTH, pl, _DEPTH), isa.activations, name="A")
-    b = te.placeholder(_i64(n, k), "int8", name="B")
-    r = te.reduce_axis(_i64(0, k), name="k")
+    a = te.placeholder(i64(k // DEPTH, pl, DEPTH), isa.activations, name="A")
+    b = te.placeholder(i64(n, k), "int8", name="B")
+    r = te.reduce_axis(i64(0, k), name="k")
     c = te.compute(
-        _i64(n, pl),
-        lambda i, j: te.sum(a[r // _DEPTH, j, r % _DEPTH].astype("int32") * b[i, r].astype("int32"), axis=r),
+        i64(n, pl),
+        lambda i, j: te.sum(a[r // DEPTH, j, r % DEPTH].astype("int32") * b[i, r].astype("int32"), axis=r),
         name=_CONV + isa.name,
     )
     return te.create_prim_func([a, b, c])
 
 
-def pack_kernel(k: int, p: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
-    """``Q[c, q]``: the activations ``x[4c + j, q]`` (``x`` int8 ``[k, p]``, j = 0..3) as the four
-    bytes of one int32, shifted to u8 (``x ^ 0x80 = x + 128``) where the instruction takes u8;
-    viewed as bytes it is ``conv_kernel``'s ``A[k/4, p, 4]``, ``k`` rounded up to a multiple of 4 with
-    zero channels. Scheduled: the pixels vectorised ``PACK_LANES`` at a time (four contiguous byte
-    loads, widened, shifted and or-ed into one store), where a byte transpose gathers. ``p`` a
-    multiple of ``PACK_LANES``."""
-    from tvm import s_tir, te, tirx
-
-    x = te.placeholder(_i64(k, p), "int8", name="x")
-    flip = isa.activations == "uint8"
-    k4 = -(-k // _DEPTH) * _DEPTH
-
-    def body(c: Any, q: Any) -> Any:
-        word = tirx.const(0, "int32")
-        for j in range(_DEPTH):
-            channel = c * _DEPTH + j
-            if j < k % _DEPTH or k % _DEPTH == 0:
-                byte = x[channel, q].astype("uint8")
-            else:  # a zero channel in the last quadruple
-                byte = tirx.if_then_else(channel < k, x[tirx.min(channel, k - 1), q], tirx.const(0, "int8"))
-                byte = byte.astype("uint8")
-            if flip:
-                byte = tirx.bitwise_xor(byte, tirx.const(0x80, "uint8"))
-            word = tirx.bitwise_or(word, tirx.shift_left(byte.astype("int32"), tirx.const(8 * j, "int32")))
-        return word
-
-    out = te.compute(_i64(k4 // _DEPTH, p), body, name="activation_quads")
-    sch = s_tir.Schedule(te.create_prim_func([x, out]))
-    c, q = sch.get_loops(sch.get_sblock("activation_quads"))
-    qo, qi = sch.split(q, [None, PACK_LANES])
-    sch.parallel(sch.fuse(c, qo))
-    sch.vectorize(qi)
-    # scheduled here, and a copy of its own: fusion would drop the schedule (kOpaque)
-    return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)
-
-
-def _i64(*values: int) -> tuple[Any, ...]:
+def i64(*values: int) -> tuple[Any, ...]:
     """``values`` as int64 constants: Relax's legalized kernels index with int64, and fusion needs
     the buffers of a kernel and of its consumers to agree."""
     import tvm
@@ -301,7 +266,7 @@ def schedule_dot(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc | None:
     consumers = _epilogue(sch, block)
     i, j, kk = sch.get_loops(block)
     i_ext, j_ext = (int(sch.get(x).extent) for x in (i, j))
-    ko, ki = sch.split(kk, [None, _DEPTH])
+    ko, ki = sch.split(kk, [None, DEPTH])
     if kernel.startswith(_CONV):  # i: output channels, j: pixels (in lanes)
         t = _divisor(i_ext, (4, 2, 1))
         rb = _divisor(j_ext // lanes_n, (2, 1))

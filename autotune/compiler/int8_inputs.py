@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autotune.compiler.dot_kernels import i64
 from autotune.compiler.precision import INT8_INPUT_DEPTHWISE, tensor_dtype, tensor_shape
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ def depthwise_kernel(shape: list[int], kernel: tuple[int, int], padding: tuple[i
     kh, kw = kernel
     top, left, bottom, right = padding
 
-    def i64(*dims: int) -> list[Any]:  # Relax's shapes are int64: FuseTIR maps buffers by their type
-        return [tirx.IntImm("int64", d) for d in dims]
-
     q = te.placeholder(i64(*shape), "int8", name="q")
     weight = te.placeholder(i64(c, 1, kh, kw), "float32", name="w")
 
@@ -61,8 +59,7 @@ def depthwise_kernel(shape: list[int], kernel: tuple[int, int], padding: tuple[i
         return tirx.if_then_else(inside, value, tirx.const(0.0, "float32"))
 
     padded = te.compute(i64(1, c, h + top + bottom, w + left + right), pad, name="pad_temp")
-    zero = tirx.IntImm("int64", 0)
-    rc, ry, rx = (te.reduce_axis((zero, e), n) for e, n in zip(i64(1, kh, kw), ("rc", "ry", "rx"), strict=True))
+    rc, ry, rx = (te.reduce_axis(i64(0, e), n) for e, n in zip((1, kh, kw), ("rc", "ry", "rx"), strict=True))
     out = te.compute(
         i64(1, c, h + top + bottom - kh + 1, w + left + right - kw + 1),
         lambda n, ch, y, x: te.sum(padded[n, ch + rc, y + ry, x + rx] * weight[ch, rc, ry, rx], axis=[rc, ry, rx]),
@@ -141,7 +138,7 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         pads, (rows, half) = (int(pads[0]), int(pads[1])), out[2:]
         make = pair_phase_kernel if shape[3] % 2 == 0 else phase_kernel
         func = kernel((*shape, *pads, rows, half), "column_phases",
-                      lambda: make(shape, pads, rows, half, "int8", scale))  # fmt: skip
+                      lambda: make(shape, pads, rows, half, "int8", "float32", scale))  # fmt: skip
         done += 1
         return relax.call_tir(func, [xq], relax.TensorType(out, "float32"))
 

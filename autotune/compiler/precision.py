@@ -12,8 +12,8 @@ exactly ``q · s_w`` (8-bit symmetric, per tensor or per output channel), and re
 i.e. integer multiplies with int32 accumulation, rescaled once. The integer result is exact; it
 equals the fake-quantized PyTorch model's float computation up to float32 rounding. On a CPU with a
 dot-product instruction only the operators its kernels take go int8 (``dot_kernels.takes_conv``,
-``takes_matmul``): the generic int8 code of the others widens every operand and is slower than their
-float code (the 3×3 stem of a 224×224 MobileNet, 3 input channels: 188 against 161 µs, Zen 5).
+``takes_matmul``: every convolution with one group, through im2col where its kernel is larger than
+1×1, and every matmul); depthwise convolutions stay float, as everywhere (``to_int8``).
 ``dtype_census`` counts what the rewritten module computes in which precision.
 """
 
@@ -133,8 +133,7 @@ def to_int8(
         if int(expr.attrs.groups) > 1 and not depthwise:
             return expr
         a = expr.attrs
-        if dot_only and not takes_conv(tensor_shape(m[fq]), m[w].value.numpy().shape, a.strides, a.padding,
-                                       int(a.groups)):  # fmt: skip
+        if dot_only and not takes_conv(tensor_shape(m[fq]), m[w].value.numpy().shape, int(a.groups), a.dilation):
             return expr
         xq, wq, scale = found
         acc = relax.op.nn.conv2d(

@@ -57,11 +57,17 @@ def _ints(values: Any) -> list[int]:
 
 
 def phase_kernel(
-    shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str = "float32", scale: float = 1.0
+    shape: list[int],
+    pads: tuple[int, int],
+    rows: int,
+    half: int,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+    scale: float = 1.0,
 ) -> tvm.tirx.PrimFunc:
-    """``X[n, 2c + ph, y, j] = x_pad[n, c, y, 2j + ph]`` for ``x`` of ``shape`` (NCHW) padded by
-    ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each.
-    An ``int8`` ``x`` is read as 8-bit values and written as float32 ``x · scale``."""
+    """``X[n, 2c + ph, y, j] = x_pad[n, c, y, 2j + ph]`` for ``x`` of ``shape`` (NCHW, ``dtype``) padded
+    by ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each.
+    An int8 ``x`` is copied as it is, or (``out_dtype`` float32) written as float32 ``x · scale``."""
     from tvm import s_tir, te, tirx
 
     n, c, h, w = shape
@@ -72,12 +78,13 @@ def phase_kernel(
         row, col = y - top, j * 2 + ch % 2 - left
         inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
         value = x[b, ch // 2, row, col]
-        if dtype != "float32":
-            value = tirx.Cast("float32", value) * tirx.const(scale, "float32")
-        return tirx.if_then_else(inside, value, tirx.const(0.0, "float32"))
+        if out != dtype:
+            value = tirx.Cast(out, value) * tirx.const(scale, out)
+        return tirx.if_then_else(inside, value, tirx.const(0, out))
 
-    out = te.compute([tirx.IntImm("int64", v) for v in (n, 2 * c, rows, half)], body, name="column_phases")
-    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    out = out_dtype or dtype
+    phases = te.compute([tirx.IntImm("int64", v) for v in (n, 2 * c, rows, half)], body, name="column_phases")
+    sch = s_tir.Schedule(te.create_prim_func([x, phases]))
     b, ch, _, j = sch.get_loops(sch.get_sblock("column_phases"))
     sch.parallel(sch.fuse(b, ch))
     lanes = max(d for d in (1, 2, 4, 8, 16) if half % d == 0)
@@ -103,20 +110,28 @@ def _pays(per_group: int, k_w: int, width: int) -> bool:
 
 
 def pair_phase_kernel(
-    shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str = "float32", scale: float = 1.0
+    shape: list[int],
+    pads: tuple[int, int],
+    rows: int,
+    half: int,
+    dtype: str = "float32",
+    out_dtype: str | None = None,
+    scale: float = 1.0,
 ) -> tvm.tirx.PrimFunc:
     """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` words of
     two columns (the even one in its low half: little-endian, as x86 and Arm are), each phase row the
     low or high halves of a run of words (vectorised, no condition inside it), zeros around. float32
     pairs are int64 words whose halves are written as int32 (the same bits); int8 pairs are int16
-    words whose halves are written as float32 ``value · scale``."""
+    words whose halves are written as they are, or (``out_dtype`` float32) as ``value · scale``."""
     from tvm.script import tirx as T
 
     n, c, h, w = shape
     w2, (top, left) = w // 2, pads
+    out_dtype = out_dtype or dtype
     bits = 8 if dtype == "int8" else 32
-    word, half_t, out_t = ("int16", "int8", "float32") if dtype == "int8" else ("int64", "int32", "int32")
-    factor = T.float32(scale) if dtype == "int8" else T.int32(1)
+    half_t = f"int{bits}"  # a column's bits
+    word, out_t = f"int{2 * bits}", out_dtype if out_dtype != dtype else half_t
+    factor = T.Cast(out_t, scale if out_dtype != dtype else 1)
     runs = []  # per phase: bit shift, word offset, first and end column of the run read from x
     for ph in range(2):
         s = (ph - left) % 2
@@ -128,7 +143,7 @@ def pair_phase_kernel(
     zero = T.Cast(out_t, 0)
 
     @T.prim_func(s_tir=True)
-    def kernel(xf: T.Buffer((n, c, h, w), dtype), of: T.Buffer((n, 2 * c, rows, half), "float32")) -> None:
+    def kernel(xf: T.Buffer((n, c, h, w), dtype), of: T.Buffer((n, 2 * c, rows, half), out_dtype)) -> None:
         T.func_attr({"tirx.noalias": True})
         x = T.decl_buffer((nc, h, w2), word, data=xf.data)  # the same memory, as pairs
         out = T.decl_buffer((nc * 2, rows, half), out_t, data=of.data)
@@ -160,9 +175,9 @@ def pair_phase_kernel(
 
 
 def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
-    """Rewrite ``main``'s stride-(2, 2) NCHW float32 convolutions with constant weights where the
-    copy pays (``_pays``: kernel width, input width; module docstring); everything else is left as
-    it is."""
+    """Rewrite ``main``'s stride-(2, 2) NCHW convolutions with constant weights (float32, or int8 on
+    int8: the phases copied as bytes, for ``autotune.compiler.dot_rewrite``'s im2col) where the copy
+    pays (``_pays``: kernel width, input width; module docstring); everything else is left as it is."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
@@ -177,7 +192,8 @@ def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
         a = expr.attrs
         weight = m[w].value.numpy()
         shape = tensor_shape(m[x])
-        if len(shape) != 4 or weight.ndim != 4 or str(weight.dtype) != "float32" or tensor_dtype(m[x]) != "float32":
+        dtype = tensor_dtype(m[x])  # float32, or int8 (int8 weights): the phases keep the input's dtype
+        if len(shape) != 4 or weight.ndim != 4 or (dtype, str(weight.dtype)) not in (("float32",) * 2, ("int8",) * 2):
             return expr
         n, c, h, wd = shape
         k_h, k_w = weight.shape[2:]
@@ -193,15 +209,17 @@ def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
         out_w = (wd + left + right - k_w) // 2 + 1
         half = out_w - 1 + (k_w + 1) // 2  # columns per phase the convolution reads
         rows = h + top + bottom
-        key = (*shape, top, left, rows, half)
+        key = (*shape, top, left, rows, half, dtype)
         pairs = wd % 2 == 0
         if key not in kernels:
-            name = "column_phases_" + "_".join(map(str, key))
+            name = "column_phases_" + "_".join(map(str, key[:-1])) + ("_int8" if dtype == "int8" else "")
             make = pair_phase_kernel if pairs else phase_kernel
-            kernels[key] = bb.add_func(make(shape, (top, left), rows, half).with_attr("global_symbol", name), name)
-        phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), "float32"))
+            kernels[key] = bb.add_func(
+                make(shape, (top, left), rows, half, dtype).with_attr("global_symbol", name), name
+            )
+        phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), dtype))
         taps = (k_w + 1) // 2
-        split = np.zeros((weight.shape[0], per_group, 2, k_h, taps), np.float32)
+        split = np.zeros((weight.shape[0], per_group, 2, k_h, taps), weight.dtype)
         for ph in range(2):
             cols = weight[:, :, :, ph::2]
             split[:, :, ph, :, : cols.shape[-1]] = cols

@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 from autotune.compiler.build import FINALIZE, FUSE, PREPARE, SCHEDULE, BuildOptions, run_steps
-from autotune.compiler.dot_kernels import (
-    ISAS,
-    PACK_LANES,
-    conv_kernel,
-    dense_kernel,
-    dot_path,
-    pack_kernel,
-    schedule_dot,
-)
+from autotune.compiler.dot_kernels import ISAS, conv_kernel, dense_kernel, dot_path, schedule_dot
+from autotune.compiler.dot_layout import PACK_LANES, pack_kernel, pad_kernel
 from autotune.compiler.dot_rewrite import to_dot_product
 
 pytestmark = [pytest.mark.tvm]
@@ -86,7 +79,7 @@ def test_pack_kernel_lays_out_the_activation_quadruples(isa, k):
     x = np.random.default_rng(4).integers(-128, 128, (k, p), dtype=np.int8)
     func = pack_kernel(k, p, isa)
     assert func.attrs["tir.is_scheduled"]
-    words = _run(func, _host(), x, out_shape=(k4 // 4, p))
+    words = _run(func, _host(), x.reshape(k, 1, p), out_shape=(k4 // 4, 1, p))
     want = np.pad(x, ((0, k4 - k), (0, 0))).reshape(k4 // 4, 4, p).transpose(0, 2, 1)  # [k4/4, p, 4]
     if isa.activations == "uint8":
         want = (want.astype(np.int16) + 128).astype(np.uint8)
@@ -193,3 +186,54 @@ def test_a_residual_add_of_a_float_tensor_fuses_into_the_kernel():
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv), tvm.runtime.tensor(sv)).numpy()
     acc = np.einsum("ok,bkhw->bohw", w[:, :, 0, 0].astype(np.int64), xv.astype(np.int64)).astype(np.float32)
     np.testing.assert_allclose(got, acc * scale + sv, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding", "channels"),
+    [(6, 3, 1, 1, 3), (8, 3, 2, 1, 3), (7, 3, 2, 1, 4), (5, 2, 1, 0, 5), (6, 3, 1, (0, 1, 2, 1), 2)],
+    ids=["3x3-padded", "stem-strided-even", "stem-strided-odd", "2x2-unpadded", "asymmetric"],
+)
+def test_a_larger_kernel_runs_on_the_dot_kernel_through_im2col_exactly(size, kernel, stride, padding, channels):
+    """``conv2d(int8, int8) -> int32`` with a k×k kernel: its taps gathered four to a word (the input
+    padded by ``pad_kernel``, a strided one split into column phases first), then the 1×1 kernel."""
+    import torch
+    import tvm
+    from tvm import relax
+
+    from autotune.compiler.strided import split_strided_convs
+
+    target, _ = _dot_host()
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, (20, channels, kernel, kernel), dtype=np.int8)
+    x = relax.Var("x", relax.TensorType((1, channels, size, size), "int8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=padding, out_dtype="int32")
+            gv = bb.emit_output(conv)
+        bb.emit_func_output(gv)
+    mod = split_strided_convs(bb.get())
+    assert any(gv.name_hint.startswith("column_phases") for gv, _ in mod.functions_items()) == (stride == 2)
+    rewritten, n = to_dot_product(mod, target)
+    assert n == 1
+    names = [gv.name_hint for gv, _ in rewritten.functions_items()]
+    assert [name for name in names if "im2col" in name], names
+    options = BuildOptions(target=target, precision="int8")
+    ex = tvm.compile(run_steps(FUSE + SCHEDULE + FINALIZE, rewritten, options), target=target, relax_pipeline=None)
+    xv = rng.integers(-128, 128, (1, channels, size, size), dtype=np.int8)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv)).numpy()
+    top, left, bottom, right = (padding,) * 4 if isinstance(padding, int) else padding
+    xp = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+    want = torch.nn.functional.conv2d(torch.from_numpy(xp), torch.from_numpy(w.astype(np.float64)), stride=stride)
+    np.testing.assert_array_equal(got, want.numpy().astype(np.int64))  # |sums| < 2^53: exact in float64
+
+
+def test_pad_kernel_copies_rows_between_zeros():
+    import tvm
+
+    x = np.random.default_rng(7).integers(-128, 128, (3, 5, 7), dtype=np.int8)
+    func = pad_kernel((3, 5, 7), (1, 2, 3, 0))
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=_host())
+    out = tvm.runtime.tensor(np.ones((3, 9, 9), np.int8))
+    lib["main"](tvm.runtime.tensor(x), out)
+    np.testing.assert_array_equal(out.numpy(), np.pad(x, ((0, 0), (1, 3), (2, 0))))

@@ -11,7 +11,7 @@ from autotune.errors import CandidateFailed
 def test_the_pipeline_is_a_table_of_named_steps():
     names = [s.name for s in (*PREPARE, *FUSE, *FINALIZE)]
     assert [s.name for s in PREPARE] == [
-        "FoldBatchnormToConv2D", "DecomposeOpsForInference", "Precision", "DotProduct", "StridedConvs",
+        "FoldBatchnormToConv2D", "DecomposeOpsForInference", "Precision", "StridedConvs", "DotProduct",
         "Simplify", "Int8Inputs"
     ]  # fmt: skip
     assert [s.name for s in FUSE] == ["CPULegalizeAndFuse", "RewriteDataflowReshape", "DotSchedules"]
