@@ -251,7 +251,7 @@ def _int8(mod: tvm.IRModule, granularity: str, target: tvm.target.Target | None)
     n = 0
     if target is not None and dot_path(target) in ISAS:
         mod, n = to_int8(mod, granularity=granularity, dot_only=True)
-    if n == 0:  # nothing for the dot-product kernels (only 3x3 convolutions?): the generic int8 code
+    if n == 0:  # nothing for the dot-product kernels (dilated convolutions only?): the generic int8 code
         mod, n = to_int8(mod, granularity=granularity)
     if n == 0:
         raise CandidateFailed("compile", "int8: no convolution or matmul has 8-bit quantized inputs and weights")
