@@ -19,7 +19,9 @@ decisions set by a fixed rule instead of by measurement:
   phases of a strided one, ``autotune.compiler.strided``, whose rows are two input rows apart);
   outer tiles take the rest (parallelised over the outermost);
 - a wide depthwise convolution pads one channel at a time, inside its parallel channel loop, so the
-  padded plane is convolved while it is in cache (``_pads_per_channel``);
+  padded plane is convolved while it is in cache (``_pads_per_channel``); any other padding stage
+  pads the whole input first, its border and interior split apart by TIR's loop partitioning
+  (``_partitioned_padding``);
 - reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps;
 - a kernel with nothing to tile (element-wise, injective: the quantize steps of an int8 model) is
   vectorised over each channel's image plane (``_flat_vectors``).
@@ -58,6 +60,8 @@ ROW_TILE = 4
 PHASE_ROW_TILE = 2
 #: Inner tile of each reduction loop.
 REDUCTION_TILE = 4
+#: Block names of a convolution's padding stage (TVM's legalization, TOPI).
+PAD_BLOCKS = ("pad_temp", "PaddedInput", "data_pad")
 #: Vector widths tried for an untiled kernel's image plane, widest first (``_flat_vectors``).
 FLAT_VECTORS = (64, 32, 16, 8, 4)
 #: The design-space variant the rule fills in (MultiLevelTiling's second: with a local write cache).
@@ -157,6 +161,7 @@ def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     trace.apply_to_schedule(sch, remove_postproc=True)
     if not any(i.kind.name == "SamplePerfectTile" for i in trace.insts):
         _flat_vectors(sch)
+    _partitioned_padding(sch)
     if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
         return None
     return sch
@@ -188,6 +193,25 @@ def _flat_vectors(sch: Any) -> None:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
     for key in ("meta_schedule.parallel", "meta_schedule.vectorize"):
         sch.unannotate(root, key)
+
+
+def _partitioned_padding(sch: Any) -> None:
+    """A padding stage computed for the whole input first (at the root, NCHW): parallel over the
+    channels, its row and column loops split by TIR's loop partitioning into the border and the
+    interior, whose copy is then free of the in-bounds condition. Left to the postprocessor, the
+    plane was fused into one vector loop indexed through ``//`` and ``%`` with a condition per lane
+    (scalar code): 120 channels at 4×4 padded to 6×6 took 3.3 µs of a 3×3 depthwise layer's 3.8, and
+    0.9 µs with this (Zen 5, 1 thread)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if not sch.get(block).name_hint.startswith(PAD_BLOCKS):
+            continue
+        loops = sch.get_loops(block)
+        if len(loops) != 4:  # (computed inside a channel loop: _pads_per_channel)
+            continue
+        batch, channels, rows, columns = loops
+        sch.parallel(sch.fuse(batch, channels))
+        for loop in (rows, columns):
+            sch.annotate(loop, "pragma_loop_partition_hint", 1)
 
 
 def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:

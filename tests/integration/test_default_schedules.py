@@ -144,15 +144,21 @@ def test_depthwise_convolutions_tile_rows_and_others_channels():
 
 
 @pytest.mark.parametrize(
-    ("kernel", "size", "per_channel"), [(5, 56, True), (3, 112, True), (3, 56, False), (5, 28, False)]
+    ("kernel", "size", "per_channel"), [(5, 56, True), (3, 112, True), (3, 56, False), (5, 28, False), (3, 4, False)]
 )
 def test_a_wide_depthwise_layer_pads_each_channel_inside_its_parallel_loop(kernel, size, per_channel):
+    """... and a narrower one pads the whole input first, parallel over channels, its rows and columns
+    partitioned into border and interior (no per-lane condition: scalar code on a 4×4 map)."""
     from tvm import tirx
 
     sch = _conv_schedule((8, 1, kernel, kernel), groups=8, size=size)
-    kinds = [sch.get(loop).kind for loop in sch.get_loops(sch.get_sblock("pad_temp"))]
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("pad_temp"))]
+    kinds = [loop.kind for loop in loops]
     inside_parallel = tirx.ForKind.PARALLEL in kinds and len(kinds) > 4  # under the conv's channel loop
     assert inside_parallel == per_channel
+    if not per_channel:
+        assert kinds[0] == tirx.ForKind.PARALLEL and len(kinds) == 3
+        assert [bool(loop.annotations.get("pragma_loop_partition_hint")) for loop in loops] == [False, True, True]
 
     import numpy as np
     import tvm
