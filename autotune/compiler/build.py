@@ -82,7 +82,8 @@ log = logging.getLogger(__name__)
 #: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile,
 #: regular stride-2 convolutions split into column phases too, the phases copied as float pairs,
 #: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``); 9: float
-#: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded.
+#: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded, every int8
+#: convolution with one group on the dot-product kernels (im2col), padding stages partitioned.
 BUILD_VERSION = 9
 
 
