@@ -25,14 +25,18 @@ __all__ = ["PACK_LANES", "im2col_kernel", "pack_kernel", "pad_kernel"]
 
 #: Pixels packed per vector by ``pack_kernel`` (it applies where the pixels are a multiple of it).
 PACK_LANES = 16
+_BLOCK = "activation_quads"
 
 
 def pack_kernel(k: int, p: int, isa: DotIsa) -> tvm.tirx.PrimFunc:
-    """``Q[c, 0, q]``: the activations ``x[4c + j, 0, q]`` (``x`` int8 ``[k, 1, p]``, j = 0..3) as the
-    four bytes of one int32, shifted to u8 (``x ^ 0x80 = x + 128``) where the instruction takes u8;
-    viewed as bytes it is ``conv_kernel``'s ``A[k/4, p, 4]``, ``k`` rounded up to a multiple of 4 with
-    zero channels: ``im2col_kernel`` of a 1×1 convolution. ``p`` a multiple of ``PACK_LANES``."""
-    return im2col_kernel((k, 1, p), (1, 1), (1, 1), isa)
+    """``Q[c, q]``: the activations ``x[4c + j, q]`` (``x`` int8 ``[k, p]``, j = 0..3) as one word,
+    ``k`` rounded up to a multiple of 4 with zero channels (a 1×1 convolution's ``im2col_kernel``).
+    ``p`` a multiple of ``PACK_LANES``."""
+    from tvm import te
+
+    x = te.placeholder(i64(k, p), "int8", name="x")
+    out = te.compute(i64(-(-k // DEPTH), p), lambda q, col: _word(lambda t: x[t, col], q, k, isa), name=_BLOCK)
+    return _vectorised(x, out)
 
 
 def im2col_kernel(
@@ -40,39 +44,50 @@ def im2col_kernel(
 ) -> tvm.tirx.PrimFunc:
     """``Q[c, y, x]``: the four taps ``t = 4c + j`` (``t`` → input channel, kernel row, kernel column)
     of output pixel ``(y, x)`` read from ``x`` (int8 ``[channels, rows, columns]``, padded already)
-    as the four bytes of one int32, shifted to u8 where the instruction takes u8, zero bytes past the
-    last tap. Viewed as bytes it is ``conv_kernel``'s ``A[taps/4, pixels, 4]``: a convolution as a
-    1×1 one over its taps. Scheduled: output columns vectorised (each tap a contiguous or strided
-    byte load, widened, shifted and or-ed into one store), the rest parallel."""
-    from tvm import s_tir, te, tirx
+    as one word, zero bytes past the last tap: viewed as bytes, ``conv_kernel``'s ``A[taps/4, pixels,
+    4]`` (a convolution as a 1×1 one over its taps). Each tap is a contiguous byte load per vector of
+    output columns where the column stride is 1 (a strided layer's column phases)."""
+    from tvm import te
 
     c, h, w = shape
     (kh, kw), (sh, sw) = kernel, strides
     taps = c * kh * kw
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     x = te.placeholder(i64(c, h, w), "int8", name="x")
-    flip = isa.activations == "uint8"
 
     def body(q: Any, y: Any, col: Any) -> Any:
-        word = tirx.const(0, "int32")
-        for j in range(DEPTH):
-            t = q * DEPTH + j
-            tap = tirx.min(t, taps - 1)  # (clamped: the weights of a tap past the last are zero)
-            channel, rest = tap // (kh * kw), tap % (kh * kw)
-            byte = x[channel, y * sh + rest // kw, col * sw + rest % kw]
-            if taps % DEPTH and j >= taps % DEPTH:
-                byte = tirx.if_then_else(t < taps, byte, tirx.const(0, "int8"))
-            byte = byte.astype("uint8")
-            if flip:
-                byte = tirx.bitwise_xor(byte, tirx.const(0x80, "uint8"))
-            word = tirx.bitwise_or(word, tirx.shift_left(byte.astype("int32"), tirx.const(8 * j, "int32")))
-        return word
+        return _word(lambda t: x[t // (kh * kw), y * sh + t % (kh * kw) // kw, col * sw + t % kw], q, taps, isa)
 
-    out = te.compute(i64(-(-taps // DEPTH), oh, ow), body, name="activation_quads")
+    out = te.compute(i64(-(-taps // DEPTH), (h - kh) // sh + 1, (w - kw) // sw + 1), body, name=_BLOCK)
+    return _vectorised(x, out)
+
+
+def _word(read: Any, q: Any, taps: int, isa: DotIsa) -> Any:
+    """The int32 word of quadruple ``q``: the bytes ``read(t)`` of taps ``t = 4q + j`` (j = 0..3, in
+    increasing byte order), shifted to u8 where ``isa`` takes u8, zero past the last tap."""
+    from tvm import tirx
+
+    word = tirx.const(0, "int32")
+    for j in range(DEPTH):
+        t = q * DEPTH + j
+        byte = read(tirx.min(t, taps - 1))  # (clamped: the weights of a tap past the last are zero)
+        if taps % DEPTH and j >= taps % DEPTH:
+            byte = tirx.if_then_else(t < taps, byte, tirx.const(0, "int8"))
+        byte = byte.astype("uint8")
+        if isa.activations == "uint8":
+            byte = tirx.bitwise_xor(byte, tirx.const(0x80, "uint8"))
+        word = tirx.bitwise_or(word, tirx.shift_left(byte.astype("int32"), tirx.const(8 * j, "int32")))
+    return word
+
+
+def _vectorised(x: Any, out: Any) -> tvm.tirx.PrimFunc:
+    """``out`` computed from ``x``, scheduled: its last axis vectorised (``PACK_LANES`` or the widest
+    divisor; the bytes of a tap loaded, widened, shifted and or-ed into one store), the rest parallel."""
+    from tvm import s_tir, te
+
     sch = s_tir.Schedule(te.create_prim_func([x, out]))
-    q, y, col = sch.get_loops(sch.get_sblock("activation_quads"))
-    outer, lanes = sch.split(col, [None, next(d for d in (PACK_LANES, 8, 4, 2, 1) if ow % d == 0)])
-    sch.parallel(sch.fuse(q, y, outer))
+    *outer, col = sch.get_loops(sch.get_sblock(_BLOCK))
+    rest, lanes = sch.split(col, [None, next(d for d in (PACK_LANES, 8, 4, 2, 1) if int(out.shape[-1]) % d == 0)])
+    sch.parallel(sch.fuse(*outer, rest))
     sch.vectorize(lanes)
     # scheduled here, and a copy of its own: fusion would drop the schedule (kOpaque)
     return sch.mod["main"].with_attr("tir.is_scheduled", True).with_attr("op_pattern", 8)

@@ -161,9 +161,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             quads = relax.op.memory.view(words, (k4 // DEPTH, pl, DEPTH), isa.activations)
         elif p % PACK_LANES == 0:  # one vectorised pass; the int32 words viewed as the quadruples' bytes
             pack = kernel((isa.name, "pack", f"k{k}", f"p{p}"), lambda: pack_kernel(k, p, isa), "int8_pack_")
-            words = relax.call_tir(
-                pack, [relax.op.reshape(xq, (k, 1, p))], relax.TensorType((k4 // DEPTH, 1, p), "int32")
-            )
+            words = relax.call_tir(pack, [relax.op.reshape(xq, (k, p))], relax.TensorType((k4 // DEPTH, p), "int32"))
             quads = relax.op.memory.view(words, (k4 // DEPTH, p, DEPTH), isa.activations)
         else:  # a byte transpose (and pixels padded to the lanes)
             rows = _pad_axis(relax.op.reshape(activations(xq), (k, p)), 0, k4 - k)

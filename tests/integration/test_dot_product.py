@@ -79,7 +79,7 @@ def test_pack_kernel_lays_out_the_activation_quadruples(isa, k):
     x = np.random.default_rng(4).integers(-128, 128, (k, p), dtype=np.int8)
     func = pack_kernel(k, p, isa)
     assert func.attrs["tir.is_scheduled"]
-    words = _run(func, _host(), x.reshape(k, 1, p), out_shape=(k4 // 4, 1, p))
+    words = _run(func, _host(), x, out_shape=(k4 // 4, p))
     want = np.pad(x, ((0, k4 - k), (0, 0))).reshape(k4 // 4, 4, p).transpose(0, 2, 1)  # [k4/4, p, 4]
     if isa.activations == "uint8":
         want = (want.astype(np.int16) + 128).astype(np.uint8)
