@@ -1,8 +1,8 @@
 """Float layers of an int8 model that read their quantized input as int8 (the build's ``Int8Inputs``
 step, int8 builds only).
 
-Depthwise and 3×3 layers stay float in an int8 build (``autotune.compiler.precision.to_int8``), so
-the quantizer in front of one, ``multiply(clip(round(x · 1/s), lo, hi), s)``, fused into the
+Depthwise layers stay float in an int8 build (``autotune.compiler.precision.to_int8``), so the
+quantizer in front of one, ``multiply(clip(round(x · 1/s), lo, hi), s)``, fused into the
 previous kernel's epilogue, wrote its 8-bit values back as float32: four bytes per element written
 by that kernel and read by the next (48 channels at 112×112: 2.4 MB, where int8 is 0.6 MB).
 ``int8_inputs`` makes the tensor between them int8, ``astype(clip(round(x · 1/s), lo, hi), int8)``,
