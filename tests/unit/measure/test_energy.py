@@ -51,24 +51,32 @@ def _rail(root, chip, n, label, mv, ma):
     return hw
 
 
-def test_jetson_meter_integrates_the_input_rail(tmp_path):
+def test_jetson_meter_integrates_the_input_rail(tmp_path, monkeypatch):
+    """Trapezoids over the meter's clock (a fake one here: the joules are exact, no wall time read)."""
+    import types
+
+    from autotune.measure import energy
+
+    now = [100.0]
+    monkeypatch.setattr(energy, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     hw = _rail(tmp_path, "1-0040", 1, "VIN_SYS_5V0", 5000, 1000)  # 5 V x 1 A = 5 W: the module's input
     _rail(tmp_path, "1-0040", 2, "VDD_GPU_SOC", 1000, 2000)  # part of the input: not added
-    meter = JetsonMeter((tmp_path,), period_s=0.005)
+    meter = JetsonMeter((tmp_path,), period_s=3600)  # the sampler thread waits; read_j steps
     try:
         assert list(meter.rails) == ["VIN_SYS_5V0"] and meter.power_w() == pytest.approx(5.0)
-        e0, t0 = meter.read_j(), time.perf_counter()
-        time.sleep(0.2)
-        assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(5.0, rel=0.02)
+        now[0] += 0.2
+        assert meter.read_j() == pytest.approx(1.0)  # 5 W for 0.2 s
         # the load doubles; the file is replaced whole, as a sysfs read is (write_text truncates first,
         # and the sampler thread could read '')
         (hw / "curr1_input.new").write_text("2000")
         os.replace(hw / "curr1_input.new", hw / "curr1_input")
-        e0, t0 = meter.read_j(), time.perf_counter()
-        time.sleep(0.2)
-        assert (meter.read_j() - e0) / (time.perf_counter() - t0) == pytest.approx(10.0, rel=0.1)
+        now[0] += 0.2
+        assert meter.read_j() == pytest.approx(1.0 + 0.2 * (5.0 + 10.0) / 2)  # a trapezoid from 5 to 10 W
+        now[0] += 0.2
+        assert meter.read_j() == pytest.approx(2.5 + 2.0)  # 10 W for 0.2 s
     finally:
         meter.close()
+    assert not meter._thread.is_alive()
 
 
 def test_jetson_meter_reads_iio_power_rails_and_sums_them(tmp_path):
