@@ -76,7 +76,7 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
 
-    from autotune.compiler.strided import PADS_ATTR, pair_phase_kernel, phase_kernel
+    from autotune.compiler.strided import PADS_ATTR, phase_copy
 
     y, lo, hi, s, w, callee = wildcard(), wildcard(), wildcard(), is_const(), is_const(), wildcard()
     q = is_op("relax.clip")(is_op("relax.round")(y), lo, hi)
@@ -136,9 +136,8 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             return expr
         xq, scale = found
         pads, (rows, half) = (int(pads[0]), int(pads[1])), out[2:]
-        make = pair_phase_kernel if shape[3] % 2 == 0 else phase_kernel
         func = kernel((*shape, *pads, rows, half), "column_phases",
-                      lambda: make(shape, pads, rows, half, "int8", "float32", scale))  # fmt: skip
+                      lambda: phase_copy(shape, pads, rows, half, "int8", "float32", scale))  # fmt: skip
         done += 1
         return relax.call_tir(func, [xq], relax.TensorType(out, "float32"))
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autotune.compiler.dot_kernels import i64
 from autotune.compiler.precision import tensor_dtype, tensor_shape
 
 if TYPE_CHECKING:
@@ -31,8 +32,7 @@ __all__ = [
     "PADS_ATTR",
     "MIN_WIDTH",
     "MIN_WIDTH_DENSE",
-    "pair_phase_kernel",
-    "phase_kernel",
+    "phase_copy",
     "split_strided_convs",
 ]
 
@@ -56,7 +56,7 @@ def _ints(values: Any) -> list[int]:
     return [int(v) for v in values]
 
 
-def phase_kernel(
+def phase_copy(
     shape: list[int],
     pads: tuple[int, int],
     rows: int,
@@ -66,13 +66,21 @@ def phase_kernel(
     scale: float = 1.0,
 ) -> tvm.tirx.PrimFunc:
     """``X[n, 2c + ph, y, j] = x_pad[n, c, y, 2j + ph]`` for ``x`` of ``shape`` (NCHW, ``dtype``) padded
-    by ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each.
-    An int8 ``x`` is copied as it is, or (``out_dtype`` float32) written as float32 ``x · scale``."""
+    by ``pads`` (top, left) and zeros: the column phases of the padded input, ``rows × half`` each,
+    scheduled. An int8 ``x`` is copied as it is, or (``out_dtype`` float32) written as float32
+    ``x · scale``. An even width is copied as pairs of columns (``_paired``), an odd one gathered."""
+    make = _paired if shape[3] % 2 == 0 else _gathered
+    return make(shape, pads, rows, half, dtype, out_dtype or dtype, scale)
+
+
+def _gathered(shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str, out: str,
+              scale: float) -> tvm.tirx.PrimFunc:  # fmt: skip
+    """``phase_copy``, an element at a time."""
     from tvm import s_tir, te, tirx
 
     n, c, h, w = shape
     top, left = pads
-    x = te.placeholder([tirx.IntImm("int64", v) for v in shape], dtype, name="x")
+    x = te.placeholder(i64(*shape), dtype, name="x")
 
     def body(b: Any, ch: Any, y: Any, j: Any) -> Any:  # ch = 2·channel + phase
         row, col = y - top, j * 2 + ch % 2 - left
@@ -82,8 +90,7 @@ def phase_kernel(
             value = tirx.Cast(out, value) * tirx.const(scale, out)
         return tirx.if_then_else(inside, value, tirx.const(0, out))
 
-    out = out_dtype or dtype
-    phases = te.compute([tirx.IntImm("int64", v) for v in (n, 2 * c, rows, half)], body, name="column_phases")
+    phases = te.compute(i64(n, 2 * c, rows, half), body, name="column_phases")
     sch = s_tir.Schedule(te.create_prim_func([x, phases]))
     b, ch, _, j = sch.get_loops(sch.get_sblock("column_phases"))
     sch.parallel(sch.fuse(b, ch))
@@ -109,16 +116,9 @@ def _pays(per_group: int, k_w: int, width: int) -> bool:
     return k_w >= MIN_WIDTH or (k_w >= 3 and width >= MIN_COLUMNS_NARROW)
 
 
-def pair_phase_kernel(
-    shape: list[int],
-    pads: tuple[int, int],
-    rows: int,
-    half: int,
-    dtype: str = "float32",
-    out_dtype: str | None = None,
-    scale: float = 1.0,
-) -> tvm.tirx.PrimFunc:
-    """``phase_kernel`` for an even width, on the bits: the input read as ``[n·c, h, w/2]`` words of
+def _paired(shape: list[int], pads: tuple[int, int], rows: int, half: int, dtype: str, out_dtype: str,
+            scale: float) -> tvm.tirx.PrimFunc:  # fmt: skip
+    """``phase_copy`` of an even width, on the bits: the input read as ``[n·c, h, w/2]`` words of
     two columns (the even one in its low half: little-endian, as x86 and Arm are), each phase row the
     low or high halves of a run of words (vectorised, no condition inside it), zeros around. float32
     pairs are int64 words whose halves are written as int32 (the same bits); int8 pairs are int16
@@ -127,7 +127,6 @@ def pair_phase_kernel(
 
     n, c, h, w = shape
     w2, (top, left) = w // 2, pads
-    out_dtype = out_dtype or dtype
     bits = 8 if dtype == "int8" else 32
     half_t = f"int{bits}"  # a column's bits
     word, out_t = f"int{2 * bits}", out_dtype if out_dtype != dtype else half_t
@@ -210,13 +209,10 @@ def split_strided_convs(mod: tvm.IRModule) -> tvm.IRModule:
         half = out_w - 1 + (k_w + 1) // 2  # columns per phase the convolution reads
         rows = h + top + bottom
         key = (*shape, top, left, rows, half, dtype)
-        pairs = wd % 2 == 0
         if key not in kernels:
             name = "column_phases_" + "_".join(map(str, key[:-1])) + ("_int8" if dtype == "int8" else "")
-            make = pair_phase_kernel if pairs else phase_kernel
-            kernels[key] = bb.add_func(
-                make(shape, (top, left), rows, half, dtype).with_attr("global_symbol", name), name
-            )
+            func = phase_copy(shape, (top, left), rows, half, dtype).with_attr("global_symbol", name)
+            kernels[key] = bb.add_func(func, name)
         phases = relax.call_tir(kernels[key], [m[x]], relax.TensorType((n, c * 2, rows, half), dtype))
         taps = (k_w + 1) // 2
         split = np.zeros((weight.shape[0], per_group, 2, k_h, taps), weight.dtype)
