@@ -8,11 +8,19 @@ with the profile's threads, one stream, the latency hint, and an explicit infere
 at the wrong tolerance), ``f16`` for fp16 (on a CPU without AVX-512 FP16 the plugin compiles bf16
 instead, as on the Zen 5 this was written on). ``deploy_precision@openvino`` is the precision
 OpenVINO reports it compiled.
+
+On an x86 CPU without VNNI, OpenVINO's int8 kernels multiply u8 × s8 pairs with ``vpmaddubsw``,
+which saturates the sum of two products at 16 bits (OpenVINO's documented "saturation issue"; a
+3×3 convolution of 8-bit inputs came out 25 % off). The session then halves every 8-bit weight
+(7 bits, twice the scale: NNCF's ``overflow_fix``), so no pair can saturate, and says
+``int8 (7-bit weights)``; the numerics check compares that with the 8-bit PyTorch model.
 """
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +28,10 @@ from autotune.backends.base import BACKENDS, Job, Session
 from autotune.backends.runtime import RuntimeBackend
 from autotune.errors import CandidateFailed, describe
 
-__all__ = ["OPENVINO", "OpenVinoBackend"]
+if TYPE_CHECKING:
+    import openvino as ov
+
+__all__ = ["OPENVINO", "OpenVinoBackend", "saturates_int8"]
 
 
 class OpenVinoBackend(RuntimeBackend):
@@ -54,7 +65,9 @@ class OpenVinoBackend(RuntimeBackend):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f16" if precision == "fp16" else "f32",
         }
-        compiled = core.compile_model(core.read_model(path), "CPU", config)
+        model = core.read_model(path)
+        seven_bit = saturates_int8() and _halve_int8_weights(model)
+        compiled = core.compile_model(model, "CPU", config)
         request = compiled.create_infer_request()
 
         def run(x: np.ndarray) -> np.ndarray:
@@ -66,7 +79,41 @@ class OpenVinoBackend(RuntimeBackend):
         quantized = any(op.get_rt_info()["runtimePrecision"].astype(str) in ("u8", "i8")
                         for op in compiled.get_runtime_model().get_ops()
                         if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected"))  # fmt: skip
-        return run, "int8" if quantized else runs_at
+        return run, ("int8 (7-bit weights)" if seven_bit else "int8") if quantized else runs_at
+
+
+def saturates_int8(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this is an x86 CPU whose int8 kernels saturate: no VNNI (AVX-512, AVX or AMX) flag."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return False
+    return flags is not None and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
+def _halve_int8_weights(model: ov.Model) -> bool:
+    """Requantize every int8 weight (``Constant(i8) → Convert → Multiply(scale)``) to 7 bits in place."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    halved = False
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Multiply":
+            continue
+        convert, scale = (op.input(i).get_source_output().get_node() for i in (0, 1))
+        if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
+            continue
+        weights = convert.input(0).get_source_output().get_node()
+        if weights.get_type_name() != "Constant" or weights.get_output_element_type(0) != ov.Type.i8:
+            continue
+        q = weights.get_data().astype(np.int16)
+        convert.input(0).replace_source_output(ops.constant(np.round(q / 2).astype(np.int8)).output(0))
+        op.input(1).replace_source_output(ops.constant(scale.get_data() * 2).output(0))
+        halved = True
+    return halved
 
 
 #: The registered instance (``BACKENDS.get("openvino")``).

@@ -16,6 +16,7 @@ from torch import nn
 import autotune
 from autotune.backends import BACKENDS, Job, check_backends
 from autotune.backends.base import time_calls
+from autotune.backends.openvino import saturates_int8
 from autotune.compress.fakequant import QuantLayer, wrap_layers
 from autotune.errors import CandidateFailed
 from autotune.quiet import QuietLock
@@ -69,12 +70,16 @@ def _int8(model: nn.Module, xs: np.ndarray) -> nn.Module:
 def test_builds_checks_and_times(name, precision, profile, tmp_path):
     xs = _inputs()
     model = _int8(_model(), xs) if precision == "int8" else _model()
+    seven_bit = name == "openvino" and precision == "int8" and saturates_int8()
+    if seven_bit:  # 7-bit weights are another model: they may swap this untrained model's logits 0.14 % apart
+        numerics = profile.numerics.model_copy(update={"min_top1_agreement": 0.75})
+        profile = profile.model_copy(update={"numerics": numerics})
     stages: list[str] = []
     job = Job(model=model, profile=profile, inputs=xs, out_dir=tmp_path, lock=QuietLock(None),
               deployment=Deployment(precision, "channel"), on_stage=stages.append)  # fmt: skip
     result = BACKENDS.get(name).deploy(job)
     assert result.numerics is not None and result.numerics.samples == len(xs)
-    assert result.numerics.top1_agreement == 1.0
+    assert result.numerics.top1_agreement >= profile.numerics.min_top1_agreement
     m = result.measurement
     assert m.latency_ms > 0 and m.latency_ci_low_ms <= m.latency_ms <= m.latency_ci_high_ms
     assert profile.measure.min_repeat <= m.latency_repeats <= profile.measure.repeat
@@ -84,6 +89,8 @@ def test_builds_checks_and_times(name, precision, profile, tmp_path):
     assert Path(art.path).is_file() and art.artifact_bytes > 0 and art.input_shape == (3, 8, 8)
     if precision == "fp16":  # a runtime without fp16 kernels on this CPU says what it ran instead
         assert art.deploy_precision in ("fp16", "bf16", "fp32")
+    elif seven_bit:
+        assert art.deploy_precision == "int8 (7-bit weights)"
     else:
         assert art.deploy_precision == precision or (name == "onnxruntime" and art.deploy_precision == "int8 (qdq)")
     assert stages, "the backend reports its stages"
