@@ -285,13 +285,21 @@ def environment(profile: DeviceProfile, threads: int) -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         commit = None
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+        info = {
+            k.strip(): v.strip()
+            for k, _, v in (ln.partition(":") for ln in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines())
+        }
+    except OSError:
+        info = {}
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp")
+           if f in info.get("flags", info.get("Features", "")).split()]  # fmt: skip
     return {
         "profile": profile.name,
         "target": target_json(profile),
         "cpu": cpu,
+        "cpu_family": info.get("cpu family"),
+        "cpu_isa": isa,
         "threads": threads,
         "git_commit": commit,
         "versions": {

@@ -13,13 +13,17 @@ weights), BatchNorm folded, each through the project's own build (``export_progr
 - ``tvm tuned alone`` (with ``--per-candidate N``): the first N candidates of the 32×32 space, each
   tuned on its own with ``--per-candidate-trials`` MetaSchedule trials into a fresh database;
 
-and beside them ONNX Runtime (CPU provider) and PyTorch eager on the same model and input. All are
-timed by one Python harness (warm-up, calls per repeat calibrated to ``min_repeat_ms``, repeats
-interleaved across engines), same thread count. Every TVM build is checked against PyTorch first.
+and beside them ONNX Runtime (CPU provider), a second ONNX Runtime session of the same model
+(``onnxruntime retest``), OpenVINO's CPU plugin (fp32, when installed) and PyTorch eager on the same
+model and input. All are timed by one Python harness (warm-up, calls per repeat calibrated to
+``min_repeat_ms``, repeats interleaved across engines), same thread count. Every TVM build is checked
+against PyTorch first.
 
 Per space and engine: the median and range of the latency ratio to ONNX Runtime, and Kendall's τ of
 the engine's latencies against ONNX Runtime's (how well it ranks the candidates as a deployed
-runtime would).
+runtime would) and against OpenVINO's. The retest's τ is the most any engine can reach against this
+measurement of ONNX Runtime (its own repeatability); OpenVINO's says how far two deployed runtimes
+agree.
 
 Run from the repository root (about 10 minutes on 2 cores, plus the per-candidate tuning):
 
@@ -54,6 +58,7 @@ from rich.table import Table
 from scipy.stats import kendalltau
 
 import autotune
+from autotune.backends import BACKENDS
 from autotune.compiler import compile_artifact
 from autotune.config.device_profile import DeviceProfile, Measure
 from autotune.exporter import export_program
@@ -66,7 +71,16 @@ from autotune.tuning import TuningRequest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from candidate_cost import ROOT, environment, python_harness, write_report  # noqa: E402
 
-ENGINES = ("tvm naive", "tvm default", "tvm space-tuned", "tvm tuned alone", "onnxruntime", "pytorch eager")
+ENGINES = (
+    "tvm naive",
+    "tvm default",
+    "tvm space-tuned",
+    "tvm tuned alone",
+    "onnxruntime",
+    "onnxruntime retest",
+    "openvino",
+    "pytorch eager",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -133,9 +147,14 @@ def _candidate(
         torch.onnx.export(exported, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"])
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"]) for _ in range(2)]
     xtorch = torch.from_numpy(x)
-    calls["onnxruntime"] = lambda: sess.run(None, {"x": x})
+    calls["onnxruntime"] = lambda: sessions[0].run(None, {"x": x})
+    calls["onnxruntime retest"] = lambda: sessions[1].run(None, {"x": x})
+    if BACKENDS.get("openvino").missing() is None:
+        (work / "model.onnx").write_bytes(buf.getvalue())
+        ov_run, _ = BACKENDS.get("openvino").session(str(work / "model.onnx"), threads=threads, precision="fp32")
+        calls["openvino"] = lambda: ov_run(x)
     calls["pytorch eager"] = lambda: exported(xtorch)
     with torch.inference_mode():
         timed = python_harness(calls, Measure(warmup=3, number=3, repeat=7, min_repeat_ms=100))
@@ -180,6 +199,10 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         tau = kendalltau(ms, ort_ms).statistic if len(have) > 1 else float("nan")
         out[e] = {"candidates": len(have), "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
                   "ratio_max": max(ratios), "kendall_tau": float(tau)}  # fmt: skip
+        both = [r for r in have if "openvino" in r["latency_ms"]]
+        if len(both) > 1:
+            ov_ms = [r["latency_ms"]["openvino"] for r in both]
+            out[e]["kendall_tau_openvino"] = float(kendalltau([r["latency_ms"][e] for r in both], ov_ms).statistic)
     return out
 
 
@@ -193,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "spaces": {}}
     report["environment"] = environment(profile, args.threads)
     table = Table(title=f"Latency against ONNX Runtime ({args.threads} thread(s), {report['environment']['cpu']})")
-    for c in ("space", "candidates", "engine", "ratio median", "ratio range", "Kendall τ vs ORT"):
+    for c in ("space", "candidates", "engine", "ratio median", "ratio range", "Kendall τ vs ORT", "τ vs OpenVINO"):
         table.add_column(c, justify="left" if c in ("space", "engine") else "right")
     dbs = {k: Path(v) for k, _, v in (d.partition("=") for d in args.db)}
     report["databases"] = {k: _database_info(v) for k, v in dbs.items()}
@@ -220,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
             report["spaces"][space_name] = {"candidates": rows, "summary": summary, "skipped_in_tune_sample": skipped}
             for e, s in summary.items():
                 table.add_row(space_name, str(s["candidates"]), e, f"{s['ratio_median']:.2f}×",
-                              f"{s['ratio_min']:.2f}–{s['ratio_max']:.2f}×", f"{s['kendall_tau']:.2f}")  # fmt: skip
+                              f"{s['ratio_min']:.2f}–{s['ratio_max']:.2f}×", f"{s['kendall_tau']:.2f}",
+                              f"{s.get('kendall_tau_openvino', float('nan')):.2f}")  # fmt: skip
     console.print(table)
     name = f"fidelity-{profile.name}-{dt.date.today():%Y%m%d}"
     write_report(args.out, name, report)
