@@ -59,7 +59,7 @@ from rich.table import Table
 import autotune
 from autotune.config.device_profile import DeviceProfile, Measure
 from autotune.evaluate import evaluate
-from autotune.measure.base import summarize_latency
+from autotune.measure.base import cpu_flags, summarize_latency, this_machine
 from autotune.models import build_model
 from autotune.models.layers import fold_batchnorm
 from autotune.space import sample_params
@@ -284,21 +284,14 @@ def environment(profile: DeviceProfile, threads: int) -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    try:
-        info = {
-            k.strip(): v.strip()
-            for k, _, v in (ln.partition(":") for ln in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines())
-        }
-    except OSError:
-        info = {}
-    cpu = info.get("model name") or platform.processor() or platform.machine()
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp")
-           if f in info.get("flags", info.get("Features", "")).split()]  # fmt: skip
+    flags = cpu_flags()
+    isa = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp") if f in flags
+    ]
     return {
         "profile": profile.name,
         "target": target_json(profile),
-        "cpu": cpu,
-        "cpu_family": info.get("cpu family"),
+        "cpu": this_machine()[0],
         "cpu_isa": isa,
         "threads": threads,
         "git_commit": commit,

@@ -27,6 +27,7 @@ import numpy as np
 from autotune.backends.base import BACKENDS, Job, Session
 from autotune.backends.runtime import RuntimeBackend
 from autotune.errors import CandidateFailed, describe
+from autotune.measure.base import cpu_flags
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -86,12 +87,8 @@ def saturates_int8(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this is an x86 CPU whose int8 kernels saturate: no VNNI (AVX-512, AVX or AMX) flag."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return False
-    return flags is not None and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+    flags = cpu_flags(cpuinfo)
+    return bool(flags) and not {"avx512_vnni", "avx_vnni", "amx_int8"} & flags
 
 
 def _halve_int8_weights(model: ov.Model) -> bool:

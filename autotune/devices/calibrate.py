@@ -95,16 +95,6 @@ def measure_bandwidth_gbs(threads: int, mib: int = 256, repeats: int = 5) -> flo
     return best
 
 
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def calibrate(
     threads: int, *, meter_kind: str = "auto", idle_s: float = 3.0, matmul_s: float = 0.5, mib: int = 256
 ) -> Calibration:
@@ -127,6 +117,7 @@ def calibrate(
     gflops, size = measure_peak_gflops(threads, seconds=matmul_s)
     if meter is not None:
         active_w = (meter.read_j() - e0) / (time.perf_counter() - t0)
+    from autotune.measure.base import this_machine
     from autotune.measure.peak import fma_peak_gflops
 
     return Calibration(
@@ -138,7 +129,7 @@ def calibrate(
         idle_w=idle_w,
         active_w=active_w,
         meter=meter.name if meter is not None else None,
-        cpu=_cpu_model(),
+        cpu=this_machine()[0],
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "RUNNERS",
     "EnergyMeter",
     "Runner",
+    "cpu_flags",
     "host_fingerprint",
     "metaschedule_evaluator",
     "precise_enough",
@@ -125,6 +126,18 @@ def metaschedule_evaluator() -> ms.runner.EvaluatorConfig:
     from tvm.s_tir import meta_schedule as ms
 
     return ms.runner.EvaluatorConfig(number=3, repeat=3, min_repeat_ms=30, enable_cpu_cache_flush=False)
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """This machine's CPU feature flags (x86 ``flags``, Arm ``Features``); empty when unreadable."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def _cpu_model() -> str:
