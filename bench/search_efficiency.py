@@ -27,6 +27,12 @@ finished trial against the wall time since the run started. Headline: the share 
 sampling's wall time that autotune needs to reach random sampling's final hypervolume, per seed
 (floor ≤ 50 % in each seed).
 
+With ``--equal-wall`` the strategies get equal wall time instead of equal trials: per seed random
+sampling runs its ``--trials`` first, then each other strategy runs until that run's wall time is
+spent (at most 4× the trials). A screened trial costs a compile instead of a training, so at equal
+trials autotune stops long before random sampling does; at equal wall it keeps searching. Its
+hypervolume after its first ``--trials`` trials is reported too (equal trials, from the same run).
+
 Run from the repository root (about 30 minutes on 2 cores):
 
     python bench/search_efficiency.py [--trials 24] [--seeds 0 1 2] [--latency-max MS]
@@ -96,6 +102,11 @@ def curve(rows: Sequence[Mapping[str, Any]], t0: float, ref: tuple[float, float]
             pts.append((float(acc), float(lat)))
         out.append((_seconds(r["finished_at"], t0), hypervolume(pts, ref)))
     return out
+
+
+def _hv_after(points: Sequence[Sequence[float]], trials: int) -> float:
+    """The hypervolume after the first ``trials`` finished trials of a curve."""
+    return points[min(trials, len(points)) - 1][1] if points else 0.0
 
 
 def time_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
@@ -179,7 +190,15 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
 
 
 def search_part(
-    space_path: Path, device: str, strategy: str, seed: int, trials: int, concurrency: int, base: Path, history: Path
+    space_path: Path,
+    device: str,
+    strategy: str,
+    seed: int,
+    trials: int,
+    concurrency: int,
+    base: Path,
+    history: Path,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     import autotune
 
@@ -192,7 +211,7 @@ def search_part(
     t0 = time.time()
     rows = autotune.search(
         str(space_path), device, name="run", results_dir=results, trials=trials, concurrency=concurrency,
-        seed=seed, reference_every=0, **STRATEGIES[strategy],
+        seed=seed, reference_every=0, time_budget_s=time_budget_s, **STRATEGIES[strategy],
     )  # fmt: skip
     wall = time.time() - t0
     statuses = {s: sum(r["status"] == s for r in rows) for s in ("ok", "infeasible", "pruned", "failed")}
@@ -200,6 +219,7 @@ def search_part(
         "strategy": strategy,
         "seed": seed,
         "wall_s": wall,
+        "time_budget_s": time_budget_s,
         "t0": t0,
         "statuses": statuses,
         "screened": sum(bool(r.get("screened")) for r in rows),
@@ -237,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictor-candidates", type=int, default=160)
     p.add_argument("--predictor-train", type=int, default=100)
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--equal-wall", action="store_true", help="give each strategy random sampling's wall time "
+                   "of the seed (up to 4x the trials) instead of equal trials")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
     p.add_argument("--summarize", type=Path, metavar="JSON", help="re-print (and update) a saved result; no runs")
     args = p.parse_args(argv)
@@ -276,12 +298,18 @@ def main(argv: list[str] | None = None) -> None:
         ref = (args.min_accuracy, args.latency_max)
         history = history_path(profile, base / "history")
         runs = []
+        if args.equal_wall and "random" not in args.strategies:
+            p.error("--equal-wall needs the random strategy (its wall time is the budget)")
+        order = sorted(args.strategies, key=lambda s: s != "random") if args.equal_wall else args.strategies
         for seed in args.seeds:
-            for strategy in args.strategies:
+            budget = None
+            for strategy in order:
                 print(f"part 2: {strategy}, seed {seed}", file=sys.stderr, flush=True)
-                runs.append(
-                    search_part(space_path, args.device, strategy, seed, args.trials, args.concurrency, base, history)
-                )
+                trials = args.trials * 4 if budget else args.trials
+                runs.append(search_part(space_path, args.device, strategy, seed, trials, args.concurrency, base,
+                                        history, time_budget_s=budget))  # fmt: skip
+                if args.equal_wall and strategy == "random":
+                    budget = runs[-1]["wall_s"]
     for r in runs:
         r["curve"] = curve(r["rows"], r["t0"], ref)
         r["final_hv"] = r["curve"][-1][1] if r["curve"] else 0.0
@@ -291,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         "latency_max_ms": args.latency_max,
         "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
         "trials": args.trials,
+        "equal_wall": args.equal_wall,
         "concurrency": args.concurrency,
         "predictor": pred,
         "runs": [{k: v for k, v in r.items() if k not in ("rows", "t0")} for r in runs],
@@ -331,7 +360,8 @@ def summarize(report: dict[str, Any]) -> None:
         t = time_to_reach(auto["curve"], rnd["final_hv"]) if rnd["final_hv"] > 0 else 0.0
         reach.append({"seed": seed, "random_final_hv": rnd["final_hv"], "random_wall_s": rnd["wall_s"],
                       "autotune_final_hv": auto["final_hv"], "autotune_wall_s": auto["wall_s"],
-                      "autotune_time_to_reach_s": t,
+                      "autotune_time_to_reach_s": t, "autotune_trials": len(auto["curve"]),
+                      "autotune_hv_at_equal_trials": _hv_after(auto["curve"], report["trials"]),
                       "share_of_random_wall": None if t is None else t / rnd["wall_s"]})  # fmt: skip
     report["reach"] = reach
     shares = [x["share_of_random_wall"] for x in reach]
@@ -382,10 +412,11 @@ def summarize(report: dict[str, Any]) -> None:
         return "not reached" if v is None else f"{v:.0%}"
 
     for x in reach:
+        wall = f"; at equal wall ({x['autotune_trials']} trials) {x['autotune_final_hv']:.5f}"
         console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in "
                       f"{pct(x['share_of_random_wall'])} of random's wall time; at equal trials "
-                      f"({report['trials']}) autotune {x['autotune_final_hv']:.5f} vs random "
-                      f"{x['random_final_hv']:.5f}")  # fmt: skip
+                      f"({report['trials']}) autotune {x['autotune_hv_at_equal_trials']:.5f} vs random "
+                      f"{x['random_final_hv']:.5f}{wall if report.get('equal_wall') else ''}")  # fmt: skip
     for s, a in averaged.items():
         console.print(f"averaged over seeds, {s}: final HV {a['mean_final_hv']:.5f} in {a['mean_wall_s']:.0f} s; "
                       f"reaches random's in {pct(a['share_of_random_wall'])} of random's wall time")  # fmt: skip
