@@ -292,6 +292,7 @@ def environment(profile: DeviceProfile, threads: int) -> dict[str, Any]:
         "profile": profile.name,
         "target": target_json(profile),
         "cpu": this_machine()[0],
+        "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu(),  # the microarchitecture, e.g. znver3
         "cpu_isa": isa,
         "threads": threads,
         "git_commit": commit,

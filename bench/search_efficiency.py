@@ -44,9 +44,11 @@ and on the 3x32x32 space (``shapes``: MobileNets that need a few epochs, accurac
 
 Also reported: the same for the seed-averaged hypervolume curves (against random's mean wall time).
 Prints two tables; writes ``results/bench/search_efficiency[-<space>]-<profile>-<YYYYMMDD>.json`` (the
-space named unless it is the default) and a plot
-of hypervolume against wall time beside it (``.png``, not committed). ``--summarize JSON`` re-prints
-a saved result (recomputing the summary figures from its curves).
+space named unless it is the default; rewritten after every run, ``"complete": false`` until the
+last, so a killed bench keeps what it finished) and a plot of hypervolume against wall time beside
+it (``.png``, not committed). ``--summarize JSON [JSON ...]`` re-prints a saved result (recomputing
+the summary figures from its curves); several results of the same settings, say one seed per
+session with the same ``--latency-max``, are combined into the first file given.
 """
 
 from __future__ import annotations
@@ -60,13 +62,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
-from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from efficiency_report import combine, curve, plot, summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -74,43 +76,6 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "tpe": {"sampler": "tpe", "predictor": False, "constraint_first": False},
     "random": {"sampler": "random", "predictor": False, "constraint_first": False},
 }
-
-
-def hypervolume(points: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (accuracy ↑, latency ↓) and bounded by ``ref`` (accuracy, latency)."""
-    pts = sorted((lat, acc) for acc, lat in points if acc > ref[0] and lat < ref[1])
-    area, best = 0.0, ref[0]
-    for i, (lat, acc) in enumerate(pts):  # sweep latency upwards, keeping the best accuracy so far
-        best = max(best, acc)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref[1]
-        area += (nxt - lat) * (best - ref[0])
-    return area
-
-
-def _seconds(iso: str, t0: float) -> float:
-    return dt.datetime.fromisoformat(iso).timestamp() - t0
-
-
-def curve(rows: Sequence[Mapping[str, Any]], t0: float, ref: tuple[float, float]) -> list[tuple[float, float]]:
-    """(seconds since the run started, hypervolume of the rows finished by then), one point per row."""
-    done = sorted(rows, key=lambda r: r.get("finished_at") or "")
-    pts: list[tuple[float, float]] = []
-    out = []
-    for r in done:
-        acc, lat = r.get("accuracy"), r.get("latency_ms")
-        if r.get("status") == "ok" and isinstance(acc, int | float) and isinstance(lat, int | float):
-            pts.append((float(acc), float(lat)))
-        out.append((_seconds(r["finished_at"], t0), hypervolume(pts, ref)))
-    return out
-
-
-def _hv_after(points: Sequence[Sequence[float]], trials: int) -> float:
-    """The hypervolume after the first ``trials`` finished trials of a curve."""
-    return points[min(trials, len(points)) - 1][1] if points else 0.0
-
-
-def time_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
-    return next((t for t, hv in points if hv >= target - 1e-12), None)
 
 
 def predictor_part(space_path: Path, device: str, n: int, n_train: int, results: Path, seed: int) -> dict[str, Any]:
@@ -260,24 +225,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--equal-wall", action="store_true", help="give each strategy random sampling's wall time "
                    "of the seed (up to 4x the trials) instead of equal trials")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
-    p.add_argument("--summarize", type=Path, metavar="JSON", help="re-print (and update) a saved result; no runs")
+    p.add_argument("--summarize", type=Path, nargs="+", metavar="JSON", help="re-print (and update) a saved "
+                   "result; no runs. Several results of the same settings (say, one seed each) are combined "
+                   "into the first file given")  # fmt: skip
     args = p.parse_args(argv)
     if args.summarize:
-        report = json.loads(args.summarize.read_text())
+        try:
+            report = combine([json.loads(path.read_text()) for path in args.summarize])
+        except ValueError as e:
+            p.error(str(e))
         summarize(report)
-        args.summarize.write_text(json.dumps(report, indent=1) + "\n")
+        args.summarize[0].write_text(json.dumps(report, indent=1) + "\n")
         return
     if not 0 < args.predictor_train < args.predictor_candidates:
         p.error("--predictor-train must be between 0 and --predictor-candidates")
+    if args.equal_wall and "random" not in args.strategies:
+        p.error("--equal-wall needs the random strategy (its wall time is the budget)")
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     os.environ.setdefault("TVM_BIND_THREADS", "0")
-    import autotune
-    from autotune.api import resolve_space_path
-    from autotune.predictor import history_path
-
-    sys.path.insert(0, str(ROOT / "bench"))
     from candidate_cost import environment
 
+    import autotune
+    from autotune.api import resolve_space_path
+    from autotune.predictor import MIN_TO_PREDICT, history_path
+
+    if args.predictor_train < MIN_TO_PREDICT:
+        p.error(f"--predictor-train must be at least {MIN_TO_PREDICT} (the predictor predicts from that many)")
     profile = autotune.load_profile(args.device)
     started = dt.datetime.now().astimezone()
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
@@ -297,149 +270,41 @@ def main(argv: list[str] | None = None) -> None:
         pred["share_over_constraint"] = sum(v > args.latency_max for v in lats) / len(lats)
         ref = (args.min_accuracy, args.latency_max)
         history = history_path(profile, base / "history")
-        runs = []
-        if args.equal_wall and "random" not in args.strategies:
-            p.error("--equal-wall needs the random strategy (its wall time is the budget)")
         order = sorted(args.strategies, key=lambda s: s != "random") if args.equal_wall else args.strategies
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = "search_efficiency" if args.space == "digits_cnn" else f"search_efficiency-{Path(args.space).stem}"
+        path = args.out / f"{stem}-{profile.name}-{started:%Y%m%d}.json"
+        report = {
+            "date": started.isoformat(timespec="seconds"),
+            "complete": False,  # written after every run, so a killed bench keeps the runs it finished
+            "space": args.space,
+            "latency_max_ms": args.latency_max,
+            "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
+            "trials": args.trials,
+            "equal_wall": args.equal_wall,
+            "concurrency": args.concurrency,
+            "predictor": pred,
+            "runs": [],
+            **environment(profile, profile.measure.threads),
+        }
         for seed in args.seeds:
             budget = None
             for strategy in order:
                 print(f"part 2: {strategy}, seed {seed}", file=sys.stderr, flush=True)
                 trials = args.trials * 4 if budget else args.trials
-                runs.append(search_part(space_path, args.device, strategy, seed, trials, args.concurrency, base,
-                                        history, time_budget_s=budget))  # fmt: skip
+                run = search_part(space_path, args.device, strategy, seed, trials, args.concurrency, base, history,
+                                  time_budget_s=budget)  # fmt: skip
+                run["curve"] = curve(run.pop("rows"), run.pop("t0"), ref)
+                run["final_hv"] = run["curve"][-1][1] if run["curve"] else 0.0
+                report["runs"].append(run)
+                path.write_text(json.dumps(report, indent=1) + "\n")
                 if args.equal_wall and strategy == "random":
-                    budget = runs[-1]["wall_s"]
-    for r in runs:
-        r["curve"] = curve(r["rows"], r["t0"], ref)
-        r["final_hv"] = r["curve"][-1][1] if r["curve"] else 0.0
-    report = {
-        "date": started.isoformat(timespec="seconds"),
-        "space": args.space,
-        "latency_max_ms": args.latency_max,
-        "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
-        "trials": args.trials,
-        "equal_wall": args.equal_wall,
-        "concurrency": args.concurrency,
-        "predictor": pred,
-        "runs": [{k: v for k, v in r.items() if k not in ("rows", "t0")} for r in runs],
-        **environment(profile, profile.measure.threads),
-    }
+                    budget = run["wall_s"]
+    report["complete"] = True
     summarize(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "search_efficiency" if args.space == "digits_cnn" else f"search_efficiency-{Path(args.space).stem}"
-    path = args.out / f"{stem}-{profile.name}-{started:%Y%m%d}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
-    _plot(report["runs"], path.with_suffix(".png"), ref)
+    plot(report["runs"], path.with_suffix(".png"), ref)
     print(f"wrote {path} and {path.with_suffix('.png')}")
-
-
-def _mean_curve(curves: Sequence[Sequence[Sequence[float]]], grid: Sequence[float]) -> list[float]:
-    """The seeds' hypervolume curves averaged at each time of ``grid`` (a run's last value holds on)."""
-
-    def at(c: Sequence[Sequence[float]], t: float) -> float:
-        return max((hv for tt, hv in c if tt <= t), default=0.0)
-
-    return [statistics.fmean(at(c, t) for c in curves) for t in grid]
-
-
-def summarize(report: dict[str, Any]) -> None:
-    """Add the headline figures to ``report`` (in place) and print the tables.
-
-    Per seed: when autotune's hypervolume first reaches random sampling's final one, as a share of
-    random's wall time. Over seeds: the same for the seed-averaged curves, against random's mean
-    wall time (one number for the floor, less noisy than any one seed)."""
-    runs, pred = report["runs"], report["predictor"]
-    by = {(r["strategy"], r["seed"]): r for r in runs}
-    seeds = sorted({r["seed"] for r in runs})
-    reach = []
-    for seed in seeds:
-        rnd, auto = by.get(("random", seed)), by.get(("autotune", seed))
-        if rnd is None or auto is None:
-            continue
-        t = time_to_reach(auto["curve"], rnd["final_hv"]) if rnd["final_hv"] > 0 else 0.0
-        reach.append({"seed": seed, "random_final_hv": rnd["final_hv"], "random_wall_s": rnd["wall_s"],
-                      "autotune_final_hv": auto["final_hv"], "autotune_wall_s": auto["wall_s"],
-                      "autotune_time_to_reach_s": t, "autotune_trials": len(auto["curve"]),
-                      "autotune_hv_at_equal_trials": _hv_after(auto["curve"], report["trials"]),
-                      "share_of_random_wall": None if t is None else t / rnd["wall_s"]})  # fmt: skip
-    report["reach"] = reach
-    shares = [x["share_of_random_wall"] for x in reach]
-    median = statistics.median([s if s is not None else float("inf") for s in shares]) if shares else None
-    report["median_share_of_random_wall"] = median if median != float("inf") else None
-    averaged: dict[str, Any] = {}
-    strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in runs)]
-    if "random" in strategies:
-        horizon = max(r["wall_s"] for r in runs)
-        grid = [horizon * i / 2000 for i in range(2001)]
-        mean = {s: _mean_curve([r["curve"] for r in runs if r["strategy"] == s], grid) for s in strategies}
-        walls = {s: statistics.fmean(r["wall_s"] for r in runs if r["strategy"] == s) for s in strategies}
-        target = mean["random"][-1]
-        for s in strategies:
-            t = next((g for g, hv in zip(grid, mean[s], strict=True) if hv >= target - 1e-12), None)
-            averaged[s] = {"mean_final_hv": mean[s][-1], "mean_wall_s": walls[s], "time_to_random_final_s": t,
-                           "share_of_random_wall": None if t is None else t / walls["random"]}  # fmt: skip
-    report["seed_averaged"] = averaged
-
-    console = Console()
-    t1 = Table(title=f"Latency predictor: fitted on {pred['train']}, scored on {pred['held_out']}")
-    cols = ("within ±10 %", "same, 20 random splits", "within ±5 %", "median |error|", "max |error|", "CV sigma")
-    for col in cols:
-        t1.add_column(col, justify="right")
-    sp = pred["within_10pct_random_splits"]
-    t1.add_row(
-        f"{pred['within_10pct']:.0%}",
-        f"{sp['mean']:.0%} ({sp['min']:.0%}-{sp['max']:.0%})",
-        f"{pred['within_5pct']:.0%}", f"{pred['median_abs_error']:.1%}",
-        f"{pred['max_abs_error']:.0%}", f"{pred['cv_sigma']:.3f}",
-    )  # fmt: skip
-    console.print(t1)
-    t2 = Table(
-        title=f"Search efficiency, {report['trials']} trials, latency ≤ {report['latency_max_ms']} ms "
-        f"({pred['share_over_constraint']:.0%} of random architectures break it)"
-    )
-    for col in ("strategy", "seed", "wall s", "final HV", "ok/infeasible/pruned/failed", "screened", "train s"):
-        t2.add_column(col, justify="right")
-    for r in runs:
-        s = r["statuses"]
-        t2.add_row(
-            r["strategy"], str(r["seed"]), f"{r['wall_s']:.0f}", f"{r['final_hv']:.5f}",
-            f"{s['ok']}/{s['infeasible']}/{s['pruned']}/{s['failed']}", str(r["screened"]), f"{r['train_s']:.0f}",
-        )  # fmt: skip
-    console.print(t2)
-
-    def pct(v: float | None) -> str:
-        return "not reached" if v is None else f"{v:.0%}"
-
-    for x in reach:
-        wall = f"; at equal wall ({x['autotune_trials']} trials) {x['autotune_final_hv']:.5f}"
-        console.print(f"seed {x['seed']}: autotune reaches random's final hypervolume in "
-                      f"{pct(x['share_of_random_wall'])} of random's wall time; at equal trials "
-                      f"({report['trials']}) autotune {x['autotune_hv_at_equal_trials']:.5f} vs random "
-                      f"{x['random_final_hv']:.5f}{wall if report.get('equal_wall') else ''}")  # fmt: skip
-    for s, a in averaged.items():
-        console.print(f"averaged over seeds, {s}: final HV {a['mean_final_hv']:.5f} in {a['mean_wall_s']:.0f} s; "
-                      f"reaches random's in {pct(a['share_of_random_wall'])} of random's wall time")  # fmt: skip
-
-
-def _plot(runs: Sequence[Mapping[str, Any]], path: Path, ref: tuple[float, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"autotune": "tab:blue", "tpe": "tab:orange", "random": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        xs = [0.0] + [t for t, _ in r["curve"]]
-        ys = [0.0] + [hv for _, hv in r["curve"]]
-        ax.step(xs, ys, where="post", color=colors[r["strategy"]], alpha=0.8, label=f"{r['strategy']} s{r['seed']}")
-    ax.set_xlabel("wall time (s)")
-    ax.set_ylabel(f"hypervolume (accuracy ≥ {ref[0]}, latency ≤ {ref[1]} ms)")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
