@@ -45,7 +45,8 @@ and on the 3x32x32 space (``shapes``: MobileNets that need a few epochs, accurac
 Also reported: the same for the seed-averaged hypervolume curves (against random's mean wall time).
 Prints two tables; writes ``results/bench/search_efficiency[-<space>]-<profile>-<YYYYMMDD>.json`` (the
 space named unless it is the default; rewritten after every run, ``"complete": false`` until the
-last, so a killed bench keeps what it finished) and a plot of hypervolume against wall time beside
+last, so a killed bench keeps what it finished; each run with its trials' status, screening,
+accuracy, latency and predicted latency) and a plot of hypervolume against wall time beside
 it (``.png``, not committed). ``--summarize JSON [JSON ...]`` re-prints a saved result (recomputing
 the summary figures from its curves); several results of the same settings, say one seed per
 session with the same ``--latency-max``, are combined into the first file given.
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
                 trials = args.trials * 4 if budget else args.trials
                 run = search_part(space_path, args.device, strategy, seed, trials, args.concurrency, base, history,
                                   time_budget_s=budget)  # fmt: skip
-                run["curve"] = curve(run.pop("rows"), run.pop("t0"), ref)
+                run["curve"] = curve(run["rows"], run.pop("t0"), ref)  # rows kept: what was screened, predicted
                 run["final_hv"] = run["curve"][-1][1] if run["curve"] else 0.0
                 report["runs"].append(run)
                 path.write_text(json.dumps(report, indent=1) + "\n")
