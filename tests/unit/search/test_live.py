@@ -50,10 +50,15 @@ def test_a_failing_write_does_not_stop_the_writer(caplog):
         calls.append(1)
         raise RuntimeError("matplotlib fell over")
 
+    def wait_for(n):  # the deadline only ends the wait; the assertion below decides
+        deadline = time.monotonic() + 5
+        while len(calls) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     live = LiveReport(write, min_interval_s=0.0)
     live.request()
-    time.sleep(0.3)
-    live.request()
-    time.sleep(0.3)
+    wait_for(1)
+    live.request()  # the writer survived the first failure: it writes again
+    wait_for(2)
     live.stop()
     assert len(calls) == 2 and "could not be written: matplotlib fell over" in caplog.text
