@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -36,22 +37,36 @@ def test_the_fma_peak_kernel_runs_vector_fmas():
     assert int(host_target(2).attrs["num-cores"]) == 2
 
 
+class _FakeClock:
+    """``calibrate``'s clock: each reading one second after the last; sleeping takes no time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+    def sleep(self, seconds):
+        pass
+
+
 class _FakeMeter:
-    """An energy counter that gains 2 J every second (a steady 2 W)."""
+    """An energy counter that gains 2 J every second of the fake clock (a steady 2 W)."""
 
     name = "fake"
 
-    def __init__(self):
-        import time
-
-        self._t0, self._time = time.perf_counter(), time.perf_counter
+    def __init__(self, clock):
+        self._clock = clock
 
     def read_j(self):
-        return 2.0 * (self._time() - self._t0)
+        return 2.0 * self._clock.now
 
 
 def test_calibrate_reads_idle_and_active_power_from_a_meter(monkeypatch):
-    monkeypatch.setattr("autotune.measure.energy.open_meter", lambda kind: _FakeMeter())
+    clock = _FakeClock()  # the watts follow from the clock alone: no wall-clock rate in the test
+    monkeypatch.setattr(importlib.import_module("autotune.devices.calibrate"), "time", clock)
+    monkeypatch.setattr("autotune.measure.energy.open_meter", lambda kind: _FakeMeter(clock))
     cal = calibrate(1, idle_s=0.1, matmul_s=0.01, mib=4)
     assert cal.meter == "fake" and cal.idle_w == pytest.approx(2.0, rel=0.05)
     assert cal.active_w == pytest.approx(2.0, rel=0.05)
