@@ -28,7 +28,7 @@ from autotune.errors import CandidateFailed
 from autotune.leaderboard.row import BackendOutcome, DeviceResult, LeaderboardRow, now
 from autotune.quiet import QuietLock
 from autotune.records import TrainedModel, TrialConfig
-from autotune.reference import measure_reference
+from autotune.reference import install_pairing, measure_reference
 from autotune.screening import Screening, predict, prediction_report, record, screen
 from autotune.task import Task
 
@@ -53,6 +53,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     screening: Screening | None = None,
     reference: bool = False,
+    store_dir: str | Path | None = None,
     node: str | None = None,
     curves_dir: str | Path | None = None,
 ) -> LeaderboardRow:
@@ -73,6 +74,8 @@ def evaluate(
         cache_dir: files every trial of the run shares (the distillation teacher, the drift
             reference); default ``<work_dir>/../../cache``.
         reference: also re-time the drift reference network (``reference_latency_ms``).
+        store_dir: where the profile's shared measurements are kept (the results directory's
+            ``.predictor/``): with ``measure.paired`` the reference's calibration; default the cache.
         node: the cluster node the trial ran on (the ``node`` column).
         curves_dir: where the training curves go (``autotune.curves``; the run's
             ``tensorboard/<trial_id>``); None: not written.
@@ -92,6 +95,9 @@ def evaluate(
         if on_stage:
             on_stage(name)
 
+    if task.profile.measure.paired:
+        enter("pairing the reference network")
+        install_pairing(task, cache, lock, store_dir if store_dir is not None else cache)
     curves = Curves(curves_dir)
     try:
         status, error = _stages(config, task, records, work=work, cache=cache, lock=lock, tuning_db=tuning_db,

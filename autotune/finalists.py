@@ -9,6 +9,7 @@ from typing import Any
 from autotune.compress.pipeline import deployment, plan_compression
 from autotune.deploy import deploy, tuning_request
 from autotune.quiet import QuietLock
+from autotune.reference import install_pairing
 from autotune.task import Task, load_trained_model
 
 __all__ = ["retune"]
@@ -29,6 +30,8 @@ def retune(
     from autotune.exporter import export_program
 
     lock = QuietLock(None)
+    if task.profile.measure.paired:  # on the same scale as the search's latencies
+        install_pairing(task, Path(run_dir) / "cache", lock, Path(run_dir).parent / ".predictor")
     cfg, model = load_trained_model(row, task, run_dir)
     program, exported, _ = export_program(model, task.data.input_shape)
     request = tuning_request(tuning_db, trials, lock, int(row.get("seed") or 0))

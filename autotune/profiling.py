@@ -124,7 +124,8 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     request = tuning_request(db, 0, lock, int(row.get("seed") or 0))
     artifact = compile_model(program, profile, input_shape=task.data.input_shape, out_dir=work / "model", lock=lock,
                              deployment=how, request=request)  # fmt: skip
-    latency_ms = time_model(artifact, profile, task.data.x_test, lock).latency_ms
+    # raw latency, on the kernels' scale (paired timing would put it on the reference's)
+    latency_ms = time_model(artifact, profile.unpaired(), task.data.x_test, lock).latency_ms
     peak = profile.peak.fp32_gflops if profile.peak else None
     times = []
     for k in kernels:

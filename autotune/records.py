@@ -174,4 +174,6 @@ class Measurement:
     lock_wait_s: float = 0.0
     idle_w: float | None = None  # the idle power subtracted from the energy (measured, or the profile's)
     timing: str = "local"  # where it was timed: local, device (an RPC device) or emulated (set by the runner)
+    reference_ratio: float | None = None  # paired timing (measure.paired): median candidate / reference ratio
+    latency_window_ms: float | None = None  # paired: the candidate's own median over the paired rounds
     extra: dict[str, Any] = field(default_factory=dict)

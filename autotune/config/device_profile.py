@@ -36,6 +36,15 @@ class Measure(_Strict):
     )
     min_repeat_ms: int = Field(default=20, ge=0, description="Grow 'number' until a repeat takes this long.")
     threads: int = Field(default=1, ge=1, description="TVM runtime threads while timing.")
+    paired: bool = Field(
+        default=False,
+        description="Time each candidate in rounds interleaved with the run's reference network (local runner): "
+        "latency_ms = the median candidate / reference ratio × the reference's calibrated latency, steady on a "
+        "machine whose speed changes from second to second (a shared VM).",
+    )
+    paired_rounds: int = Field(
+        default=20, ge=3, description="Paired rounds run at least; up to twice as many until 'ci_target' is met."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Measure:
@@ -247,6 +256,20 @@ class DeviceProfile(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _check_paired(self) -> DeviceProfile:
+        if self.measure.paired and self.runner.kind != "local":
+            raise ValueError(
+                f"measure.paired interleaves each candidate with a reference network in the timing process, "
+                f"which the {self.runner.kind} runner does not do: set measure.paired to false"
+            )
+        if self.measure.paired and self.backends != ("tvm",):
+            raise ValueError(
+                "measure.paired puts TVM's latencies on the reference network's scale, which other backends' "
+                "timings are not: use backends [tvm] with it, or set measure.paired to false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_peak(self) -> DeviceProfile:
         if self.peak is not None and self.peak.threads != self.measure.threads:
             raise ValueError(
@@ -254,6 +277,10 @@ class DeviceProfile(_Strict):
                 "re-run 'autotune device calibrate' with --threads"
             )
         return self
+
+    def unpaired(self) -> DeviceProfile:
+        """This profile with ``measure.paired`` off (raw latency: calibration, kernel shares)."""
+        return self.model_copy(update={"measure": self.measure.model_copy(update={"paired": False})})
 
     @property
     def is_host(self) -> bool:

@@ -26,8 +26,8 @@ __all__ = [
 #: 4: quiet_wait_s, roofline_fraction, idle_w (energy_mj above idle); 5: latency_repeats;
 #: 6: weight_clusters (the weight-clustering pass); 7: tuned_share; 8: backend, best_backend,
 #: best_latency_ms (and ``<column>@<backend>`` for a profile's other backends); 9: latency_pred_model;
-#: 10: int8_path
-SCHEMA_VERSION = 10
+#: 10: int8_path; 11: reference_ratio, latency_window_ms (paired timing)
+SCHEMA_VERSION = 11
 STATUSES = ("ok", "infeasible", "pruned", "failed")
 
 #: Fixed columns, in order; sampled parameters follow as ``arch.*``, ``compress.*`` and ``train.*`` (sorted).
@@ -47,6 +47,8 @@ COLUMNS: tuple[str, ...] = (
     "latency_ci_low_ms",
     "latency_ci_high_ms",
     "latency_repeats",
+    "reference_ratio",
+    "latency_window_ms",
     "timing",
     "backend",
     "best_backend",

@@ -23,6 +23,7 @@ from autotune.measure.base import (
     time_in_rounds,
 )
 from autotune.measure.energy import IdlePower, modelled_mj, open_meter, per_inference_mj
+from autotune.measure.paired import Pairing, calls_for, pairing_for, time_paired, vm_repeat
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -48,6 +49,7 @@ class LocalRunner(Runner):
 
     def __init__(self) -> None:
         self.idle = IdlePower()
+        self._references: dict[str, tuple[Any, Callable[[int], float], int]] = {}  # loaded once per process
 
     def check(self, profile: DeviceProfile, *, file: str | None = None) -> None:
         """The target's triple (when the profile names one) runs on this machine.
@@ -90,7 +92,10 @@ class LocalRunner(Runner):
         """Time ``main`` on one input while holding the quiet lock exclusively.
 
         Warm-up calls run first; then repeats of ``number`` calls (``number`` grows until a repeat lasts
-        ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). Energy
+        ``min_repeat_ms``), in rounds until the median is precise enough (``time_in_rounds``). With
+        ``measure.paired`` and a pairing set for the profile and input shape (``paired.use_pairing``)
+        the repeats alternate with the reference network's instead (``paired.time_paired``), and each
+        round's latency is its candidate / reference ratio × the reference's calibrated latency. Energy
         is read from a meter over the same window when one can be read, less the meter's idle power
         (measured quietly under the same lock, kept in ``self.idle`` for ``energy.IDLE_TTL_S``); else
         modelled as ``(active_w - idle_w) × latency`` (``energy_source='model'``).
@@ -119,7 +124,13 @@ class LocalRunner(Runner):
                 for _ in range(cfg.warmup):
                     vm.invoke_stateful("main")
                 idle_w = self.idle.watts(meter) if meter else profile.power.idle_w
-                results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
+                pairing = pairing_for(profile.name, tuple(x.shape[1:])) if cfg.paired else None
+                paired = self._paired(vm, dev, pairing, cfg) if pairing is not None else None
+                if paired is None or meter is not None:  # a meter reads energy over unpaired repeats
+                    results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
+                    call_s = results
+                if paired is not None and pairing is not None:
+                    results = [r * pairing.baseline_ms / 1e3 for r in paired.ratios]
             except Exception as err:  # TVMError while running: a broken candidate
                 raise CandidateFailed("measure", describe(err)) from err
             finally:
@@ -127,13 +138,15 @@ class LocalRunner(Runner):
                     meter.close()
             load = os.getloadavg()[0]
             measure_s = time.perf_counter() - t0
+        if cfg.paired and paired is None:
+            log.warning("measure.paired is set but no reference is paired with %s here: timed unpaired", profile.name)
         if threads != cfg.threads:
             log.warning(
                 "timed with %d TVM threads, the profile asks for %d (set before TVM is imported)", threads, cfg.threads
             )
         stats = summarize_latency(results)
         if meter is not None:
-            energy_mj, source = per_inference_mj(joules, idle_w, window_s, results), meter.name
+            energy_mj, source = per_inference_mj(joules, idle_w, window_s, call_s), meter.name
         else:
             energy_mj, source = modelled_mj(profile, stats["latency_ms"]), "model"
         return Measurement(
@@ -148,6 +161,32 @@ class LocalRunner(Runner):
             measure_s=measure_s,
             lock_wait_s=lock.waited_s - waited0,
             timing="local",
+            reference_ratio=paired.ratio if paired else None,
+            latency_window_ms=paired.candidate_ms if paired else None,
+        )
+
+    def _paired(self, vm: Any, dev: Any, pairing: Pairing, cfg: Any) -> Any:
+        """``time_paired`` of the candidate's ``vm`` against the pairing's reference (loaded once)."""
+        import tvm
+        from tvm import relax
+
+        if pairing.path not in self._references:
+            ref = relax.VirtualMachine(tvm.runtime.load_module(pairing.path), dev)
+            ref.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(pairing.inputs, dtype=np.float32), dev))
+            for _ in range(cfg.warmup):
+                ref.invoke_stateful("main")
+            rep = vm_repeat(ref, dev)
+            self._references[pairing.path] = (ref, rep, calls_for(rep(cfg.number), cfg.min_repeat_ms, cfg.number))
+        _, ref_repeat, ref_number = self._references[pairing.path]
+        repeat = vm_repeat(vm, dev)
+        number = calls_for(repeat(cfg.number), cfg.min_repeat_ms, cfg.number)
+        return time_paired(
+            repeat,
+            ref_repeat,
+            number=(number, ref_number),
+            min_rounds=cfg.paired_rounds,
+            max_rounds=2 * cfg.paired_rounds,
+            ci_target=cfg.ci_target,
         )
 
 

@@ -23,8 +23,8 @@ __all__ = ["PAGE_CSS", "SCRIPT", "curves_charts", "trial_link", "trial_pages", "
 #: What a trial's page shows, section by section (columns that are empty for the trial are left out).
 SECTIONS: dict[str, tuple[str, ...]] = {
     "Result": ("status", "error", "pareto_rank", "violations", "accuracy", "val_accuracy", "latency_ms",
-               "latency_p90_ms", "latency_cov", "latency_repeats", "energy_mj", "energy_source", "size_bytes",
-               "peak_mem_bytes", "params", "macs", "roofline_fraction"),
+               "latency_p90_ms", "latency_cov", "latency_repeats", "reference_ratio", "latency_window_ms",
+               "energy_mj", "energy_source", "size_bytes", "peak_mem_bytes", "params", "macs", "roofline_fraction"),
     "Numerical check against PyTorch": ("max_abs_diff", "top1_agreement", "tuned_max_abs_diff"),
     "Compression": ("deploy_precision", "int8_ops", "compute_ops", "sparsity", "quant_bits", "lowrank_layers",
                     "weight_clusters", "teacher_accuracy", "accuracy_uncompressed", "params_uncompressed",

@@ -215,6 +215,7 @@ class Worker:
                 curves_dir=run_dir / "tensorboard" / cfg.trial_id,
                 screening=screening,
                 reference=reference,
+                store_dir=run_dir.parent / ".predictor",
                 node=node,
             )
             write_timeline(work_dir, started, time.time(), lock.waits)

@@ -67,11 +67,13 @@ ARROWS: dict[str, set[str]] = {
     "screening": BASE
     | {"task", "constraints", "predictor", "quiet", "leaderboard", "compress"}  # passes say
     | {"kernel_table", "compiler", "exporter"},  # whether they change the deployed structure; a candidate's kernels
-    "reference": BASE | {"task", "deploy", "quiet", "leaderboard"},
+    "reference": BASE
+    | {"task", "deploy", "quiet", "leaderboard"}
+    | {"measure", "predictor"},  # paired timing: the runner's pairing, calibrated per environment
     "evaluate": BASE
     | {"task", "screening", "constraints", "reference", "deploy", "backends", "leaderboard", "quiet", "curves"}
     | {"models", "train", "compress", "exporter", "measure"},
-    "finalists": BASE | {"task", "deploy", "evaluate", "compress", "exporter", "quiet", "leaderboard"},
+    "finalists": BASE | {"task", "deploy", "evaluate", "compress", "exporter", "quiet", "leaderboard", "reference"},
     # the search and what starts it
     "warmstart": BASE | {"space", "leaderboard"},
     "search": BASE

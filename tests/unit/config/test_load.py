@@ -63,6 +63,12 @@ BAD_PROFILES = [
     (GOOD_PROFILE.replace("name: p\n", ""), "name", "required key is missing"),
     (GOOD_PROFILE + "meter: geiger\n", "meter", "auto"),
     (GOOD_PROFILE + "runner: {kind: rcp}\n", "runner.kind", "local"),
+    (
+        GOOD_PROFILE + "runner: {kind: rpc, tracker: '127.0.0.1:9190', key: k}\nmeasure: {paired: true}\n",
+        "measure.paired",
+        "which the rpc runner does not do",
+    ),
+    (GOOD_PROFILE + "backends: [tvm, onnxruntime]\nmeasure: {paired: true}\n", "measure.paired", "other backends"),
 ]
 
 
