@@ -15,6 +15,10 @@ The second device: the same candidates compiled for ``--second-target`` (default
 to AVX2, ``mcpu=x86-64-v3``, so the code differs), ``--second-train`` of the training candidates
 measured there; its predictor starts from the first profile's table, scaled per operator kind.
 
+With a paired profile (``--device host_paired``) each candidate's latency is timed in rounds beside
+the reference network (``autotune.measure.paired``), as a search with that profile times it (both
+devices; the kernels are still timed alone).
+
 Run from the repository root (about 40 minutes on 2 cores with the defaults):
 
     python bench/predictor.py [--spaces digits_cnn latency_mobilenet32 latency_mobilenet224]
@@ -106,6 +110,12 @@ def measure_space(space_name: str, n: int, n_second: int, args: argparse.Namespa
     second = _second(profile, args.second_target) if args.second_target else None
     space = autotune.load_space(space_name)
     task = prepare_task(space, profile)
+    if profile.measure.paired:  # as a trial pairs its timings with the reference network
+        from autotune.quiet import QuietLock
+        from autotune.reference import install_pairing
+
+        for i, p in enumerate(x for x in (profile, second) if x is not None):
+            install_pairing(prepare_task(space, p), work / space_name / f"cache{i}", QuietLock(None), work)
     table = KernelTable.load(work / f"{space_name}.kernels.jsonl", environment_key(profile))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
