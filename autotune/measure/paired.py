@@ -1,13 +1,13 @@
 """Paired timing: a candidate timed in rounds interleaved with a fixed reference network.
 
-On a shared cloud VM the CPU's speed changes from one second to the next (another tenant, the host's
-clock), so a median over one short window is precise but not repeatable. Timing the candidate and a
+On a shared cloud VM the CPU's speed changes from one second to the next (what else runs on the
+host), so a median over one short window is precise but not repeatable. Timing the candidate and a
 reference alternately, round by round, and taking the median of the per-round ratios cancels what
 both see: the randomized multiple interleaved trials of Abedi & Brecht (ICPE 2017). Measured on an
-AVX2 Zen 3 VM (``bench/repeatability.py``): a candidate's window median moved 1.3-1.6x between
-windows seconds apart, its ratio to a small convolutional reference (20 rounds) about ±3 %; an MLP
-reference did not follow the convolutions' slow-downs, so the reference should compute like the
-candidates (``autotune.reference.reference_model``).
+AVX2 Zen 3 VM (``bench/repeatability.py``): a candidate's latency as the runner times it moved
+1.5x (max / min, median candidate; up to 2x) over timings tens of seconds apart, its ratio to a
+small convolutional reference 1.07x; an MLP reference did not follow the convolutions' slow-downs,
+so the reference should compute like the candidates (``autotune.reference.reference_model``).
 """
 
 from __future__ import annotations
