@@ -62,8 +62,9 @@ def test_three_trial_search_end_to_end(tmp_path, repo):
             line = json.loads((run / "trials" / row["trial_id"] / "timeline.json").read_text())
             start, end = dt.datetime.fromisoformat(row["started_at"]), dt.datetime.fromisoformat(row["finished_at"])
             assert start.timestamp() - 1 <= line["started"] < end.timestamp() + 1 <= line["finished"] + 1
-            after_row = 2 + (row["reference_s"] or 0) + row["quiet_wait_s"]  # the drift check's re-timing
-            assert line["finished"] <= end.timestamp() + after_row
+            # the trial's process ended before the run wrote its last leaderboard (an order, not a duration;
+            # 1 s for the file system's coarser clock, as above)
+            assert line["finished"] <= (run / "leaderboard.csv").stat().st_mtime + 1
             waits = sum(b - a for a, b in line["quiet_waits"])
             assert all(line["started"] <= a < b <= line["finished"] for a, b in line["quiet_waits"])
             assert waits <= row["quiet_wait_s"] + 1e-6
