@@ -227,7 +227,8 @@ def environment_key(profile: DeviceProfile) -> dict[str, Any]:
         "tvm_version": fp["tvm_version"],
         "tuned_trials_per_candidate": profile.tuning.trials_per_candidate,
         "default_schedules": profile.tuning.default_schedules,  # untuned kernels: scheduled or scalar
-        **({"paired": True} if profile.measure.paired else {}),  # latency on the reference's calibrated scale
+        # latency on the reference's calibrated scale; 2: kernel-table timings paired too (True: not)
+        **({"paired": 2} if profile.measure.paired else {}),
     }
 
 

@@ -17,7 +17,7 @@ measured there; its predictor starts from the first profile's table, scaled per 
 
 With a paired profile (``--device host_paired``) each candidate's latency is timed in rounds beside
 the reference network (``autotune.measure.paired``), as a search with that profile times it (both
-devices; the kernels are still timed alone).
+devices), and so is each kernel of the table.
 
 Run from the repository root (about 40 minutes on 2 cores with the defaults):
 

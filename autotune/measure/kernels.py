@@ -1,7 +1,9 @@
 """Time a model's kernels one by one on the profile's device (``autotune profile``), with the profile's
 timing policy: warm-up, calls per repeat to ``min_repeat_ms``, rounds until the median is precise.
-On this machine for a ``local`` profile; on the device for an ``rpc`` one, with the device's own time
-evaluator (each kernel's library uploaded, its inputs made there)."""
+A paired profile's kernel-table timings alternate with its reference network as its candidates' do
+(``autotune.measure.paired``), so table and candidates share one calibrated scale. On this machine
+for a ``local`` profile; on the device for an ``rpc`` one, with the device's own time evaluator
+(each kernel's library uploaded, its inputs made there)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.measure.base import repeat_until_precise
+from autotune.measure.paired import Pairing, pairing_for, time_against
 from autotune.quiet import QuietLock
 from autotune.records import KERNELS_LIBRARY
 
@@ -55,7 +58,9 @@ def time_in_library(
 ) -> dict[str, float]:
     """Workload name → median seconds per call, each of ``workloads``
     (``autotune.compiler.workloads.Workload``) timed alone from the compiled model's own library at
-    ``path`` (no compile), holding the quiet lock exclusively. On an RPC device the kernels' library
+    ``path`` (no compile), holding the quiet lock exclusively; with ``measure.paired`` and a pairing
+    set for the profile (``paired.use_pairing``), in rounds beside the reference network, each time
+    its median ratio × the reference's calibrated latency. On an RPC device the kernels' library
     beside it (``KERNELS_LIBRARY``) is uploaded and timed there (the lock held only when emulated).
 
     Raises:
@@ -81,8 +86,29 @@ def time_in_library(
             return on_device(profile.runner, remote_times)
     dev = tvm.cpu()
     lib = tvm.runtime.load_module(path).imports[0]  # the kernels, beside the Relax VM's bytecode
+    pairing = pairing_for(profile.name) if profile.measure.paired else None
     with lock.exclusive():
+        if pairing is not None:
+            return {w.name: _time_paired(lib, w.name, w.args, dev, profile, rng, pairing) for w in workloads}
         return {w.name: _time_one(lib, w.name, w.args, dev, profile, rng) for w in workloads}
+
+
+def _time_paired(
+    mod: Any, name: str, shapes: Sequence[Any], dev: Any, profile: DeviceProfile, rng: Any, pairing: Pairing
+) -> float:
+    """Seconds of one call of ``mod[name]`` on random tensors of ``shapes``: its median ratio to the
+    pairing's reference network over interleaved rounds × the reference's calibrated latency."""
+    args = [_tensor(shape, dtype, dev, rng) for shape, dtype in shapes]
+    for _ in range(profile.measure.warmup):
+        mod[name](*args)
+    evaluators: dict[int, Any] = {}
+
+    def repeat(number: int) -> float:
+        if number not in evaluators:
+            evaluators[number] = mod.time_evaluator(name, dev, number=number, repeat=1, min_repeat_ms=0)
+        return float(evaluators[number](*args).results[0])
+
+    return time_against(repeat, pairing, dev, profile.measure).ratio * pairing.baseline_ms / 1e3
 
 
 def _time_one(mod: Any, name: str, shapes: Sequence[Any], dev: Any, profile: DeviceProfile, rng: Any) -> float:

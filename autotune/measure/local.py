@@ -23,7 +23,7 @@ from autotune.measure.base import (
     time_in_rounds,
 )
 from autotune.measure.energy import IdlePower, modelled_mj, open_meter, per_inference_mj
-from autotune.measure.paired import Pairing, calls_for, pairing_for, time_paired, vm_repeat
+from autotune.measure.paired import pairing_for, time_against, vm_repeat
 from autotune.quiet import QuietLock
 from autotune.records import CompiledArtifact, Measurement
 
@@ -49,7 +49,6 @@ class LocalRunner(Runner):
 
     def __init__(self) -> None:
         self.idle = IdlePower()
-        self._references: dict[str, tuple[Any, Callable[[int], float], int]] = {}  # loaded once per process
 
     def check(self, profile: DeviceProfile, *, file: str | None = None) -> None:
         """The target's triple (when the profile names one) runs on this machine.
@@ -125,7 +124,7 @@ class LocalRunner(Runner):
                     vm.invoke_stateful("main")
                 idle_w = self.idle.watts(meter) if meter else profile.power.idle_w
                 pairing = pairing_for(profile.name, tuple(x.shape[1:])) if cfg.paired else None
-                paired = self._paired(vm, dev, pairing, cfg) if pairing is not None else None
+                paired = time_against(vm_repeat(vm, dev), pairing, dev, cfg) if pairing is not None else None
                 if paired is None or meter is not None:  # a meter reads energy over unpaired repeats
                     results, joules, window_s = time_in_rounds(vm, dev, cfg, meter.read_j if meter else None)
                     call_s = results
@@ -163,30 +162,6 @@ class LocalRunner(Runner):
             timing="local",
             reference_ratio=paired.ratio if paired else None,
             latency_window_ms=paired.candidate_ms if paired else None,
-        )
-
-    def _paired(self, vm: Any, dev: Any, pairing: Pairing, cfg: Any) -> Any:
-        """``time_paired`` of the candidate's ``vm`` against the pairing's reference (loaded once)."""
-        import tvm
-        from tvm import relax
-
-        if pairing.path not in self._references:
-            ref = relax.VirtualMachine(tvm.runtime.load_module(pairing.path), dev)
-            ref.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(pairing.inputs, dtype=np.float32), dev))
-            for _ in range(cfg.warmup):
-                ref.invoke_stateful("main")
-            rep = vm_repeat(ref, dev)
-            self._references[pairing.path] = (ref, rep, calls_for(rep(cfg.number), cfg.min_repeat_ms, cfg.number))
-        _, ref_repeat, ref_number = self._references[pairing.path]
-        repeat = vm_repeat(vm, dev)
-        number = calls_for(repeat(cfg.number), cfg.min_repeat_ms, cfg.number)
-        return time_paired(
-            repeat,
-            ref_repeat,
-            number=(number, ref_number),
-            min_rounds=cfg.paired_rounds,
-            max_rounds=2 * cfg.paired_rounds,
-            ci_target=cfg.ci_target,
         )
 
 

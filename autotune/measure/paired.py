@@ -21,7 +21,16 @@ import numpy as np
 
 from autotune.measure.base import summarize_latency
 
-__all__ = ["Pairing", "PairedTiming", "calls_for", "pairing_for", "time_paired", "use_pairing", "vm_repeat"]
+__all__ = [
+    "Pairing",
+    "PairedTiming",
+    "calls_for",
+    "pairing_for",
+    "time_against",
+    "time_paired",
+    "use_pairing",
+    "vm_repeat",
+]
 
 #: One repeat: ``number`` calls, returning seconds per call.
 Repeat = Callable[[int], float]
@@ -63,9 +72,13 @@ def use_pairing(profile: str, input_shape: tuple[int, ...], pairing: Pairing | N
         _PAIRINGS[(profile, tuple(input_shape))] = pairing
 
 
-def pairing_for(profile: str, input_shape: tuple[int, ...]) -> Pairing | None:
-    """The pairing ``use_pairing`` set for ``profile`` and ``input_shape``, if any."""
-    return _PAIRINGS.get((profile, tuple(input_shape)))
+def pairing_for(profile: str, input_shape: tuple[int, ...] | None = None) -> Pairing | None:
+    """The pairing ``use_pairing`` set for ``profile`` and ``input_shape``, if any; with no shape,
+    any of the profile's (a kernel's time is on the same calibrated scale whichever reference it is
+    paired with)."""
+    if input_shape is not None:
+        return _PAIRINGS.get((profile, tuple(input_shape)))
+    return next((p for (name, _), p in _PAIRINGS.items() if name == profile), None)
 
 
 def calls_for(seconds_per_call: float, min_repeat_ms: float, number: int) -> int:
@@ -112,6 +125,36 @@ def time_paired(
         reference_ms=float(np.median(ref)) * 1e3,
         rounds=len(cand),
         ratios=tuple(float(r) for r in ratios),
+    )
+
+
+#: Reference networks loaded in this process: library path → (VM, its repeat, calls per repeat).
+_LOADED: dict[str, tuple[Any, Repeat, int]] = {}
+
+
+def time_against(candidate: Repeat, pairing: Pairing, dev: Any, cfg: Any) -> PairedTiming:
+    """``time_paired`` of ``candidate`` against ``pairing``'s reference network (loaded and warmed
+    up once per process), by the profile's measure settings ``cfg``: calls per repeat to
+    ``min_repeat_ms``, ``paired_rounds`` to twice that until the ratio is within ``ci_target``."""
+    if pairing.path not in _LOADED:
+        import tvm
+        from tvm import relax
+
+        ref = relax.VirtualMachine(tvm.runtime.load_module(pairing.path), dev)
+        ref.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(pairing.inputs, dtype=np.float32), dev))
+        for _ in range(cfg.warmup):
+            ref.invoke_stateful("main")
+        rep = vm_repeat(ref, dev)
+        _LOADED[pairing.path] = (ref, rep, calls_for(rep(cfg.number), cfg.min_repeat_ms, cfg.number))
+    _, ref_repeat, ref_number = _LOADED[pairing.path]
+    number = calls_for(candidate(cfg.number), cfg.min_repeat_ms, cfg.number)
+    return time_paired(
+        candidate,
+        ref_repeat,
+        number=(number, ref_number),
+        min_rounds=cfg.paired_rounds,
+        max_rounds=2 * cfg.paired_rounds,
+        ci_target=cfg.ci_target,
     )
 
 

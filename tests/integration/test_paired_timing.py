@@ -68,3 +68,44 @@ def test_the_calibration_is_reused_and_a_broken_store_is_rewritten(tmp_path, wri
     monkeypatch.setattr("autotune.reference.calibrate", no_calibration)
     again = run_isolated(lambda send: install_pairing(task, tmp_path / "cache", QuietLock(None), store))
     assert again is not None and again.baseline_ms == first.baseline_ms and again.path == first.path
+
+
+def test_kernel_table_timings_are_paired_on_the_same_scale(tmp_path, write_yaml, paired, monkeypatch):
+    from autotune.compiler import compile_artifact
+    from autotune.compiler.workloads import read_workloads
+    from autotune.exporter import export_program
+    from autotune.measure import kernels
+    from autotune.measure.paired import Pairing, use_pairing
+    from autotune.models import build_model
+    from autotune.quiet import QuietLock
+    from autotune.reference import reference_artifact
+    from autotune.task import prepare_task
+
+    task = prepare_task(autotune.load_space(write_yaml(SPACE)), paired)
+    shape = task.data.input_shape
+    model = build_model(task.family, {"stages": 1, "width_mult": 0.5}, shape, task.data.num_classes).eval()
+    program, _, _ = export_program(model, shape)
+    art = compile_artifact(program, profile=paired, out_dir=tmp_path / "c", input_shape=shape)
+    workloads = read_workloads(tmp_path / "c")[:3]
+    ref = reference_artifact(task, tmp_path / "cache", QuietLock(None))
+    timings = []
+
+    def recorded(*args, **kwargs):
+        t = real(*args, **kwargs)
+        timings.append(t)
+        return t
+
+    real = kernels.time_against
+    monkeypatch.setattr(kernels, "time_against", recorded)
+    use_pairing(paired.name, shape, None)  # an earlier test's evaluate in this process paired it
+    assert kernels.time_in_library(art.path, workloads, paired)  # no pairing installed: timed alone
+    assert timings == []
+    use_pairing(paired.name, shape, Pairing(ref.path, task.data.x_test[:1], baseline_ms=250.0))
+    try:
+        seconds = kernels.time_in_library(art.path, workloads, paired)
+    finally:
+        use_pairing(paired.name, shape, None)
+    assert len(timings) == len(workloads) == len(seconds)
+    for w, t in zip(workloads, timings, strict=True):  # each kernel: its median ratio × the reference's latency
+        assert 4 <= t.rounds <= 8 and t.ratio > 0
+        assert seconds[w.name] == pytest.approx(t.ratio * 250.0 / 1e3, rel=1e-12)
