@@ -3,9 +3,10 @@ the device, alone, under the quiet lock, and reused by every later candidate tha
 
 It lives beside the predictor's history, ``<results>/.predictor/<profile>.kernels.jsonl``: one JSON
 line per workload, appended under an flock, a line cut by a crash skipped on reading. Lines from
-another environment (``autotune.predictor.environment_key``: CPU, TVM version, target, threads) are
-not used. ``fill`` is called after a candidate is timed: it times only the workloads the table lacks,
-from the candidate's own library.
+another environment (``autotune.predictor.environment_key``: CPU, TVM version, target, threads,
+paired timing) are not used. ``fill`` is called after a candidate is timed: it times only the
+workloads the table lacks, from the candidate's own library (paired with the reference network when
+the profile pairs its timings, ``autotune.measure.kernels.time_in_library``).
 """
 
 from __future__ import annotations
