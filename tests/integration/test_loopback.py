@@ -19,6 +19,7 @@ from conftest import search_args
 
 import autotune
 from autotune import devices
+from autotune.errors import UserError
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
 
@@ -33,8 +34,18 @@ def _free_port() -> int:
 
 @pytest.fixture
 def loopback(tmp_path) -> Iterator[devices.EmulatedDevice]:
-    ports = dict(tracker_port=_free_port(), server_port=_free_port())
-    with devices.start_device(tmp_path / "device", key=KEY, native=True, timeout_s=120, **ports) as dev:
+    # a port found free can be taken before the tracker binds it (CI saw "the RPC tracker did not
+    # start" once): a second try on other ports, and never the same port twice
+    for attempt in range(2):
+        tracker = _free_port()
+        ports = dict(tracker_port=tracker, server_port=next(p for p in iter(_free_port, None) if p != tracker))
+        try:
+            device = devices.start_device(tmp_path / f"device{attempt}", key=KEY, native=True, timeout_s=120, **ports)
+            break
+        except UserError:
+            if attempt:
+                raise
+    with device as dev:
         yield dev
 
 
