@@ -99,12 +99,31 @@ def test_a_waiting_timer_gets_in_between_compile_phases(tmp_path, profile):
 
 
 class _SteadyMeter:
-    """A meter that reads a constant 3 W: idle and busy alike, so nothing is above idle."""
+    """A meter that reads a constant 3 W on ``clock``: idle and busy alike, so nothing is above idle."""
 
     name = "steady"
 
+    def __init__(self, clock):
+        self.clock = clock
+
     def read_j(self):
-        return 3.0 * time.perf_counter()
+        return 3.0 * self.clock.now
+
+
+class _FakeClock:
+    """The measurement's clock: still while kernels run, advanced only by ``sleep`` (the idle reading)."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        return self.now
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
 
 
 def test_metered_energy_is_above_idle(tmp_path, profile, monkeypatch):
@@ -114,13 +133,16 @@ def test_metered_energy_is_above_idle(tmp_path, profile, monkeypatch):
     model = build_model(MODEL_FAMILIES.get("mobilenet"), {"stages": 1, "width_mult": 0.5}, (1, 8, 8), 10).eval()
     program, _, _ = export_program(model, (1, 8, 8))
     art = compile_artifact(program, profile=profile, out_dir=tmp_path, input_shape=(1, 8, 8))
-    monkeypatch.setattr("autotune.measure.local.open_meter", lambda kind: _SteadyMeter())
+    clock = _FakeClock()  # the meter, the idle reading and the timing window read one clock
+    monkeypatch.setattr("autotune.measure.energy.time", clock)
+    monkeypatch.setattr("autotune.measure.base.time", clock)
+    monkeypatch.setattr("autotune.measure.local.open_meter", lambda kind: _SteadyMeter(clock))
     local = LocalRunner()  # its own idle-power readings, none from earlier tests
     # in a forked child, as a trial times: TVM's runtime pool, once started here, would pin this
     # process's later training to one core
     m = run_isolated(lambda send: local.measure(art, profile, np.zeros((1, 1, 8, 8), np.float32)))
     assert m.energy_source == "steady" and m.idle_w == pytest.approx(3.0, rel=0.01)
-    # 3 W over the window, less 3 W idle: at most the rounding of one window's clock reads per call
+    # 3 W over the window, less 3 W idle: nothing above idle
     assert 0.0 <= m.energy_mj < 0.01 * 3.0 * m.latency_ms
 
 
