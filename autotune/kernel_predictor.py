@@ -134,6 +134,7 @@ class KernelPredictor:
         self.donor_model = KernelTimeModel(list(donor.entries.values())) if donor is not None else None
         self.coef_: np.ndarray | None = None
         self.sigma_: float = math.inf
+        self.cv_log_ratios_: np.ndarray | None = None  # see ``fit``
         self.samples_: int = 0
 
     def _time(self, w: Workload) -> tuple[float | None, int, bool]:
@@ -200,14 +201,16 @@ class KernelPredictor:
 
         ``prior``: what the donor's per-kind scales are pulled towards (this device's time over the
         donor's, per kind or overall); by default the median ratio over kernels both tables hold,
-        else 1. This device's own scales are pulled towards 1.
+        else 1. This device's own scales are pulled towards 1. ``cv_log_ratios_``: each sample's
+        cross-validated log(prediction / latency), nan for one not used (no kernels listed).
         """
-        rows, ys = [], []
-        for ws, y in zip(samples, latency_ms, strict=True):
-            r = self._row([_as_workload(w) for w in ws])
+        rows, ys, keep = [], [], []
+        for i, (ws, y) in enumerate(zip(samples, latency_ms, strict=True)):
+            r = self._row([_as_workload(w) for w in ws]) if ws else None  # (a measurement without its kernels)
             if r is not None and math.isfinite(y) and y > 0:
                 rows.append(r[0])
                 ys.append(y)
+                keep.append(i)
         self.samples_ = len(ys)
         if self.samples_ < MIN_TO_PREDICT:
             self.coef_ = None
@@ -219,12 +222,13 @@ class KernelPredictor:
         self.coef_ = self._solve(x, y, p)
         folds = np.arange(self.samples_) % 5
         np.random.default_rng(0).shuffle(folds)
-        errs = []
+        errs = np.zeros(self.samples_)
         for k in range(5):
             test = folds == k
-            coef = self._solve(x[~test], y[~test], p)
-            errs.extend(np.log(np.maximum(x[test] @ coef, 1e-9) / y[test]).tolist())
+            errs[test] = np.log(np.maximum(x[test] @ self._solve(x[~test], y[~test], p), 1e-9) / y[test])
         self.sigma_ = float(math.sqrt(np.mean(np.square(errs))))
+        self.cv_log_ratios_ = np.full(len(latency_ms), np.nan)
+        self.cv_log_ratios_[keep] = errs
         return self
 
     def _ratio(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -274,11 +278,14 @@ def fit_kernels(
     table: str | os.PathLike[str],
     key: Mapping[str, Any],
     donor: tuple[str | os.PathLike[str], Mapping[str, Any]] | None = None,
+    *,
+    records: Sequence[Mapping[str, Any]] | None = None,
 ) -> KernelPredictor:
     """The kernel-level predictor fitted on the comparable history's measurements that list their
     kernels, with the profile's kernel table at ``table`` and, for a new device, another profile's
-    (``donor``: its table's path and environment key)."""
-    recs = [r for r in load_history(history, key)[-MAX_HISTORY:] if r.get("kernels")]
+    (``donor``: its table's path and environment key). ``records``: the history already loaded (its
+    ``cv_log_ratios_`` then line up with them)."""
+    recs = load_history(history, key)[-MAX_HISTORY:] if records is None else records
     given = KernelTable.load(donor[0], donor[1]) if donor is not None else None
     predictor = KernelPredictor(KernelTable.load(table, key), given if given else None)
-    return predictor.fit([r["kernels"] for r in recs], [r["latency_ms"] for r in recs])
+    return predictor.fit([r.get("kernels") or () for r in recs], [r["latency_ms"] for r in recs])

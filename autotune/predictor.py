@@ -126,6 +126,7 @@ class LatencyPredictor:
         self.alpha = alpha
         self.names_: list[str] = []
         self.sigma_: float = math.inf
+        self.cv_log_ratios_: Any = None  # see ``fit``
         self.samples_: int = 0
         self.range_: tuple[float, float] | None = None  # smallest and largest latency measured
         self._model: tuple[Any, Any, Any] | None = None
@@ -161,7 +162,8 @@ class LatencyPredictor:
         return pred
 
     def fit(self, features: Sequence[Mapping[str, float]], latency_ms: Sequence[float]) -> LatencyPredictor:
-        """Fit on measured candidates; ``sigma_`` comes from 5-fold cross-validation."""
+        """Fit on measured candidates; ``sigma_`` comes from 5-fold cross-validation, whose log-ratio of
+        each input sample is ``cv_log_ratios_`` (nan for a sample not used)."""
         import numpy as np
 
         y = np.asarray(latency_ms, dtype=np.float64)
@@ -178,12 +180,13 @@ class LatencyPredictor:
         self._model = self._fit_once(x, y)
         folds = np.arange(self.samples_) % 5
         np.random.default_rng(0).shuffle(folds)
-        errs = []
+        errs = np.zeros(self.samples_)
         for k in range(5):
             test = folds == k
-            pred = self._apply(self._fit_once(x[~test], y[~test]), x[test])
-            errs.extend(np.log(pred / y[test]).tolist())
+            errs[test] = np.log(self._apply(self._fit_once(x[~test], y[~test]), x[test]) / y[test])
         self.sigma_ = float(math.sqrt(np.mean(np.square(errs))))  # bias and spread together
+        self.cv_log_ratios_ = np.full(len(latency_ms), np.nan)
+        self.cv_log_ratios_[keep] = errs
         return self
 
     @property

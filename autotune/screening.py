@@ -52,7 +52,9 @@ class Screening:
             whether to time an untrained network when there is no prediction.
         fit_s: seconds spent fitting ``predictor`` (added to the row's ``screen_s``).
         kernels: a fitted ``autotune.kernel_predictor.KernelPredictor`` that predicts better than
-            ``predictor`` (cross-validated) and is used instead (``latency_pred_model = kernels``).
+            ``predictor`` (cross-validated) and is used instead (``latency_pred_model = kernels``),
+            or blended with it by ``blend``.
+        blend: an ``autotune.blend.Blend`` of ``predictor`` and ``kernels`` (None: ``kernels`` alone).
         table: the profile's kernel table (``kernel_table.table_path``), or None; filled with the
             new kernels of every candidate timed on a ``local`` profile.
         tuning_db: the profile's tuning database (which kernels a candidate gets tuned).
@@ -66,6 +68,7 @@ class Screening:
     seen: tuple[float, float] | None = None
     fit_s: float = 0.0
     kernels: Any = None
+    blend: Any = None
     table: Path | None = None
     tuning_db: str | None = None
 
@@ -143,9 +146,9 @@ def predict(
     program: Any = None,
 ) -> tuple[dict[str, float], Any]:
     """The model's structural features and the predicted latency for it (None without a predictor):
-    the kernel-level predictor's when the screening has one (the model's exported ``program``, or
-    the model exported now, is fused to find its kernels, holding ``lock`` shared as a compile
-    does), else the network-level one's."""
+    the kernel-level predictor's (blended with the network-level one's by ``screening.blend``) when
+    the screening has one (the model's exported ``program``, or the model exported now, is fused to
+    find its kernels, holding ``lock`` shared as a compile does), else the network-level one's."""
     from autotune.predictor import structure_features
 
     features = structure_features(model, input_shape, precision=precision)
@@ -161,7 +164,11 @@ def predict(
                 workloads = candidate_workloads(program, profile, precision=precision, db_dir=screening.tuning_db)
         except CandidateFailed:  # the deployment will fail in its own stage, with its reason
             return features, None
-        return features, screening.kernels.predict(workloads)
+        kernels = screening.kernels.predict(workloads)
+        if screening.blend is None:
+            return features, kernels
+        network = screening.predictor.predict(features) if screening.predictor is not None else None
+        return features, screening.blend.predict(network, kernels)
     pred = screening.predictor.predict(features) if screening.predictor is not None else None
     return features, pred
 

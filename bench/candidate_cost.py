@@ -273,17 +273,22 @@ def write_report(out: Path, name: str, report: dict[str, Any]) -> Path:
     return path
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (short), or None outside a git checkout."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def environment(profile: DeviceProfile, threads: int) -> dict[str, Any]:
     import tvm
 
     from autotune.compiler import target_json
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    commit = git_commit()
     flags = cpu_flags()
     isa = [
         f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp") if f in flags

@@ -9,7 +9,9 @@ the profile's runner; the workloads each one's library holds that the table lack
 from that library. The first ``--train`` candidates are the measured history; the rest are held
 out. The kernel predictor sees only the table the training candidates filled (a held-out
 candidate's other kernels are estimated by the table's model, as in a search), and, as a bound on
-how additive latency is, the whole table (``kernels, full table``).
+how additive latency is, the whole table (``kernels, full table``). ``chosen by CV`` is what a search
+uses: the network-level predictor, the kernel-level one or a weighted blend of both, whichever
+cross-validates best on the training candidates (``autotune.blend``; its weight on the kernels).
 
 The second device: the same candidates compiled for ``--second-target`` (default: this CPU limited
 to AVX2, ``mcpu=x86-64-v3``, so the code differs), ``--second-train`` of the training candidates
@@ -49,8 +51,9 @@ from rich.table import Table
 import autotune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_cost import ROOT, environment, write_report  # noqa: E402
+from candidate_cost import ROOT, environment, git_commit, write_report  # noqa: E402
 
+from autotune.blend import choose  # noqa: E402
 from autotune.kernel_predictor import KernelPredictor  # noqa: E402  (imported now: the run is long)
 from autotune.kernel_table import KernelTable, TableEntry  # noqa: E402
 from autotune.predictor import LatencyPredictor  # noqa: E402
@@ -171,13 +174,15 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
     out: dict[str, Any] = {"train": len(train)}
     net = LatencyPredictor().fit([c["features"] for c in train], [c["latency_ms"] for c in train])
     out["network"] = _errors([net.predict(c["features"]).latency_ms for c in test], truth)
+    fitted = {}
     for name, keys in (("kernels", seen), ("kernels, full table", None)):
         kp = KernelPredictor(table_of(keys)).fit([c["workloads"] for c in train], [c["latency_ms"] for c in train])
         preds = [kp.predict(c["workloads"]) for c in test]
         out[name] = _errors([p.latency_ms if p else None for p in preds], truth) | {"cv_sigma": kp.sigma_}
+        fitted[name] = kp
     out["kernels"]["table_hit_rate_held_out"] = float(np.mean([w["key"] in seen for c in test for w in c["workloads"]]))
     out["network"]["cv_sigma"] = net.sigma_
-    out["chosen by CV"] = _chosen(out["kernels"], out["network"])
+    out["chosen by CV"] = _chosen(net, fitted["kernels"], test, "latency_ms")
     two = [c for c in train[:n_second] if "second_latency_ms" in c]
     held = [c for c in test if "second_latency_ms" in c]
     if two and held:
@@ -192,14 +197,17 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
         out["second device, network"] = _errors([p.latency_ms if p else None for p in p2],
                                                 [c["second_latency_ms"] for c in held])  # fmt: skip
         out["second device, network"] |= {"train": len(two), "cv_sigma": net2.sigma_}
-        out["second device, chosen by CV"] = _chosen(out["second device, kernels"], out["second device, network"])
+        out["second device, chosen by CV"] = _chosen(net2, kp, held, "second_latency_ms") | {"train": len(two)}
     return out
 
 
-def _chosen(kernels: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
-    """What a search uses: the predictor with the smaller cross-validated error (``latency_pred_model``)."""
-    pick = "kernels" if kernels["cv_sigma"] < network["cv_sigma"] else "network"
-    return {**(kernels if pick == "kernels" else network), "model": pick}
+def _chosen(net: Any, kernels: Any, test: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """What a search uses (``latency_pred_model``): the network-level predictor, the kernel-level one or
+    a blend of both, whichever cross-validates best (``autotune.blend.choose``)."""
+    blend = choose(net, kernels)
+    preds = [blend.predict(net.predict(c["features"]), kernels.predict(c["workloads"])) for c in test]
+    errs = _errors([p.latency_ms if p else None for p in preds], [c[key] for c in test])
+    return errs | {"model": blend.model, "kernel_weight": blend.weight, "cv_sigma": blend.sigma}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text()) for p in args.raw
         ]
         report = reports[0] | {"spaces": {k: v for r in reports for k, v in r["spaces"].items()}}
+        report["reanalysed"] = {"git_commit": git_commit(), "date": stamp, "raw": [p.name for p in args.raw]}
     else:
         report = {"environment": environment(profile, profile.measure.threads), "spaces": {}}
         report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -72,7 +72,8 @@ class ScreenReport:
     ``screened`` is ``predicted`` or ``constraint-first`` when the candidate was stopped (then
     ``violations`` says why), else None; ``probe`` holds the untrained network's compile and timing
     when it was timed and found infeasible; ``latency_pred_ms`` the predictor's latency, if any, and
-    ``latency_pred_model`` which predictor made it (``kernels`` or ``network``).
+    ``latency_pred_model`` which predictor made it (``kernels``, ``network`` or ``blend``: a weighted
+    geometric mean of both, ``autotune.blend``).
     """
 
     seconds: float | None

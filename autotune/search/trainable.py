@@ -228,23 +228,26 @@ def _screening(
     profile: DeviceProfile, run_dir: Path, predictor: bool, constraint_first: bool, tuning_db: str | None
 ) -> Any:
     """The trial's screening: the latency predictors fitted on the profile's history and kernel table
-    (in the parent, before the fork, so their fit time is the trial's ``screen_s``); the kernel-level
-    one is used when its cross-validated error is the smaller."""
+    (in the parent, before the fork, so their fit time is the trial's ``screen_s``); the network-level
+    one, the kernel-level one or a blend of both, whichever cross-validates best (``autotune.blend``)."""
+    from autotune.blend import choose
     from autotune.catalog import kernels_donor
     from autotune.kernel_predictor import fit_kernels
     from autotune.kernel_table import table_path
-    from autotune.predictor import environment_key, fit_history, history_path
+    from autotune.predictor import MAX_HISTORY, LatencyPredictor, environment_key, history_path, load_history
     from autotune.screening import Screening
 
     history = history_path(profile, run_dir.parent)
     table = table_path(profile, run_dir.parent)  # filled where kernels are timed here (a local profile)
     key = environment_key(profile)
     t_fit = time.perf_counter()
-    fitted = fit_history(history, key)
+    recs = load_history(history, key)[-MAX_HISTORY:]  # one reading: both predictors score the same records
+    fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
     donor = kernels_donor(profile)
     given = (table_path(donor, run_dir.parent), environment_key(donor)) if donor is not None else None
-    kernels = fit_kernels(history, table, key, given) if predictor else None
-    better = kernels is not None and kernels.ready and (not fitted.ready or kernels.sigma_ < fitted.sigma_)
+    kernels = fit_kernels(history, table, key, given, records=recs) if predictor else None
+    blend = choose(fitted, kernels)
+    better = kernels is not None and blend is not None and blend.weight > 0
     return Screening(
         fit_s=time.perf_counter() - t_fit,
         constraint_first=constraint_first,
@@ -253,6 +256,7 @@ def _screening(
         key=key,
         seen=fitted.range_,
         kernels=kernels if better else None,
+        blend=blend if better and blend.weight < 1 else None,
         table=table,
         tuning_db=tuning_db,
     )

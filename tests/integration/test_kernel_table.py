@@ -4,9 +4,11 @@ a kernel-level prediction made inside a trial."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import autotune
+from autotune.blend import WEIGHTS, Blend, choose
 from autotune.compiler import compile_artifact
 from autotune.compiler.kernels import candidate_workloads
 from autotune.compiler.workloads import read_workloads
@@ -16,8 +18,15 @@ from autotune.kernel_predictor import fit_kernels
 from autotune.kernel_table import KernelTable, table_path
 from autotune.measure import RUNNERS
 from autotune.models import build_model
-from autotune.predictor import MIN_TO_PREDICT, environment_key, history_path, load_history, structure_features
-from autotune.screening import Screening, record
+from autotune.predictor import (
+    MIN_TO_PREDICT,
+    LatencyPredictor,
+    environment_key,
+    history_path,
+    load_history,
+    structure_features,
+)
+from autotune.screening import Screening, predict, record
 from autotune.task import make_trial_config, prepare_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm]
@@ -81,3 +90,18 @@ def test_kernels_are_timed_once_reused_and_predict_a_trial(tmp_path, repo):
     assert row["status"] == "ok" and row["latency_pred_model"] == "kernels"
     assert isinstance(row["latency_pred_ms"], float)  # predicted from the table, before training
     assert load_history(hist, key)[-1]["new_kernels"] == 0  # its kernels were all in the table
+
+    recs = load_history(hist, key)  # a blend of both predictors, fitted on the same records
+    network = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
+    kernels = fit_kernels(hist, tpath, key, records=recs)
+    both = np.isfinite(network.cv_log_ratios_) & np.isfinite(kernels.cv_log_ratios_)
+    assert both.all() and len(both) == len(recs)  # every record scored by both, in the same order
+    assert choose(network, kernels).weight in WEIGHTS
+    blend = Blend(0.25, 0.05, network.sigma_, kernels.sigma_)
+    model = build_model(task.family, ARCHS[4], shape, task.data.num_classes).eval()
+    trial = Screening(predictor=network, kernels=kernels, blend=blend, key=key, constraint_first=False)
+    features, pred = predict(trial, model, shape, "fp32", profile)
+    program, _, _ = export_program(model, shape)
+    alone = kernels.predict(candidate_workloads(program, profile)), network.predict(features)
+    assert pred.source == "blend" and pred.sigma >= blend.sigma
+    assert pred.latency_ms == pytest.approx(alone[0].latency_ms ** 0.25 * alone[1].latency_ms ** 0.75, rel=1e-9)

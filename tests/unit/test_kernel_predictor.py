@@ -196,3 +196,16 @@ def test_kernels_from_names_a_profile_and_a_bad_one_is_a_clear_error(write_yaml)
         with pytest.raises(UserError) as err:
             autotune.check(None, bad)
         assert err.value.key == "predictor.kernels_from" and str(bad) in str(err.value) and words in str(err.value)
+
+
+def test_cross_validated_errors_line_up_with_the_samples(tmp_path):
+    """``cv_log_ratios_``: one per sample given, nan for a measurement that lists no kernels."""
+    kernels = _kernels(12)
+    secs = _seconds(kernels)
+    table = _table(tmp_path, kernels, secs)
+    nets = _candidates(kernels, 3 * MIN_TO_PREDICT)
+    truth = [_latency(c, {k.key: secs[k.name] for k in kernels}, {}, 0.002) for c in nets]
+    nets[3] = []  # a measurement that lists no kernels
+    kp = KernelPredictor(table).fit(nets, truth)
+    assert kp.samples_ == len(nets) - 1 and np.isnan(kp.cv_log_ratios_[3])
+    assert np.isfinite(np.delete(kp.cv_log_ratios_, 3)).all()

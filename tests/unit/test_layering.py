@@ -59,6 +59,7 @@ ARROWS: dict[str, set[str]] = {
     # kernel-level prediction: each fused kernel timed once per device, candidates as their sum
     "kernel_table": BASE | {"compiler", "measure", "quiet"},
     "kernel_predictor": BASE | {"compiler", "kernel_table", "predictor"},
+    "blend": BASE | {"predictor"},  # which of the two predicts (or both, weighted)
     "leaderboard": BASE,
     # the trial: the stage sequence and its decisions (LeaderboardRow, in leaderboard/, is the trial's record)
     "task": BASE | {"space", "data", "models", "compress"},
@@ -78,7 +79,7 @@ ARROWS: dict[str, set[str]] = {
     "warmstart": BASE | {"space", "leaderboard"},
     "search": BASE
     | {"log", "space", "leaderboard", "sandbox", "quiet", "warmstart", "predictor", "tuning"}
-    | {"kernel_table", "kernel_predictor"}
+    | {"kernel_table", "kernel_predictor", "blend"}
     | {"task", "evaluate", "screening", "constraints", "reference", "finalists"}
     | {"catalog", "validate", "preflight", "runs", "reporting"},
     "catalog": BASE,
