@@ -8,8 +8,10 @@ the weights). The predictor (``autotune.predictor``) is fitted on the first ``--
 and, since that held-out set is small, the same over 20 random splits of the same data. These
 measurements (with each candidate's kernels, timed into the profile's kernel table) are the
 profile's predictor history the ``autotune`` runs of part 2 start with, as a second run on a
-profile would; each trial then uses the kernel-level or the network-level predictor, whichever has
-the smaller cross-validated error (``latency_pred_model``).
+profile would; each trial then uses the kernel-level or the network-level predictor or a blend of
+both, whichever cross-validates best (``autotune.blend``, ``latency_pred_model``). With a paired
+profile (``--device host_paired``) part 1 times its candidates paired with the reference network,
+as the searches' trials are, and the runs share its calibration.
 
 Part 2, the searches: the same ``--trials``-trial search (default 24, concurrency 2, ASHA on)
 with the space's latency constraint tightened to ``--latency-max`` ms (default: the latency that a
@@ -106,6 +108,11 @@ def predictor_part(space_path: Path, device: str, n: int, n_train: int, results:
     task = prepare_task(space, profile)
     key, hist = environment_key(profile), history_path(profile, results)
     table = KernelTable.load(table_path(profile, results), key)
+    if profile.measure.paired:  # timed as a trial times them: paired with the reference network, whose
+        from autotune.quiet import QuietLock  # calibration the runs share (``<results>/.predictor``)
+        from autotune.reference import install_pairing
+
+        install_pairing(task, results / ".predictor-reference", QuietLock(None), results / ".predictor")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     feats, lats = [], []
@@ -172,7 +179,7 @@ def search_part(
     results.mkdir(parents=True)
     if history.exists():  # every run starts from the same predictor history and kernel table ('autotune' uses them)
         (results / ".predictor").mkdir()
-        for path in history.parent.glob(f"{history.stem}*.jsonl"):
+        for path in history.parent.glob(f"{history.stem}*.json*"):  # (a paired profile's reference calibration too)
             shutil.copy(path, results / ".predictor" / path.name)
     t0 = time.time()
     rows = autotune.search(
