@@ -175,33 +175,23 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
 
     seen = {w["key"] for c in train for w in c["workloads"]}
     out: dict[str, Any] = {"train": len(train)}
-    net = LatencyPredictor().fit([c["features"] for c in train], [c["latency_ms"] for c in train])
-    out["network"] = _errors([net.predict(c["features"]).latency_ms for c in test], truth)
-    fitted = {}
-    for name, keys in (("kernels", seen), ("kernels, full table", None)):
-        kp = KernelPredictor(table_of(keys)).fit([c["workloads"] for c in train], [c["latency_ms"] for c in train])
-        preds = [kp.predict(c["workloads"]) for c in test]
-        out[name] = _errors([p.latency_ms if p else None for p in preds], truth) | {"cv_sigma": kp.sigma_}
-        fitted[name] = kp
+    net, kp = _fit(train, table_of(seen), "latency_ms")
+    scored = _scored(net, kp, test, "latency_ms")
+    out["network"], out["kernels"] = scored["network"], scored["kernels"]
+    full = KernelPredictor(table_of(None)).fit([c["workloads"] for c in train], [c["latency_ms"] for c in train])
+    bound = _errors([p.latency_ms if p else None for p in (full.predict(c["workloads"]) for c in test)], truth)
+    out["kernels, full table"] = bound | {"cv_sigma": full.sigma_}
     out["kernels"]["table_hit_rate_held_out"] = float(np.mean([w["key"] in seen for c in test for w in c["workloads"]]))
-    out["network"]["cv_sigma"] = net.sigma_
-    out["chosen by CV"] = _chosen(net, fitted["kernels"], test, "latency_ms")
+    out["chosen by CV"] = scored["chosen by CV"]
     out["random splits"] = _splits(cands, n_train, table_of)
     two = [c for c in train[:n_second] if "second_latency_ms" in c]
     held = [c for c in test if "second_latency_ms" in c]
-    if two and held:
-        own = KernelPredictor(table_of(set()), donor=table_of(seen))  # B has timed no kernel of its own
-        kp = own.fit([c["workloads"] for c in two], [c["second_latency_ms"] for c in two])
-        preds = [kp.predict(c["workloads"]) for c in held]
-        out["second device, kernels"] = _errors([p.latency_ms if p else None for p in preds],
-                                                [c["second_latency_ms"] for c in held])  # fmt: skip
-        out["second device, kernels"] |= {"train": len(two), "scales": kp.scales(donor=True), "cv_sigma": kp.sigma_}
-        net2 = LatencyPredictor().fit([c["features"] for c in two], [c["second_latency_ms"] for c in two])
-        p2 = [net2.predict(c["features"]) for c in held]
-        out["second device, network"] = _errors([p.latency_ms if p else None for p in p2],
-                                                [c["second_latency_ms"] for c in held])  # fmt: skip
-        out["second device, network"] |= {"train": len(two), "cv_sigma": net2.sigma_}
-        out["second device, chosen by CV"] = _chosen(net2, kp, held, "second_latency_ms") | {"train": len(two)}
+    if two and held:  # B has timed no kernel of its own: A's table is its donor
+        net2, kp2 = _fit(two, table_of(set()), "second_latency_ms", donor=table_of(seen))
+        scored = _scored(net2, kp2, held, "second_latency_ms")
+        out["second device, kernels"] = scored["kernels"] | {"train": len(two), "scales": kp2.scales(donor=True)}
+        out["second device, network"] = scored["network"] | {"train": len(two)}
+        out["second device, chosen by CV"] = scored["chosen by CV"] | {"train": len(two)}
     return out
 
 
@@ -213,17 +203,11 @@ def _splits(cands: list[dict[str, Any]], n_train: int, table_of: Any) -> dict[st
     for _ in range(SPLITS):
         order = rng.permutation(len(cands))
         train, test = [cands[i] for i in order[:n_train]], [cands[i] for i in order[n_train:]]
-        seen = {w["key"] for c in train for w in c["workloads"]}
-        truth = [c["latency_ms"] for c in test]
-        net = LatencyPredictor().fit([c["features"] for c in train], [c["latency_ms"] for c in train])
-        kp = KernelPredictor(table_of(seen)).fit([c["workloads"] for c in train], [c["latency_ms"] for c in train])
-        kernels = [kp.predict(c["workloads"]) for c in test]
-        preds = {"network": [p.latency_ms for p in (net.predict(c["features"]) for c in test)]}
-        preds["kernels"] = [p.latency_ms if p else None for p in kernels]
-        shares["chosen by CV"].append(_chosen(net, kp, test, "latency_ms")["within_10pct"])
-        for name, p in preds.items():
-            shares[name].append(_errors(p, truth)["within_10pct"])
-        shares["smaller CV error"].append(shares["kernels" if kp.sigma_ < net.sigma_ else "network"][-1])  # no blend
+        net, kp = _fit(train, table_of({w["key"] for c in train for w in c["workloads"]}), "latency_ms")
+        scored = _scored(net, kp, test, "latency_ms")
+        scored["smaller CV error"] = scored["kernels" if kp.sigma_ < net.sigma_ else "network"]  # no blend
+        for name, v in shares.items():
+            v.append(scored[name]["within_10pct"])
     return {
         "splits": SPLITS,
         "held_out": len(cands) - n_train,
@@ -232,6 +216,29 @@ def _splits(cands: list[dict[str, Any]], n_train: int, table_of: Any) -> dict[st
             for name, v in shares.items()
         },
     }
+
+
+def _fit(
+    train: list[dict[str, Any]], table: KernelTable, key: str, donor: KernelTable | None = None
+) -> tuple[Any, Any]:
+    """The network-level and the kernel-level predictor (on ``table``) fitted on ``train``'s ``key`` latencies."""
+    y = [c[key] for c in train]
+    net = LatencyPredictor().fit([c["features"] for c in train], y)
+    return net, KernelPredictor(table, donor=donor).fit([c["workloads"] for c in train], y)
+
+
+def _scored(net: Any, kp: Any, test: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Held-out errors of the network-level and kernel-level predictors and of the search's choice."""
+    truth = [c[key] for c in test]
+    preds = {
+        "network": [net.predict(c["features"]) for c in test],
+        "kernels": [kp.predict(c["workloads"]) for c in test],
+    }
+    out = {
+        name: _errors([p.latency_ms if p else None for p in ps], truth) | {"cv_sigma": fitted.sigma_}
+        for (name, ps), fitted in zip(preds.items(), (net, kp), strict=True)
+    }
+    return out | {"chosen by CV": _chosen(net, kp, test, key)}
 
 
 def _chosen(net: Any, kernels: Any, test: list[dict[str, Any]], key: str) -> dict[str, Any]:
