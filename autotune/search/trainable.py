@@ -256,7 +256,7 @@ def _screening(
         key=key,
         seen=fitted.range_,
         kernels=kernels if better else None,
-        blend=blend if better and blend.weight < 1 else None,
+        blend=blend if better else None,
         table=table,
         tuning_db=tuning_db,
     )
