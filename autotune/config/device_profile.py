@@ -99,7 +99,11 @@ class Runner(_Strict):
     priority: int = Field(default=0, description="Priority of this run's requests at the tracker (higher first).")
     session_timeout_s: float = Field(default=120, gt=0, description="The server ends a session after this long.")
     request_timeout_s: float = Field(default=30, gt=0, description="Wait this long for a free device of the key.")
-    retries: int = Field(default=1, ge=0, description="New sessions tried after the device is lost mid-measurement.")
+    retries: int = Field(
+        default=1,
+        ge=0,
+        description="New sessions tried when the device is lost mid-measurement or a session never starts.",
+    )
     emulated: bool = Field(default=False, description="The device is emulated: its timings are labelled so.")
 
     @field_validator("tracker")

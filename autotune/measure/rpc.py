@@ -43,14 +43,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _request(runner: Runner, stage: str) -> RPCSession:
-    """Open a session on a free device of ``runner.key``, waiting at most ``request_timeout_s``.
+def _ask_tracker(runner: Runner, stage: str) -> tuple[str, int, str]:
+    """The address and match key of a free server of ``runner.key``, waiting at most ``request_timeout_s``.
 
     Raises:
-        CandidateFailed: ``stage``: the tracker is unreachable, no device was free in time, or the
-            server refused the session.
+        CandidateFailed: ``stage``: the tracker is unreachable or no device was free in time.
     """
-    from tvm import rpc
     from tvm.rpc import base
 
     host, port = runner.tracker_address
@@ -66,10 +64,36 @@ def _request(runner: Runner, stage: str) -> RPCSession:
         ) from err
     except OSError as err:
         raise CandidateFailed(stage, f"RPC tracker {host}:{port}: {describe(err)}") from err
-    try:
-        return rpc.connect(url, server_port, matchkey, session_timeout=runner.session_timeout_s)
-    except Exception as err:  # TVMError / RuntimeError from the connection handshake
-        raise CandidateFailed(stage, f"cannot open a session on {url}:{server_port}: {describe(err)}") from err
+    return url, int(server_port), matchkey
+
+
+def _request(runner: Runner, stage: str) -> RPCSession:
+    """Open a session on a free device of ``runner.key``, waiting at most ``request_timeout_s`` for one.
+
+    A session that never answered its handshake is ended by the server at ``session_timeout_s`` (its
+    forked session process hung: seen once under QEMU on a loaded machine); a new one is requested up
+    to ``runner.retries`` times.
+
+    Raises:
+        CandidateFailed: ``stage``: the tracker is unreachable, no device was free in time, or the
+            server refused the session.
+    """
+    from tvm import rpc
+
+    for attempt in range(runner.retries + 1):
+        url, server_port, matchkey = _ask_tracker(runner, stage)
+        try:
+            return rpc.connect(url, server_port, matchkey, session_timeout=runner.session_timeout_s)
+        except Exception as err:  # TVMError / RuntimeError from the connection handshake
+            if "RPCSessionTimeoutError" in str(err) and attempt < runner.retries:
+                log.warning(
+                    "device %r at %s:%d did not start a session within runner.session_timeout_s = %g s "
+                    "(attempt %d of %d); requesting another",
+                    runner.key, url, server_port, runner.session_timeout_s, attempt + 1, runner.retries + 1,
+                )  # fmt: skip
+                continue
+            raise CandidateFailed(stage, f"cannot open a session on {url}:{server_port}: {describe(err)}") from err
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _remote_threads(remote: RPCSession) -> int:
