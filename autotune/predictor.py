@@ -6,9 +6,10 @@ the count, MACs, elements read and written, and the MACs of layers whose output 
 multiple of 8 (vector remainders); for linear layers count and MACs; for other modules (activations,
 pooling) count and elements written by class name; plus the deployment precision. The model is a
 learned per-operator cost, ``latency ≈ b + Σ cᵢ·featureᵢ`` (ridge, fitted to relative error: each
-sample weighted by 1/latency²), times a gradient-boosted correction of its log residual once there
-are ``MIN_FOR_BOOST`` measurements. Its uncertainty ``sigma`` is the RMS of 5-fold cross-validated
-log-ratios ``log(pred/measured)``.
+sample weighted by 1/latency²; every cost ``cᵢ ≥ 0``, so more work never predicts less time and a fit
+on a few measurements cannot extrapolate to a near-zero latency), times a gradient-boosted
+correction of its log residual once there are ``MIN_FOR_BOOST`` measurements. Its uncertainty
+``sigma`` is the RMS of 5-fold cross-validated log-ratios ``log(pred/measured)``.
 
 Measurements of every run on a profile are appended to ``<results>/.predictor/<profile>.jsonl``
 (one JSON line each, under an flock), so the next run starts with a fitted predictor. Rows from
@@ -142,7 +143,7 @@ class LatencyPredictor:
         from sklearn.linear_model import Ridge
 
         scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
-        ridge = Ridge(alpha=self.alpha).fit(x / scale, y, sample_weight=1.0 / np.square(y))
+        ridge = Ridge(alpha=self.alpha, positive=True).fit(x / scale, y, sample_weight=1.0 / np.square(y))
         boost = None
         if len(y) >= MIN_FOR_BOOST:
             base = np.maximum(ridge.predict(x / scale), 1e-6)

@@ -85,6 +85,18 @@ def test_predictor_learns_per_operator_costs():
     assert lo < value < hi and pred.samples == 60
 
 
+def test_more_work_never_predicts_less_time():
+    """Every per-operator cost is non-negative: a fit on a few measurements with correlated features
+    (elements written follow MACs) cannot trade one against another and extrapolate below zero."""
+    for seed in range(10):
+        feats, lats = _synthetic(10, seed=seed)  # few measurements: no boosted correction
+        rng = np.random.default_rng(seed)
+        feats = [{**f, "elems_pw1": f["macs_pw1"] / 50 * (1 + 0.3 * rng.standard_normal())} for f in feats]
+        p = LatencyPredictor().fit(feats, lats)
+        for name, value in feats[0].items():
+            assert p.predict({**feats[0], name: 3 * value}).latency_ms >= p.predict(feats[0]).latency_ms, (seed, name)
+
+
 def test_predictor_needs_some_history():
     feats, lats = _synthetic(MIN_TO_PREDICT - 1)
     p = LatencyPredictor().fit(feats, lats)
