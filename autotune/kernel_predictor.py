@@ -11,9 +11,13 @@ VM's work per call) and ``b`` are fitted to measured candidates by least squares
 pulled towards ``s = 1`` so that a handful of measurements is enough.
 
 A new device learns from another profile's table (``KernelPredictor(table, donor=other)``, the
-profile's ``predictor.kernels_from``): a kernel its own table lacks takes the other device's time,
-scaled per kind by separate scales fitted to ≤ 20 of its own measurements (in the spirit of HELP's
-few-shot device adaptation). ``sigma_`` is the RMS of 5-fold cross-validated log-ratios, the same
+profile's ``predictor.kernels_from``), in the spirit of HELP's few-shot device adaptation. Once its
+own table shares ``RATIO_AT`` kernels with the donor's (its first measured candidates fill it), a
+kernel only the donor holds takes the donor's time times a model of this device's time over the
+donor's, learnt from those shared kernels (the same ridge and boosting as the fallback model, on the
+log ratio: a device with narrower vectors slows some shapes more than others). Before that, the
+donor's kernels count in columns of their own, scaled per kind by separate scales fitted to ≤ 20 of
+its own measurements. ``sigma_`` is the RMS of 5-fold cross-validated log-ratios, the same
 measure the network-level predictor reports, so the better of the two is kept per profile.
 """
 
@@ -37,6 +41,9 @@ KINDS = ("conv", "dwconv", "pwconv", "matmul", "pool", "reduce", "elementwise")
 
 #: Pull of each kind's scale towards its prior, in relative-error units per measurement.
 RIDGE = 1e-3
+
+#: Kernels both tables must hold before a donor's times are mapped kernel by kernel.
+RATIO_AT = 8
 
 
 def _kind(kind: str) -> str:
@@ -68,18 +75,19 @@ def _features(kind: str, flops: float, nbytes: float, args: Sequence[Any] = ()) 
 class KernelTimeModel:
     """Seconds of a kernel not in the table, from its description (see the module doc): a ridge in
     logs (it extrapolates to kernels larger than any timed, as log time is near-linear in log size)
-    with a gradient-boosted correction of its residual once the table has ``BOOST_AT`` kernels."""
+    with a gradient-boosted correction of its residual once the table has ``BOOST_AT`` kernels.
+    ``values``: what to learn instead of each entry's seconds (positive; a ratio for the donor's map)."""
 
     BOOST_AT = 40
 
-    def __init__(self, entries: Sequence[TableEntry]) -> None:
+    def __init__(self, entries: Sequence[TableEntry], values: Sequence[float] | None = None) -> None:
         self.size = len(entries)
         self.sigma = math.inf
         self._model: Any = None
         if self.size < 4:
             return
         x = np.asarray([_features(e.kind, e.flops, e.bytes, e.args) for e in entries])
-        y = np.log(np.asarray([e.seconds for e in entries]))
+        y = np.log(np.asarray([e.seconds for e in entries] if values is None else values, dtype=float))
         self._model = self._fit(x, y)
         folds = np.arange(self.size) % 5
         np.random.default_rng(0).shuffle(folds)
@@ -105,7 +113,7 @@ class KernelTimeModel:
         return ridge.predict(x) + (boost.predict(x) if boost is not None else 0.0)
 
     def seconds(self, w: Workload | Mapping[str, Any]) -> float | None:
-        """The estimated seconds of one call (None while the table is too small to learn from)."""
+        """The estimated seconds of one call, or value (None while the table is too small to learn from)."""
         if self._model is None:
             return None
         w = _as_workload(w)
@@ -121,44 +129,53 @@ def _as_workload(w: Workload | Mapping[str, Any]) -> Workload:
 class KernelPredictor:
     """The sum of a candidate's kernel times with fitted per-kind scales and per-call overhead.
 
-    ``donor``: another profile's kernel table, for a device whose own table lacks kernels: a kernel
-    found only there counts in its own per-kind columns, whose scales (this device against that
-    one) are pulled towards ``prior`` instead of 1 (see ``fit``) and vary linearly with the kernel's
-    log arithmetic intensity (FLOPs per byte: a device with narrower vectors slows compute-bound
-    kernels more than memory-bound ones), that slope pulled towards 0.
+    ``donor``: another profile's kernel table, for a device whose own table lacks kernels. With
+    ``RATIO_AT`` kernels in both tables, a kernel found only there takes its time there times
+    ``ratio_model``'s estimate of this device's time over the donor's (counted as this device's
+    time, its error widening the prediction like an estimated kernel's). With fewer, it counts in
+    its own per-kind columns, whose scales (this device against that one) are pulled towards
+    ``prior`` instead of 1 (see ``fit``) and vary linearly with the kernel's log arithmetic
+    intensity (FLOPs per byte: a device with narrower vectors slows compute-bound kernels more than
+    memory-bound ones), that slope pulled towards 0.
     """
 
     def __init__(self, table: KernelTable, donor: KernelTable | None = None) -> None:
         self.table, self.donor = table, donor
         self.model = KernelTimeModel(list(table.entries.values()))
         self.donor_model = KernelTimeModel(list(donor.entries.values())) if donor is not None else None
+        shared = [e for k, e in table.entries.items() if donor is not None and k in donor.entries]
+        self.ratio_model: KernelTimeModel | None = None
+        if donor is not None and len(shared) >= RATIO_AT:
+            self.ratio_model = KernelTimeModel(shared, [e.seconds / donor.entries[e.key].seconds for e in shared])
         self.coef_: np.ndarray | None = None
         self.sigma_: float = math.inf
         self.cv_log_ratios_: np.ndarray | None = None  # see ``fit``
         self.samples_: int = 0
 
-    def _time(self, w: Workload) -> tuple[float | None, int, bool]:
+    def _time(self, w: Workload) -> tuple[float | None, int, float]:
         """A kernel's seconds, its column offset (0: this device's, ``len(KINDS)``: the donor's) and
-        whether the time is a model's estimate."""
+        the log error of the time (0 when timed, a model's CV error when estimated)."""
         own = self.table.entries.get(w.key)
         if own is not None:
-            return own.seconds, 0, False
+            return own.seconds, 0, 0.0
         given = self.donor.entries.get(w.key) if self.donor is not None else None
+        if given is not None and self.ratio_model is not None:
+            return given.seconds * float(self.ratio_model.seconds(w) or 1.0), 0, self.ratio_model.sigma
         if given is not None:
-            return given.seconds, len(KINDS), False
+            return given.seconds, len(KINDS), 0.0
         if self.model.size >= 4 or self.donor_model is None:
-            return self.model.seconds(w), 0, True
-        return self.donor_model.seconds(w), len(KINDS), True
+            return self.model.seconds(w), 0, self.model.sigma
+        return self.donor_model.seconds(w), len(KINDS), self.donor_model.sigma
 
     def _row(self, workloads: Sequence[Workload]) -> tuple[np.ndarray, float] | None:
         """Per-kind summed milliseconds (this device's table, then the donor's), total calls and a
-        constant; and the share of the sum a model estimated (None when a kernel can be neither
-        looked up nor estimated)."""
+        constant; and the share-weighted log error of the estimated kernels (None when a kernel can
+        be neither looked up nor estimated)."""
         n = len(KINDS)
         row = np.zeros(3 * n + 2)
-        estimated = 0.0
+        uncertain = 0.0
         for w in workloads:
-            t, offset, guessed = self._time(w)
+            t, offset, sigma = self._time(w)
             if t is None:
                 return None
             ms = w.calls * t * 1e3
@@ -166,11 +183,11 @@ class KernelPredictor:
             row[offset + i] += ms
             if offset:  # the donor's time: its scale may vary with the kernel's arithmetic intensity
                 row[2 * n + i] += ms * math.log((w.flops + 1.0) / (w.bytes + 1.0))
-            estimated += ms if guessed else 0.0
+            uncertain += ms * sigma
             row[-2] += w.calls
         row[-1] = 1.0
         total = row[: 2 * n].sum()
-        return row, (estimated / total if total > 0 else 0.0)
+        return row, (uncertain / total if total > 0 else 0.0)
 
     @staticmethod
     def _solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -254,15 +271,14 @@ class KernelPredictor:
     def predict(self, workloads: Sequence[Workload | Mapping[str, Any]]) -> Prediction | None:
         """The predicted latency, or None before ``MIN_TO_PREDICT`` measurements (or when a kernel is
         unknown and the table too small to estimate it). Estimated kernels widen ``sigma`` by their
-        share of the sum times the fallback model's error."""
+        share of the sum times their model's error."""
         if self.coef_ is None:
             return None
         r = self._row([_as_workload(w) for w in workloads])
         if r is None:
             return None
-        row, share = r
-        model_sigma = self.model.sigma if self.model.size >= 4 or self.donor_model is None else self.donor_model.sigma
-        sigma = math.hypot(self.sigma_, share * model_sigma) if share else self.sigma_
+        row, extra = r
+        sigma = math.hypot(self.sigma_, extra) if extra else self.sigma_
         return Prediction(max(float(row @ self.coef_), 1e-6), sigma, self.samples_, source="kernels")
 
     def scales(self, donor: bool = False) -> dict[str, float]:

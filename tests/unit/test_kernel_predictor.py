@@ -150,6 +150,30 @@ def test_a_second_device_is_learned_from_the_first_ones_table(tmp_path):
     assert max(errors) < 0.05
 
 
+def test_a_second_device_maps_the_donors_kernels_through_the_ones_both_timed(tmp_path):
+    kernels = _kernels(60)
+    seconds = _seconds(kernels)
+    on_a = {k.key: seconds[k.name] for k in kernels}
+    # device B: twice as slow, and 1.6x more where the channels are not a multiple of 16 (its vectors)
+    on_b = {k.key: on_a[k.key] * 2.0 * (1.6 if k.args[1][0][0] % 16 else 1.0) for k in kernels}
+    table_a = _table(tmp_path, kernels, seconds)
+    own = kernels[:30]  # what B's first measured candidates filled its table with
+    table_b = _table(tmp_path / "b", own, {k.name: on_b[k.key] for k in own})
+    nets = _candidates(own, 20, seed=5)
+    y = [_latency(n, on_b, {}, 0.0008) for n in nets]
+    held = _candidates(kernels[30:], 10, seed=6)  # only kernels B has not timed
+    truth = [_latency(n, on_b, {}, 0.0008) for n in held]
+    kp = KernelPredictor(table_b, donor=table_a).fit(nets, y)
+    assert kp.ratio_model is not None and kp.ratio_model.size == 30
+    preds = [kp.predict(n) for n in held]
+    assert max(abs(p.latency_ms / t - 1) for p, t in zip(preds, truth, strict=True)) < 0.05
+    assert all(p.sigma > kp.sigma_ for p in preds)  # mapped, not timed: the map's error widens it
+    # per-kind scales alone (B timed nothing) cannot follow a ratio that varies within a kind
+    alone = KernelPredictor(_table(tmp_path / "c", [], {}), donor=table_a).fit(nets, y)
+    assert alone.ratio_model is None
+    assert max(abs(alone.predict(n).latency_ms / t - 1) for n, t in zip(held, truth, strict=True)) > 0.1
+
+
 @pytest.mark.parametrize(
     ("name", "channels", "weight", "kind"),
     [
