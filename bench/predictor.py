@@ -15,7 +15,10 @@ cross-validates best on the training candidates (``autotune.blend``; its weight 
 
 The second device: the same candidates compiled for ``--second-target`` (default: this CPU limited
 to AVX2, ``mcpu=x86-64-v3``, so the code differs), ``--second-train`` of the training candidates
-measured there; its predictor starts from the first profile's table, scaled per operator kind.
+measured there, their kernels timed into its own table (as its first trials would fill it); its
+predictor starts from the first profile's table (``autotune.kernel_predictor``: a kernel only that
+one timed is mapped through the kernels both timed). ``--reuse RAW`` takes the first profile's
+measurements from an earlier run of the same settings and measures only the second device.
 
 With a paired profile (``--device host_paired``) each candidate's latency is timed in rounds beside
 the reference network (``autotune.measure.paired``), as a search with that profile times it (both
@@ -73,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--second-train", type=int, default=20, help="measurements on the second profile")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", type=Path, nargs="+", help="re-analyse saved results (merged) instead of measuring")
+    p.add_argument("--reuse", type=Path, help="take the first profile's measurements from this raw file (same "
+                   "spaces, candidates and seed) and measure the second profile only")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="where the JSON goes")
     return p.parse_args(argv)
 
@@ -101,48 +106,78 @@ def _compile_and_time(program: Any, profile: Any, x: Any, out: Path, table: Any)
     }
 
 
-def measure_space(space_name: str, n: int, n_second: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Build, compile and time ``n`` random candidates (the first ``n_second`` also on the second profile)."""
+def _candidates(space_name: str, n: int, seed: int, profile: Any) -> Any:
+    """The space's task and its first ``n`` random candidates in order, as (index, model)."""
     import optuna
     import torch
 
-    from autotune.exporter import export_program
     from autotune.models import build_model
-    from autotune.predictor import environment_key, structure_features
     from autotune.space import sample_params
     from autotune.task import make_trial_config, prepare_task
 
-    profile = autotune.load_profile(args.device)
-    second = _second(profile, args.second_target) if args.second_target else None
     space = autotune.load_space(space_name)
     task = prepare_task(space, profile)
-    if profile.measure.paired:  # as a trial pairs its timings with the reference network
-        from autotune.quiet import QuietLock
-        from autotune.reference import install_pairing
-
-        for i, p in enumerate(x for x in (profile, second) if x is not None):
-            install_pairing(prepare_task(space, p), work / space_name / f"cache{i}", QuietLock(None), work)
-    table = KernelTable.load(work / f"{space_name}.kernels.jsonl", environment_key(profile))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+    def models() -> Any:
+        for i in range(n):
+            cfg = make_trial_config(sample_params(space, study.ask()), space, trial_id=f"p{i}", seed=i)
+            torch.manual_seed(i)
+            yield i, build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes).eval()
+
+    return task, models()
+
+
+def _pair(space_name: str, profiles: list[Any], work: Path) -> None:
+    """As a trial pairs its timings with the reference network, when the profile does."""
+    from autotune.quiet import QuietLock
+    from autotune.reference import install_pairing
+    from autotune.task import prepare_task
+
+    space = autotune.load_space(space_name)
+    for i, p in enumerate(profiles):
+        if p.measure.paired:
+            install_pairing(prepare_task(space, p), work / space_name / f"cache{i}", QuietLock(None), work)
+
+
+def measure_space(
+    space_name: str, n: int, n_second: int, args: argparse.Namespace, work: Path, first: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build, compile and time ``n`` random candidates; the first ``n_second`` and the held-out ones also on
+    the second profile, whose kernel table the first ``n_second`` fill (as its own first trials would).
+    ``first``: the first profile's measurements of the same candidates (``--reuse``): only the second
+    profile is measured."""
+    from autotune.exporter import export_program
+    from autotune.predictor import environment_key, structure_features
+
+    profile = autotune.load_profile(args.device)
+    second = _second(profile, args.second_target) if args.second_target else None
+    assert first is None or second is not None, "--reuse measures the second profile only"
+    _pair(space_name, [p for p in (profile, second) if p is not None], work)
+    task, models = _candidates(space_name, n, args.seed, profile)
+    table = KernelTable.load(work / f"{space_name}.kernels.jsonl", environment_key(profile))
+    table2 = KernelTable.load(work / f"{space_name}.second.kernels.jsonl", environment_key(second)) if second else None
     x = np.ascontiguousarray(task.data.x_test[:1])
     cands = []
-    for i in range(n):
-        cfg = make_trial_config(sample_params(space, study.ask()), space, trial_id=f"p{i}", seed=i)
-        torch.manual_seed(i)
-        model = build_model(task.family, cfg.arch, task.data.input_shape, task.data.num_classes).eval()
+    for i, model in models:
         program, _, _ = export_program(model, task.data.input_shape)
-        c = {"features": structure_features(model, task.data.input_shape)}
-        c |= _compile_and_time(program, profile, x, work / space_name / str(i), table)
+        if first is None:
+            c = {"features": structure_features(model, task.data.input_shape)}
+            c |= _compile_and_time(program, profile, x, work / space_name / str(i), table)
+        else:
+            c = {k: v for k, v in first["candidates"][i].items() if not k.startswith("second_")}
         if second is not None and (i < n_second or i >= args.train_of[space_name]):
-            c["second_latency_ms"] = _compile_and_time(program, second, x, work / space_name / f"{i}b", None)[
-                "latency_ms"
-            ]
+            b = _compile_and_time(program, second, x, work / space_name / f"{i}b", table2 if i < n_second else None)
+            keys = [w["key"] for w in b["workloads"]]
+            assert keys == [w["key"] for w in c["workloads"]], f"candidate {i}: not the same kernels as measured"
+            c |= {"second_latency_ms": b["latency_ms"], "second_kernels_timed": b["kernels_timed"]}
         cands.append(c)
         print(f"  {space_name} {i + 1}/{n}: {c['latency_ms']:.4f} ms, {c['kernels_timed']} new kernels "
-              f"(table {len(table)})", file=sys.stderr, flush=True)  # fmt: skip
-    entries = {k: e.__dict__ for k, e in table.entries.items()}
-    return {"candidates": cands, "table": entries}
+              f"(table {len(table) or len(first['table'] if first else ())})", file=sys.stderr, flush=True)  # fmt: skip
+    entries = first["table"] if first is not None else {k: e.__dict__ for k, e in table.entries.items()}
+    second_entries = {k: e.__dict__ for k, e in table2.entries.items()} if table2 is not None else {}
+    return {"candidates": cands, "table": entries, "second_table": second_entries}
 
 
 def _errors(pred: list[float | None], truth: list[float]) -> dict[str, Any]:
@@ -164,11 +199,11 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
 
     shapes = {w["key"]: w["args"] for c in cands for w in c["workloads"]}  # (older tables lack them)
 
-    def table_of(keys: set[str] | None) -> KernelTable:
+    def table_of(keys: set[str] | None, which: str = "table") -> KernelTable:
         t = KernelTable(Path("/nonexistent"), {})
         t.entries = {
             k: TableEntry(**(e | {"args": tuple((tuple(s), d) for s, d in e.get("args") or shapes.get(k, ()))}))
-            for k, e in data["table"].items()
+            for k, e in data.get(which, {}).items()
             if keys is None or k in keys
         }
         return t
@@ -186,12 +221,22 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
     out["random splits"] = _splits(cands, n_train, table_of)
     two = [c for c in train[:n_second] if "second_latency_ms" in c]
     held = [c for c in test if "second_latency_ms" in c]
-    if two and held:  # B has timed no kernel of its own: A's table is its donor
-        net2, kp2 = _fit(two, table_of(set()), "second_latency_ms", donor=table_of(seen))
+    if two and held:  # A's table is B's donor; B's own holds the kernels of its measured candidates
+        own = table_of(None, "second_table")
+        net2, kp2 = _fit(two, own, "second_latency_ms", donor=table_of(seen))
         scored = _scored(net2, kp2, held, "second_latency_ms")
-        out["second device, kernels"] = scored["kernels"] | {"train": len(two), "scales": kp2.scales(donor=True)}
+        hits = [w["key"] in own.entries for c in held for w in c["workloads"]]
+        out["second device, kernels"] = scored["kernels"] | {
+            "train": len(two), "own_table": len(own), "own_hit_rate_held_out": float(np.mean(hits)),
+            "scales": kp2.scales(donor=True),
+            "ratio_model": None if kp2.ratio_model is None else {
+                "shared_kernels": kp2.ratio_model.size, "cv_sigma": kp2.ratio_model.sigma},
+        }  # fmt: skip
         out["second device, network"] = scored["network"] | {"train": len(two)}
         out["second device, chosen by CV"] = scored["chosen by CV"] | {"train": len(two)}
+        if own:  # as before B timed kernels of its own: the donor's table alone
+            _, alone = _fit(two, table_of(set()), "second_latency_ms", donor=table_of(seen))
+            out["second device, kernels, donor only"] = _scored(net2, alone, held, "second_latency_ms")["kernels"]
     return out
 
 
@@ -260,18 +305,24 @@ def main(argv: list[str] | None = None) -> None:
     name = f"predictor-{args.device}-{stamp}"
     raw = args.out / f"{name}.raw.json.gz"  # every measurement (not committed: megabytes)
     if args.raw:
-        reports = [
-            json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text()) for p in args.raw
-        ]
+        reports = [_read_raw(p) for p in args.raw]
         report = reports[0] | {"spaces": {k: v for r in reports for k, v in r["spaces"].items()}}
         report["reanalysed"] = {"git_commit": git_commit(), "date": stamp, "raw": [p.name for p in args.raw]}
     else:
+        first = _read_raw(args.reuse) if args.reuse else None
         report = {"environment": environment(profile, profile.measure.threads), "spaces": {}}
         report["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        if first is not None:  # the first profile's candidates, their number and split as measured then
+            assert first["args"]["device"] == args.device, f"{args.reuse} was measured with {first['args']['device']}"
+            report["reused"] = {"raw": args.reuse.name, "environment": first["environment"]}
+            args.spaces, args.n = list(first["spaces"]), [len(d["candidates"]) for d in first["spaces"].values()]
+            args.train_of = {k: d["train"] for k, d in first["spaces"].items()}
+            args.seed = int(first["args"]["seed"])
         with tempfile.TemporaryDirectory(prefix="predictor-") as tmp:
             for space, n in zip(args.spaces, args.n, strict=True):
                 t0 = time.perf_counter()
-                data = measure_space(space, n, args.second_train, args, Path(tmp))
+                given = first["spaces"][space] if first is not None else None
+                data = measure_space(space, n, args.second_train, args, Path(tmp), given)
                 report["spaces"][space] = data | {"measure_s": time.perf_counter() - t0, "train": args.train_of[space]}
                 args.out.mkdir(parents=True, exist_ok=True)
                 raw.write_bytes(gzip.compress(json.dumps(report).encode()))  # kept before any analysis
@@ -296,13 +347,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measurements: {raw}")
 
 
+def _read_raw(path: Path) -> dict[str, Any]:
+    return json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_text())
+
+
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     """The report without each candidate's kernel list and the table (sizes and latencies kept)."""
-    keep = ("latency_ms", "second_latency_ms", "compile_s", "kernels_timed")
+    keep = ("latency_ms", "second_latency_ms", "compile_s", "kernels_timed", "second_kernels_timed")
     spaces = {
         name: {
-            **{k: v for k, v in data.items() if k not in ("candidates", "table")},
+            **{k: v for k, v in data.items() if k not in ("candidates", "table", "second_table")},
             "table_size": len(data["table"]),
+            "second_table_size": len(data.get("second_table", ())),
             "candidates": [
                 {k: c[k] for k in keep if k in c} | {"kernels": len(c["workloads"])} for c in data["candidates"]
             ],
