@@ -236,7 +236,8 @@ def analyse(data: dict[str, Any], n_train: int, n_second: int) -> dict[str, Any]
         out["second device, chosen by CV"] = scored["chosen by CV"] | {"train": len(two)}
         if own:  # as before B timed kernels of its own: the donor's table alone
             _, alone = _fit(two, table_of(set()), "second_latency_ms", donor=table_of(seen))
-            out["second device, kernels, donor only"] = _scored(net2, alone, held, "second_latency_ms")["kernels"]
+            donor_only = _scored(net2, alone, held, "second_latency_ms")["kernels"]
+            out["second device, kernels, donor only"] = donor_only | {"train": len(two)}
     return out
 
 
