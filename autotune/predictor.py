@@ -133,9 +133,15 @@ class LatencyPredictor:
         self._model: tuple[Any, Any, Any] | None = None
 
     def _matrix(self, features: Iterable[Mapping[str, float]]) -> Any:
+        """One row per candidate, and a last column flagging fp32: with every precision flagged, the
+        non-negative costs can still make a lower precision the cheaper one."""
         import numpy as np
 
-        return np.asarray([[float(x.get(n, 0.0)) for n in self.names_] for x in features], dtype=np.float64)
+        rows = [
+            [float(x.get(n, 0.0)) for n in self.names_] + [1.0 - float(x.get("fp16", 0.0)) - float(x.get("int8", 0.0))]
+            for x in features
+        ]
+        return np.asarray(rows, dtype=np.float64)
 
     def _fit_once(self, x: Any, y: Any) -> tuple[Any, Any, Any]:
         import numpy as np
