@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LatencyPredictor",
     "Prediction",
-    "PredictorCache",
     "environment_key",
     "fit_history",
     "history_path",
@@ -292,39 +291,11 @@ def load_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> list[d
 MAX_HISTORY = 2000
 
 
-class PredictorCache:
-    """Predictors fitted on histories, kept by whoever owns this object (a search worker keeps one
-    for its lifetime, so a trial does not refit what the previous trial fitted).
-
-    A history is refitted when it grew: always while it is short, past 200 measurements once it
-    grew by 5 %.
-    """
-
-    def __init__(self) -> None:
-        self._fitted: dict[tuple[str, str], tuple[int, LatencyPredictor]] = {}
-
-    def fit(self, path: str | os.PathLike[str], key: Mapping[str, Any]) -> LatencyPredictor:
-        """A predictor fitted on the comparable history (the latest ``MAX_HISTORY`` measurements;
-        unfitted when there are none), reused while the history has not grown enough."""
-        recs = load_history(path, key)[-MAX_HISTORY:]
-        slot = (str(path), json.dumps(dict(key), sort_keys=True))
-        n = len(recs)
-        done = self._fitted.get(slot)
-        if done is not None and (done[0] == n or (n > 200 and n < done[0] * 1.05)):
-            return done[1]
-        fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
-        self._fitted[slot] = (n, fitted)
-        return fitted
-
-
-def fit_history(
-    path: str | os.PathLike[str], key: Mapping[str, Any], *, cache: PredictorCache | None = None
-) -> LatencyPredictor:
-    """A predictor fitted on the comparable history of ``path`` (see ``PredictorCache.fit``).
-
-    With ``cache``, a fit is reused until the history grows; without, it is fitted afresh.
-    """
-    return (cache if cache is not None else PredictorCache()).fit(path, key)
+def fit_history(path: str | os.PathLike[str], key: Mapping[str, Any]) -> LatencyPredictor:
+    """A predictor fitted on the comparable history of ``path`` (the latest ``MAX_HISTORY``
+    measurements; unfitted when there are none)."""
+    recs = load_history(path, key)[-MAX_HISTORY:]
+    return LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
 
 
 def hit_rate(rows: Iterable[Mapping[str, Any]], within: float = 0.10) -> tuple[float | None, int]:

@@ -224,28 +224,69 @@ class Worker:
         return work
 
 
+#: This worker process's last fitted screenings, by what they were fitted on (``_screening``).
+_FITTED: dict[tuple[Any, ...], Any] = {}
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _screening(
     profile: DeviceProfile, run_dir: Path, predictor: bool, constraint_first: bool, tuning_db: str | None
 ) -> Any:
     """The trial's screening: the latency predictors fitted on the profile's history and kernel table
     (in the parent, before the fork, so their fit time is the trial's ``screen_s``); the network-level
-    one, the kernel-level one or a blend of both, whichever cross-validates best (``autotune.blend``)."""
-    from autotune.blend import choose
+    one, the kernel-level one or a blend of both, whichever cross-validates best (``autotune.blend``).
+
+    The fit is deterministic in its files, so while the history and both kernel tables are unchanged
+    since this worker's last trial (a trial screened on a prediction times nothing) that fit is
+    reused, with ``fit_s`` 0."""
+    import dataclasses
+
     from autotune.catalog import kernels_donor
-    from autotune.kernel_predictor import fit_kernels
     from autotune.kernel_table import table_path
-    from autotune.predictor import MAX_HISTORY, LatencyPredictor, environment_key, history_path, load_history
-    from autotune.screening import Screening
+    from autotune.predictor import history_path
 
     history = history_path(profile, run_dir.parent)
     table = table_path(profile, run_dir.parent)  # filled where kernels are timed here (a local profile)
+    donor = kernels_donor(profile)
+    given = table_path(donor, run_dir.parent) if donor is not None else None
+    files = tuple((str(f), _file_state(f)) for f in (history, table, given) if f is not None)
+    slot = (profile.model_dump_json(), predictor, constraint_first, tuning_db, files)
+    if slot in _FITTED:
+        return dataclasses.replace(_FITTED[slot], fit_s=0.0)
+    fitted = _fit_screening(profile, history, table, donor, given, predictor, constraint_first, tuning_db)
+    _FITTED.clear()  # the newest only: older states of the files do not come back
+    _FITTED[slot] = fitted
+    return fitted
+
+
+def _fit_screening(
+    profile: DeviceProfile,
+    history: Path,
+    table: Path,
+    donor: DeviceProfile | None,
+    given: Path | None,
+    predictor: bool,
+    constraint_first: bool,
+    tuning_db: str | None,
+) -> Any:
+    from autotune.blend import choose
+    from autotune.kernel_predictor import fit_kernels
+    from autotune.predictor import MAX_HISTORY, LatencyPredictor, environment_key, load_history
+    from autotune.screening import Screening
+
     key = environment_key(profile)
     t_fit = time.perf_counter()
     recs = load_history(history, key)[-MAX_HISTORY:]  # one reading: both predictors score the same records
     fitted = LatencyPredictor().fit([r["features"] for r in recs], [r["latency_ms"] for r in recs])
-    donor = kernels_donor(profile)
-    given = (table_path(donor, run_dir.parent), environment_key(donor)) if donor is not None else None
-    kernels = fit_kernels(history, table, key, given, records=recs) if predictor else None
+    donated = (given, environment_key(donor)) if given is not None and donor is not None else None
+    kernels = fit_kernels(history, table, key, donated, records=recs) if predictor else None
     blend = choose(fitted, kernels)
     better = kernels is not None and blend is not None and blend.weight > 0
     return Screening(

@@ -160,20 +160,14 @@ def test_real_models_give_finite_features():
     assert f["n_dw3"] >= 2 and f["macs_linear"] > 0
 
 
-def test_fit_history_refits_when_the_history_grows(tmp_path):
-    from autotune.predictor import PredictorCache, fit_history
+def test_fit_history_fits_the_comparable_measurements(tmp_path):
+    from autotune.predictor import fit_history
 
     path = tmp_path / "h.jsonl"
-    key = {"profile": "p"}
     feats, lats = _synthetic(12)
     for f, y in zip(feats[:10], lats[:10], strict=True):
-        record_measurement(path, key, f, y)
-    cache = PredictorCache()
-    first = fit_history(path, key, cache=cache)
-    assert first.samples_ == 10 and first.range_ == (min(lats[:10]), max(lats[:10]))
-    assert fit_history(path, key, cache=cache) is first  # nothing new: the same fit
-    assert cache.fit(path, key) is first
-    assert fit_history(path, key) is not first  # no cache: no state kept between calls
-    record_measurement(path, key, feats[10], lats[10])
-    assert fit_history(path, key, cache=cache).samples_ == 11
-    assert fit_history(tmp_path / "none.jsonl", key, cache=cache).range_ is None
+        record_measurement(path, {"profile": "p"}, f, y)
+    record_measurement(path, {"profile": "other"}, feats[10], lats[10])
+    fitted = fit_history(path, {"profile": "p"})
+    assert fitted.samples_ == 10 and fitted.range_ == (min(lats[:10]), max(lats[:10]))
+    assert fit_history(tmp_path / "none.jsonl", {"profile": "p"}).range_ is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -47,3 +48,29 @@ def test_timeline(tmp_path):
         "finished": 2.5,
         "quiet_waits": [[1.2, 1.4]],
     }
+
+
+def test_a_worker_refits_its_screening_only_when_what_it_was_fitted_on_changed(tmp_path):
+    from autotune.api import load_profile
+    from autotune.predictor import environment_key, history_path, record_measurement
+    from autotune.search.trainable import _screening
+
+    profile = load_profile("host")
+    run_dir = tmp_path / "run"
+    history, key = history_path(profile, tmp_path), environment_key(profile)
+    rng = np.random.default_rng(0)
+
+    def measure(n: int) -> None:
+        for _ in range(n):
+            f = {"n_conv3": 1.0, "macs_conv3": float(rng.integers(1e4, 1e6))}
+            record_measurement(history, key, f, 0.01 + 2e-8 * f["macs_conv3"])
+
+    measure(10)
+    first = _screening(profile, run_dir, True, True, None)
+    assert first.predictor.samples_ == 10 and first.fit_s > 0
+    again = _screening(profile, run_dir, True, True, None)  # nothing new measured (a trial screened out)
+    assert again.predictor is first.predictor and again.fit_s == 0.0
+    assert _screening(profile, run_dir, False, True, None).predictor is None  # other settings: their own fit
+    measure(1)
+    grown = _screening(profile, run_dir, True, True, None)
+    assert grown.predictor is not first.predictor and grown.predictor.samples_ == 11 and grown.fit_s > 0
