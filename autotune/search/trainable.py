@@ -47,6 +47,10 @@ _WARM_MODULES = (
 _WARM_COMPRESSION = ("autotune.compress.pipeline", "autotune.compress.fakequant")
 
 
+#: (profile, input shape) this worker process has exported and compiled once (``evaluate.warm_up``).
+_WARMED_UP: set[tuple[str, tuple[int, ...]]] = set()
+
+
 def objective_values(row: Mapping[str, Any], objectives: Mapping[str, str]) -> dict[str, float | None]:
     """The row's objectives as Tune metrics ``obj/<name>`` (None when missing or not finite)."""
     out: dict[str, float | None] = {}
@@ -108,9 +112,10 @@ class Worker:
     others: tuple[DeviceProfile, ...] = ()
     warmed: set[str] = field(default_factory=set)
 
-    def warm(self) -> None:
-        """Import, once per worker process, what the trial's forked child needs (the child then
-        inherits it). The worker's environment already holds ``worker_env`` (TVM reads it at import)."""
+    def warm(self, task: Any) -> None:
+        """Import, once per worker process, what the trial's forked child needs, and run the first
+        export and compile (``evaluate.warm_up``): the child inherits both. The worker's environment
+        already holds ``worker_env`` (TVM reads it at import)."""
         import importlib
 
         names = _WARM_MODULES + (_WARM_COMPRESSION if self.space.compress else ())
@@ -118,6 +123,13 @@ class Worker:
             if name not in self.warmed:
                 importlib.import_module(name)
                 self.warmed.add(name)
+        slot = (self.profile.model_dump_json(), tuple(task.data.input_shape))
+        if slot not in _WARMED_UP:
+            from autotune.evaluate import warm_up
+            from autotune.quiet import QuietLock
+
+            _WARMED_UP.add(slot)
+            warm_up(task, QuietLock(self._lock_dir()))
 
     def run_trial(self, config: dict[str, Any]) -> None:
         """Evaluate one candidate (``config``: the sampled parameters, ``seed``, ``study_trial``) and
@@ -136,7 +148,7 @@ class Worker:
         trial_id = ctx.get_trial_id()
         torch.set_num_threads(max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1))))
         task = prepare_task(self.space, self.profile, others=self.others, cache_dir=Path(self.run_dir) / "cache")
-        self.warm()
+        self.warm(task)
         number = config.get("study_trial")
         params = {k: v for k, v in config.items() if k.startswith(PARAM_PREFIXES)}
         seed = int(config.get("seed", 0)) + int(number or 0)
@@ -188,6 +200,10 @@ class Worker:
         extra = {} if self.space.trains else {"score": math.inf}
         tune.report({"epoch": epochs, **extra, **final})
 
+    def _lock_dir(self) -> Path:
+        """The run's quiet lock on this machine (nodes do not disturb each other)."""
+        return Path(self.run_dir) / ".quiet" / socket.gethostname()
+
     def _work(self, task: Any, cfg: Any, number: Any, node: str, work_dir: Path) -> Any:
         """The function the forked child runs: ``evaluate`` (with the drift re-timing when due)."""
         from autotune.evaluate import evaluate
@@ -196,7 +212,7 @@ class Worker:
         run_dir = Path(self.run_dir)
         screening = _screening(self.profile, run_dir, self.predictor, self.constraint_first, self.tuning_db)
         reference = bool(self.reference_every) and isinstance(number, int) and number % self.reference_every == 0
-        lock_dir = run_dir / ".quiet" / socket.gethostname()  # per machine: nodes do not disturb each other
+        lock_dir = self._lock_dir()
         run, tuning_db = self.run, self.tuning_db
 
         def work(send: Any) -> dict[str, Any]:  # in the forked child

@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -229,6 +230,26 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     holder.join()
     assert waited["status"] == "ok", waited.get("error")
     assert waited["quiet_wait_s"] == lock.waited_s  # and its row reports the lock's own count of the wait
+
+
+def test_a_warmed_up_worker_forks_trials_that_still_compile_time_and_match(tmp_path, space, profile, caplog):
+    from autotune.evaluate import warm_up
+    from autotune.sandbox import run_isolated
+
+    task = prepare_task(space, profile)
+    warm_up(task, QuietLock(None))  # the worker's first export and compile, inherited by the forked trial below
+    cfg = make_trial_config(TINY, space, trial_id="warmed", seed=0)
+    row = run_isolated(lambda send: dict(evaluate(cfg, task, work_dir=tmp_path / "warmed", lock=QuietLock(None))))
+    assert row["status"] == "ok", row.get("error")
+    assert row["latency_ms"] > 0 and row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    with caplog.at_level("DEBUG", logger="autotune.evaluate"), pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(sys.modules["autotune.evaluate"], "export_and_compile", broken)  # (the module, not the API)
+        warm_up(task, QuietLock(None))  # best effort: the trial meets the failure in its own stage
+    assert "warming up the worker failed" in caplog.text and "no compiler here" in caplog.text
 
 
 def test_plugin_task(tmp_path, repo, profile, monkeypatch):
