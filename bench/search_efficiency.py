@@ -49,7 +49,11 @@ Prints two tables; writes ``results/bench/search_efficiency[-<space>]-<profile>-
 space named unless it is the default; rewritten after every run, ``"complete": false`` until the
 last, so a killed bench keeps what it finished; each run with its trials' status, screening,
 accuracy, latency and predicted latency) and a plot of hypervolume against wall time beside
-it (``.png``, not committed). ``--summarize JSON [JSON ...]`` re-prints a saved result (recomputing
+it (``.png``, not committed). ``--work DIR`` keeps part 1 and the runs' result
+directories in DIR; a later invocation with the same ``--work``, space, profile and part-1 sizes
+reuses part 1 (its measurements, kernel table and calibration) and measures only the searches, for
+example one strategy again after a change (``--strategies autotune``), to combine with
+``--summarize``. ``--summarize JSON [JSON ...]`` re-prints a saved result (recomputing
 the summary figures from its curves); several results of the same settings, say one seed per
 session with the same ``--latency-max``, are combined into the first file given.
 """
@@ -57,6 +61,7 @@ session with the same ``--latency-max``, are combined into the first file given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -176,6 +181,8 @@ def search_part(
     import autotune
 
     results = base / f"{strategy}-s{seed}"
+    if results.exists():  # left by an earlier invocation with the same --work: run again
+        shutil.rmtree(results)
     results.mkdir(parents=True)
     if history.exists():  # every run starts from the same predictor history and kernel table ('autotune' uses them)
         (results / ".predictor").mkdir()
@@ -233,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--equal-wall", action="store_true", help="give each strategy random sampling's wall time "
                    "of the seed (up to 4x the trials) instead of equal trials")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench")
+    p.add_argument("--work", type=Path, metavar="DIR", help="keep part 1 and the runs in DIR (default: a temporary "
+                   "directory); part 1 found there with the same settings is reused, not measured again")  # fmt: skip
     p.add_argument("--summarize", type=Path, nargs="+", metavar="JSON", help="re-print (and update) a saved "
                    "result; no runs. Several results of the same settings (say, one seed each) are combined "
                    "into the first file given")  # fmt: skip
@@ -261,15 +270,31 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--predictor-train must be at least {MIN_TO_PREDICT} (the predictor predicts from that many)")
     profile = autotune.load_profile(args.device)
     started = dt.datetime.now().astimezone()
-    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
-        base = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.work is None:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="search-efficiency-")))
+        else:
+            base = args.work.resolve()
+            base.mkdir(parents=True, exist_ok=True)
         spec = yaml.safe_load(resolve_space_path(args.space).read_text())
         space_path = base / "space.yaml"
         space_path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        print(f"part 1: timing {args.predictor_candidates} untrained candidates", file=sys.stderr)
-        pred = predictor_part(
-            space_path, args.device, args.predictor_candidates, args.predictor_train, base / "history", 1000
-        )
+        settings = {"space": args.space, "device": args.device, "candidates": args.predictor_candidates,
+                    "train": args.predictor_train}  # fmt: skip
+        saved = base / "part1.json"
+        kept = json.loads(saved.read_text()) if saved.exists() else None
+        if kept is not None and kept["settings"] == settings and (base / "history").is_dir():
+            print(f"part 1: reusing {saved} (measured {kept['date']})", file=sys.stderr)
+            pred = {**kept["predictor"], "reused_from": kept["date"]}
+        else:
+            print(f"part 1: timing {args.predictor_candidates} untrained candidates", file=sys.stderr)
+            shutil.rmtree(base / "history", ignore_errors=True)
+            pred = predictor_part(
+                space_path, args.device, args.predictor_candidates, args.predictor_train, base / "history", 1000
+            )
+            if args.work is not None:
+                saved.write_text(json.dumps({"settings": settings, "date": started.isoformat(timespec="seconds"),
+                                             "predictor": pred}, indent=1) + "\n")  # fmt: skip
         lats = pred.pop("latencies_ms")
         if args.latency_max is None:  # two thirds of the space break it, whatever this machine's speed
             args.latency_max = float(f"{statistics.quantiles(lats, n=3)[0]:.3g}")
