@@ -3,13 +3,14 @@ by how much (for Optuna's constrained samplers), and which of them do not depend
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import TRAINED_METRICS, SearchSpace, metric_column
 
-__all__ = ["Bounds", "bounds", "violation_amounts", "violations", "weight_free_bounds"]
+__all__ = ["LEARNED_SE", "Bounds", "bounds", "learned_floor", "violation_amounts", "violations", "weight_free_bounds"]
 
 #: metric name → (lower bound or None, upper bound or None)
 Bounds = dict[str, tuple[float | None, float | None]]
@@ -45,10 +46,39 @@ def weight_free_bounds(space: SearchSpace, profile: DeviceProfile) -> Bounds:
     return {n: b for n, b in bounds(space, profile).items() if n not in TRAINED_METRICS and "@" not in n}
 
 
-def violation_amounts(row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfile) -> dict[str, float]:
+#: Binomial standard errors above the majority class's share that a trained candidate's validation
+#: accuracy must reach to count as having learned (``learned_floor``).
+LEARNED_SE = 3.0
+
+
+def learned_floor(y_val: Sequence[int]) -> float | None:
+    """The validation accuracy a trained classifier must pass to have learned anything: the share of
+    the validation set's majority class plus ``LEARNED_SE`` binomial standard errors (0.15 for 10
+    balanced classes and 288 validation images). None without validation labels."""
+    n = len(y_val)
+    if n == 0:
+        return None
+    counts: dict[int, int] = {}
+    for y in y_val:
+        counts[int(y)] = counts.get(int(y), 0) + 1
+    p = max(counts.values()) / n
+    return p + LEARNED_SE * math.sqrt(p * (1 - p) / n)
+
+
+def violation_amounts(
+    row: Mapping[str, Any], space: SearchSpace, profile: DeviceProfile, learned: float | None = None
+) -> dict[str, float]:
     """Optuna constraint values (<= 0 is feasible), one per constraint of the space, relative to its
-    bound; a missing metric counts as violated (1.0)."""
+    bound; a missing metric counts as violated (1.0).
+
+    With ``learned`` (``learned_floor``) and accuracy an objective, a trained row's validation
+    accuracy at or under it is violated too (``learned``): a candidate that learned nothing (say one
+    whose learning rate diverged) is no trade-off, however fast, and a multi-objective sampler told
+    it as feasible would keep proposing its neighbours for their latency."""
     out = {}
+    acc = row.get(metric_column("accuracy"))
+    if learned is not None and "accuracy" in space.objectives and isinstance(acc, int | float):
+        out["learned"] = float(max(-1.0, (learned - acc) / learned))
     for name, c in space.constraints.items():
         v = row.get(metric_column(name))
         if v is None and name == "latency_ms":

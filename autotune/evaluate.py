@@ -234,13 +234,14 @@ def warm_up(task: Task, lock: QuietLock) -> None:
     against 1-2 s after). A search worker does it once, so every trial's forked child inherits it
     instead of paying it again. Holds ``lock`` shared, as a compile does. Best effort: what fails here
     fails in the trial, with its reason. Nothing is run, so no thread pool starts before a fork; on a
-    GPU target only the export is warmed (no CUDA context may exist before a fork)."""
+    GPU target (no CUDA context may exist before a fork) or without the TVM backend only the export
+    is warmed."""
     from autotune.exporter import export_program
 
     shape = tuple(task.data.input_shape)
     model = reference_model(shape, task.data.num_classes)
     try:
-        if task.profile.target.get("kind", "llvm") != "llvm":
+        if task.profile.target.get("kind", "llvm") != "llvm" or "tvm" not in task.profile.backends:
             with lock.shared():
                 export_program(model, shape)
             return

@@ -212,7 +212,12 @@ def _check_study(space: SearchSpace, profile: DeviceProfile, run_dir: Path, *, r
 
     rows = Leaderboard(run_dir, objectives=space.objectives, metric_columns=METRICS).rows()
     if rebuild:
-        aside = studies.rebuild_study(space, profile, run_dir, rows)
+        from autotune.constraints import learned_floor
+        from autotune.task import prepare_task
+
+        data = prepare_task(space, profile, cache_dir=run_dir / "cache").data
+        learned = learned_floor(data.y_val) if data.labelled else None
+        aside = studies.rebuild_study(space, profile, run_dir, rows, learned)
         log.warning("study rebuilt from trials.jsonl: %d finished trials; the old one is %s", len(rows), aside.name)
     studies.check_study(run_dir, len(rows))
 

@@ -179,13 +179,20 @@ def check_study(run_dir: Path, rows: int) -> None:
         ) from None
 
 
-def rebuild_study(space: SearchSpace, profile: DeviceProfile, run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+def rebuild_study(
+    space: SearchSpace,
+    profile: DeviceProfile,
+    run_dir: Path,
+    rows: Sequence[Mapping[str, Any]],
+    learned: float | None = None,
+) -> Path:
     """Replace the run's study with one rebuilt from its leaderboard rows; return where the old one went.
 
     The old ``study.db`` (and Tune's state in ``tune/``, which points into it) are moved aside with a
     time stamp. Each row becomes one finished trial with its sampled parameters: ``ok``/``infeasible``
     with finite objective values COMPLETE with them, other ``infeasible`` rows PRUNED, ``pruned``
-    rows PRUNED, ``failed`` rows FAIL; constraint values as the search tells them. The resumed run
+    rows PRUNED, ``failed`` rows FAIL; constraint values as the search tells them (``learned``: the
+    task's ``constraints.learned_floor``). The resumed run
     then goes on from the rebuilt study (``requeue_in_flight`` has nothing to re-run).
     """
     import math
@@ -217,7 +224,8 @@ def rebuild_study(space: SearchSpace, profile: DeviceProfile, run_dir: Path, row
             state = TrialState.COMPLETE
         else:
             state = TrialState.FAIL if status == "failed" else TrialState.PRUNED
-        constraints = violation_amounts(row, space, profile) if space.constraints and status != "failed" else None
+        told = (space.constraints or learned is not None) and status != "failed"
+        constraints = violation_amounts(row, space, profile, learned) if told else None
         study.add_trial(
             optuna.trial.create_trial(
                 state=state,

@@ -138,7 +138,7 @@ class Worker:
         import torch
         from ray import tune
 
-        from autotune.constraints import violation_amounts
+        from autotune.constraints import learned_floor, violation_amounts
         from autotune.errors import CandidateFailed
         from autotune.leaderboard.row import LeaderboardRow, now
         from autotune.sandbox import TrialError, run_isolated
@@ -188,11 +188,12 @@ class Worker:
                     status="failed", error=error, started_at=started, study_trial=number, node=node,
                 )  # fmt: skip
                 row = dict(failed)
+        learned = learned_floor(task.data.y_val) if task.data.labelled else None
         final = {
             "final": True,
             "row_json": json.dumps(row, default=str),
             "status": row["status"],
-            "violation_amounts": json.dumps(violation_amounts(row, self.space, self.profile)),
+            "violation_amounts": json.dumps(violation_amounts(row, self.space, self.profile, learned)),
             "traceback_file": traceback_file,
             **objective_values(row, self.space.objectives),
         }

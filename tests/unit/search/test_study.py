@@ -91,7 +91,7 @@ def test_an_unreadable_study_is_refused_and_rebuilt_from_the_rows(space, tmp_pat
     assert err.value.file == str(tmp_path / "study.db") and "--rebuild-study" in err.value.hint
     rows = _rows(space)
     profile = load_profile(REPO / "tests/fixtures/host_fast.yaml")
-    aside = studies.rebuild_study(space, profile, tmp_path, rows)
+    aside = studies.rebuild_study(space, profile, tmp_path, rows, learned=0.85)
     assert aside.read_bytes().startswith(b"this is not") and not (tmp_path / "tune").exists()
     studies.check_study(tmp_path, 5)  # opens now
     trials = optuna.load_study(study_name=studies.STUDY_NAME, storage=studies.storage(tmp_path)).trials
@@ -102,6 +102,8 @@ def test_an_unreadable_study_is_refused_and_rebuilt_from_the_rows(space, tmp_pat
     assert trials[0].params == {k: v for k, v in rows[0].items() if k.startswith(("arch.", "train."))}
     constraints = [t.system_attrs.get("constraints:latency_ms") for t in trials]  # latency_ms <= 50, as the search
     assert constraints[0] < 0 and constraints[1] > 0 and constraints[2] > 0 and constraints[4] is None  # sets them
+    learned = [t.system_attrs.get("constraints:learned") for t in trials]  # trained rows: over the floor?
+    assert learned[0] < 0 and learned[1] > 0 and learned[2] is None and learned[4] is None
 
 
 def test_a_missing_study_is_refused_when_trials_finished(tmp_path):
