@@ -192,8 +192,8 @@ def rebuild_study(
     time stamp. Each row becomes one finished trial with its sampled parameters: ``ok``/``infeasible``
     with finite objective values COMPLETE with them, other ``infeasible`` rows PRUNED, ``pruned``
     rows PRUNED, ``failed`` rows FAIL; constraint values as the search tells them (``learned``: the
-    task's ``constraints.learned_floor``). The resumed run
-    then goes on from the rebuilt study (``requeue_in_flight`` has nothing to re-run).
+    task's ``constraints.learned_floor``). The resumed run then goes on from the rebuilt study
+    (``requeue_in_flight`` has nothing to re-run).
     """
     import math
 
