@@ -233,14 +233,18 @@ def warm_up(task: Task, lock: QuietLock) -> None:
     use on first call (lazily imported modules, operator registries: about 6-9 s on 2 Zen 3 cores
     against 1-2 s after). A search worker does it once, so every trial's forked child inherits it
     instead of paying it again. Holds ``lock`` shared, as a compile does. Best effort: what fails here
-    fails in the trial, with its reason. Nothing is run, so no thread pool starts before a fork; on a
-    GPU target (no CUDA context may exist before a fork) or without the TVM backend only the export
-    is warmed."""
+    fails in the trial, with its reason. Nothing is run and torch holds one thread meanwhile, so no
+    thread pool starts before a fork; on a GPU target (no CUDA context may exist before a fork) or
+    without the TVM backend only the export is warmed."""
+    import torch
+
     from autotune.exporter import export_program
 
-    shape = tuple(task.data.input_shape)
-    model = reference_model(shape, task.data.num_classes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no OpenMP team may exist before a fork: the child's torch would hang on it
     try:
+        shape = tuple(task.data.input_shape)
+        model = reference_model(shape, task.data.num_classes)
         if task.profile.target.get("kind", "llvm") != "llvm" or "tvm" not in task.profile.backends:
             with lock.shared():
                 export_program(model, shape)
@@ -249,6 +253,8 @@ def warm_up(task: Task, lock: QuietLock) -> None:
             export_and_compile(model, task.profile, input_shape=shape, out_dir=Path(tmp), lock=lock)
     except Exception:  # noqa: BLE001 - the trial meets the same failure in its own stage
         log.debug("warming up the worker failed", exc_info=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _other_backend(name: str, job: Job) -> BackendOutcome:

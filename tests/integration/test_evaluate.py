@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -232,20 +234,41 @@ def test_latency_only_space(tmp_path, write_yaml, profile):
     assert waited["quiet_wait_s"] == lock.waited_s  # and its row reports the lock's own count of the wait
 
 
-def test_a_warmed_up_worker_forks_trials_that_still_compile_time_and_match(tmp_path, space, profile, caplog):
-    from autotune.evaluate import warm_up
-    from autotune.sandbox import run_isolated
+#: A search worker in a fresh process (this one has run torch's OpenMP threads, which a forked child
+#: cannot use): one torch thread, the warm-up, then a trial in a forked child.
+WARMED_WORKER = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+import autotune
+from autotune.evaluate import evaluate, warm_up
+from autotune.quiet import QuietLock
+from autotune.sandbox import run_isolated
+from autotune.task import make_trial_config, prepare_task
+space, profile = autotune.load_space(sys.argv[1]), autotune.load_profile(sys.argv[2])
+task = prepare_task(space, profile)
+warm_up(task, QuietLock(None))
+cfg = make_trial_config(json.loads(sys.argv[3]), space, trial_id="warmed", seed=0)
+row = run_isolated(lambda send: dict(evaluate(cfg, task, work_dir=sys.argv[4], lock=QuietLock(None))))
+print(json.dumps({k: row.get(k) for k in ("status", "error", "latency_ms", "top1_agreement", "max_abs_diff")}))
+"""
 
-    task = prepare_task(space, profile)
-    warm_up(task, QuietLock(None))  # the worker's first export and compile, inherited by the forked trial below
-    cfg = make_trial_config(TINY, space, trial_id="warmed", seed=0)
-    row = run_isolated(lambda send: dict(evaluate(cfg, task, work_dir=tmp_path / "warmed", lock=QuietLock(None))))
-    assert row["status"] == "ok", row.get("error")
+
+def test_a_warmed_up_worker_forks_trials_that_still_compile_time_and_match(tmp_path, repo, space, profile, caplog):
+    from autotune.evaluate import warm_up
+
+    args = [repo / "tests/fixtures/tiny_cnn.yaml", repo / "tests/fixtures/host_fast.yaml", json.dumps(TINY), tmp_path]
+    done = subprocess.run([sys.executable, "-c", WARMED_WORKER, *map(str, args)], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    assert row["status"] == "ok", row["error"]
     assert row["latency_ms"] > 0 and row["top1_agreement"] == 1.0 and row["max_abs_diff"] <= 1e-4
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")
 
+    task = prepare_task(space, profile)
     with caplog.at_level("DEBUG", logger="autotune.evaluate"), pytest.MonkeyPatch.context() as mp_:
         mp_.setattr(sys.modules["autotune.evaluate"], "export_and_compile", broken)  # (the module, not the API)
         warm_up(task, QuietLock(None))  # best effort: the trial meets the failure in its own stage
