@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +102,16 @@ def start_ray(address: str | None, profile: DeviceProfile) -> None:
                 os.environ[k] = environ[k]
             else:
                 os.environ.pop(k, None)
+
+
+def _unknown_to_tune(tune_path: Path, rows: Sequence[Mapping[str, Any]]) -> int:
+    """How many finished rows Tune's latest snapshot does not hold: a trial that started after it and
+    finished before a kill. Restored, Tune would fill its budget without it, one trial too many."""
+    states = sorted(tune_path.glob("experiment_state-*.json"))  # named by time: the last is the newest
+    if not states:
+        return 0
+    text = states[-1].read_text(errors="replace")
+    return sum(str(r.get("trial_id")) not in text for r in rows if r.get("trial_id"))
 
 
 def run_search(
@@ -234,10 +244,13 @@ def _run(
     )
     tune_path = run_dir / "tune"
     lost = studies.requeue_lost(studies.open_study(space, run_dir), previous) if run.resume else 0
+    unknown = _unknown_to_tune(tune_path, previous) if run.resume and not lost else 0
     if lost:  # Tune's state counts those trials as done: go on from the study, the truth
         log.warning("%d finished trials have no row (torn or not written): they run again", lost)
-        if tune_path.exists():
-            shutil.move(tune_path, run_dir / f"tune.before-{time.strftime('%Y%m%d-%H%M%S')}")
+    elif unknown:  # Tune's state would run as many trials again: go on from the study, the truth
+        log.warning("%d finished trials started after Tune's last snapshot: going on from the study", unknown)
+    if (lost or unknown) and tune_path.exists():
+        shutil.move(tune_path, run_dir / f"tune.before-{time.strftime('%Y%m%d-%H%M%S')}")
     if run.resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(
             str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
