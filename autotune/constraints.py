@@ -4,6 +4,7 @@ by how much (for Optuna's constrained samplers), and which of them do not depend
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,10 +59,7 @@ def learned_floor(y_val: Sequence[int]) -> float | None:
     n = len(y_val)
     if n == 0:
         return None
-    counts: dict[int, int] = {}
-    for y in y_val:
-        counts[int(y)] = counts.get(int(y), 0) + 1
-    p = max(counts.values()) / n
+    p = Counter(int(y) for y in y_val).most_common(1)[0][1] / n
     return p + LEARNED_SE * math.sqrt(p * (1 - p) / n)
 
 
