@@ -33,12 +33,15 @@ from autotune.reference import install_pairing, measure_reference, reference_mod
 from autotune.screening import Screening, predict, prediction_report, record, screen
 from autotune.task import Task
 
-__all__ = ["EpochHook", "evaluate"]
+__all__ = ["CostHook", "EpochHook", "evaluate"]
 
 log = logging.getLogger(__name__)
 
 #: Called after each training epoch with (epoch, val_accuracy, val_loss).
 EpochHook = Callable[[int, float, float], None]
+#: Called once before training with the candidate's cost: ``macs`` and, when it was screened,
+#: ``latency_pred_ms`` (the pruner judges a trial's epochs against no-slower trials).
+CostHook = Callable[[dict[str, float]], None]
 
 
 def evaluate(
@@ -50,6 +53,7 @@ def evaluate(
     lock: QuietLock | None = None,
     on_epoch: EpochHook | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_cost: CostHook | None = None,
     tuning_db: str | Path | None = None,
     cache_dir: str | Path | None = None,
     screening: Screening | None = None,
@@ -70,6 +74,7 @@ def evaluate(
         lock: the run's quiet-measurement lock (shared while working, exclusive while timing).
         on_epoch: called after every training epoch (Ray Tune reports; ASHA may stop the trial).
         on_stage: called with the stage's name as each stage starts (progress, failure reports).
+        on_cost: called once before training with the candidate's cost (see ``CostHook``).
         tuning_db: the profile's MetaSchedule database; with ``tuning.trials_per_candidate > 0`` the
             candidate is tuned into it (known workloads are reused, not re-measured).
         cache_dir: files every trial of the run shares (the distillation teacher, the drift
@@ -103,7 +108,7 @@ def evaluate(
     try:
         status, error = _stages(config, task, records, work=work, cache=cache, lock=lock, tuning_db=tuning_db,
                                 screening=screening, on_epoch=on_epoch, enter=enter, run=run,
-                                on_curve=curves.add)  # fmt: skip
+                                on_curve=curves.add, on_cost=on_cost)  # fmt: skip
     except CandidateFailed as err:
         log.info("trial %s failed in %s: %s", config.trial_id, err.stage, err.reason)
         status, error = "failed", str(err)
@@ -138,6 +143,7 @@ def _stages(
     enter: Callable[[str], None],
     run: str,
     on_curve: Callable[[dict[str, float]], None] | None = None,
+    on_cost: CostHook | None = None,
 ) -> tuple[str, str | None]:
     """The stage sequence; each stage's record goes into ``records`` (``LeaderboardRow.from_records``'s
     keywords) as it is made. Returns (status, error) unless a stage raises ``CandidateFailed``."""
@@ -172,6 +178,11 @@ def _stages(
         enter("compress: prepare")
         ctx, records["pass_columns"] = prepare(plan, ctx)  # distillation: the run's teacher, trained once
     enter("train")
+    if on_cost is not None:
+        cost = {"macs": float(records["structure"]["macs"])}
+        if "screen" in records and records["screen"].latency_pred_ms is not None:
+            cost["latency_pred_ms"] = float(records["screen"].latency_pred_ms)
+        on_cost(cost)
     if config.train is not None:
         trained = train(model, data, config.train, seed=config.seed, lock=lock, on_epoch=on_epoch, loss=ctx.loss,
                         on_curve=on_curve)  # fmt: skip

@@ -136,7 +136,7 @@ class RunRecorder:
             row = json.loads(last["row_json"])
             self._warn(row, last.get("traceback_file"))
         else:
-            row = self._base_row(trial, "pruned", "stopped early by ASHA on validation loss")
+            row = self._base_row(trial, "pruned", _stop_reason(last))
             row.update(val_accuracy=last.get("val_accuracy"), epochs=last.get("epoch"))
         self.record(row)
 
@@ -228,3 +228,11 @@ def make_callback(**kwargs: Any) -> Any:
             self.trial_error(trial)
 
     return _RunCallback(**kwargs)
+
+
+def _stop_reason(last: dict[str, Any]) -> str:
+    """Why the pruner (``autotune.search.pruning``) stopped a trial, from its last epoch's report."""
+    floor, accuracy, epoch = last.get("accuracy_floor"), last.get("val_accuracy"), last.get("epoch")
+    if floor is not None and accuracy is not None and accuracy <= floor:
+        return f"stopped early by ASHA at epoch {epoch}: validation accuracy at or under the learned floor {floor:.3f}"
+    return f"stopped early by ASHA at epoch {epoch}: validation loss above the median of no-slower trials"

@@ -188,22 +188,16 @@ def run_search(
 
 
 def _scheduler(space: SearchSpace, cfg: RunConfig) -> Any:
-    """ASHA on the validation loss when the space trains and early stopping is on; else FIFO."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """Latency-aware ASHA (``autotune.search.pruning``) with one rung at half the epochs when the
+    space trains and early stopping is on; else FIFO."""
+    from ray.tune.schedulers import FIFOScheduler
 
-    if not (space.trains and cfg.early_stopping):
+    from autotune.search.pruning import ParetoASHA
+
+    rung = _max_epochs(space) // 2
+    if not (space.trains and cfg.early_stopping) or rung < 1:
         return FIFOScheduler()
-    # max_t is one past the last epoch: ASHA stops a trial that reaches max_t, and a trial that
-    # finished training must still compile and measure.
-    max_epochs = max(_max_epochs(space), 1)
-    return ASHAScheduler(
-        metric="score",
-        mode="min",
-        time_attr="epoch",
-        max_t=max_epochs + 1,
-        grace_period=max(2, max_epochs // 2),  # one rung, at half the epochs: keep the better half
-        reduction_factor=2,
-    )
+    return ParetoASHA(rung=rung)
 
 
 def _run(

@@ -157,11 +157,16 @@ class Worker:
         )
         node = ray.get_runtime_context().get_node_id()[:12]
         stage = ["start"]
+        learned = learned_floor(task.data.y_val) if task.data.labelled else None
+        judged = {"accuracy_floor": learned, "epochs_planned": (cfg.train or {}).get("epochs")}  # pruning
 
         def on_message(message: tuple) -> None:  # in this (parent) process: Tune reports happen here
             if message[0] == "epoch":
                 _, epoch, val_acc, val_loss = message
-                tune.report({"epoch": epoch, "val_accuracy": val_acc, "score": val_loss})
+                extra = {k: v for k, v in judged.items() if v is not None}
+                tune.report({"epoch": epoch, "val_accuracy": val_acc, "score": val_loss, **extra})
+            elif message[0] == "cost":
+                judged.update({f"cost_{k}": v for k, v in message[1].items()})
             elif message[0] == "stage":
                 stage[0] = message[1]
                 tune.report({"stage": message[1]})
@@ -188,7 +193,6 @@ class Worker:
                     status="failed", error=error, started_at=started, study_trial=number, node=node,
                 )  # fmt: skip
                 row = dict(failed)
-        learned = learned_floor(task.data.y_val) if task.data.labelled else None
         final = {
             "final": True,
             "row_json": json.dumps(row, default=str),
@@ -227,6 +231,7 @@ class Worker:
                 lock=lock,
                 on_epoch=lambda e, a, loss: send(("epoch", e, a, loss)),
                 on_stage=lambda name: send(("stage", name)),
+                on_cost=lambda cost: send(("cost", cost)),
                 tuning_db=tuning_db,
                 cache_dir=run_dir / "cache",
                 curves_dir=run_dir / "tensorboard" / cfg.trial_id,

@@ -58,12 +58,15 @@ def test_stopped_early_and_errored_trials_get_rows(recorder, tmp_path):
     (tmp_path / "error.txt").write_text("Traceback...\nRuntimeError: boom\n\n")
     recorder.trial_error(_trial("b", error_file=str(tmp_path / "error.txt")))
     recorder.trial_error(_trial("c"))
+    recorder.trial_start(_trial("d"))
+    recorder.trial_complete(_trial("d", last={"epoch": 3, "val_accuracy": 0.1, "accuracy_floor": 0.151}))
     rows = {r["trial_id"]: r for r in recorder.board.rows()}
-    assert rows["a"]["status"] == "pruned" and rows["a"]["error"].startswith("stopped early by ASHA")
+    assert rows["a"]["status"] == "pruned" and rows["a"]["error"].startswith("stopped early by ASHA at epoch 2")
+    assert "median of no-slower trials" in rows["a"]["error"] and "learned floor 0.151" in rows["d"]["error"]
     assert rows["a"]["epochs"] == 2 and rows["a"]["arch.stages"] == 2 and rows["a"]["seed"] == 5
     assert rows["b"]["status"] == "failed" and rows["b"]["error"] == "RuntimeError: boom"
     assert rows["c"]["error"].startswith("the trial's process died")
-    assert (recorder.progress.pruned, recorder.progress.failed) == (1, 2)
+    assert (recorder.progress.pruned, recorder.progress.failed) == (2, 2)
 
 
 def test_unfinished_trials_are_pruned_when_the_budget_ends(recorder):

@@ -1,0 +1,90 @@
+"""Early stopping for a search that trades accuracy against latency.
+
+Ray Tune's ASHA compares a trial's validation loss with every trial that reached the same epoch.
+In a multi-objective search that stops the fast, slightly less accurate networks that make up
+the fast end of the Pareto front (on digits it stopped trials at 0.97 validation accuracy while
+slower ones were at 0.98), and with ``max_t`` one past the last epoch its rungs land on half *and*
+all of the epochs, so it also stopped fully trained networks before they were measured.
+
+``ParetoASHA`` keeps ASHA's asynchronous halving with one rung, at half the epochs, but judges a
+trial only against the trials that are **no slower** (MO-ASHA's idea, Schmucker et al. 2021, in
+its simplest form): it stops when its loss is above the median of theirs, so no trial on the
+rung's Pareto front of (loss, cost) is ever stopped, and a trial at its last planned epoch is not
+judged. A trial that has learned nothing by the rung
+(validation accuracy at or under the task's ``learned`` floor, ``autotune.constraints``) stops too.
+The cost is what the trial reports before training: the predicted latency when both trials have one,
+else the MACs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+__all__ = ["Cost", "ParetoASHA", "no_slower", "should_stop"]
+
+#: What the trainable reports with every epoch besides ``epoch``, ``score`` (the validation loss)
+#: and ``val_accuracy`` (``autotune.search.trainable``).
+EPOCH_KEYS = ("cost_latency_pred_ms", "cost_macs", "accuracy_floor", "epochs_planned")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a trial costs to run, as known before training."""
+
+    latency_pred_ms: float | None = None
+    macs: float | None = None
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> Cost:
+        return cls(result.get("cost_latency_pred_ms"), result.get("cost_macs"))
+
+
+def no_slower(other: Cost, own: Cost) -> bool:
+    """Whether ``other`` is at most as costly as ``own``: by predicted latency when both have one,
+    else by MACs; with neither, every trial counts (plain ASHA)."""
+    if other.latency_pred_ms is not None and own.latency_pred_ms is not None:
+        return other.latency_pred_ms <= own.latency_pred_ms
+    if other.macs is not None and own.macs is not None:
+        return other.macs <= own.macs
+    return True
+
+
+def should_stop(loss: float, cost: Cost, recorded: dict[str, tuple[float, Cost]]) -> bool:
+    """ASHA's rule (stop above the median loss) among the recorded trials no slower than this one."""
+    losses = [other_loss for other_loss, other in recorded.values() if no_slower(other, cost)]
+    return bool(losses) and loss > statistics.median(losses)
+
+
+class ParetoASHA(FIFOScheduler):
+    """Asynchronous successive halving with one rung at epoch ``rung``, latency-aware (module doc)."""
+
+    _supports_buffered_results = False  # judge each epoch as it is reported, like ASHA
+
+    def __init__(self, rung: int, metric: str = "score", time_attr: str = "epoch") -> None:
+        super().__init__()
+        self.rung, self._metric, self._time_attr = rung, metric, time_attr
+        self.recorded: dict[str, tuple[float, Cost]] = {}
+        self.stopped = 0
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        epoch, loss = result.get(self._time_attr), result.get(self._metric)
+        if epoch is None or loss is None or epoch < self.rung or trial.trial_id in self.recorded:
+            return TrialScheduler.CONTINUE
+        if epoch >= result.get("epochs_planned", math.inf):  # trained: stopping saves nothing
+            return TrialScheduler.CONTINUE
+        cost, loss = Cost.of(result), float(loss)
+        loss = math.inf if math.isnan(loss) else loss  # diverged
+        floor, accuracy = result.get("accuracy_floor"), result.get("val_accuracy")
+        unlearned = floor is not None and accuracy is not None and accuracy <= floor
+        stop = unlearned or should_stop(loss, cost, self.recorded)
+        self.recorded[trial.trial_id] = (loss, cost)
+        self.stopped += stop
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return f"ParetoASHA: rung at epoch {self.rung}, {len(self.recorded)} judged, {self.stopped} stopped"

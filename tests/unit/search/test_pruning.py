@@ -1,0 +1,57 @@
+"""The latency-aware pruner: ASHA's median rule among no-slower trials, one rung, never the last epoch."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+from autotune.search.pruning import Cost, ParetoASHA, no_slower, should_stop
+
+
+def test_no_slower_prefers_predicted_latency_then_macs():
+    fast, slow = Cost(latency_pred_ms=0.02, macs=9e6), Cost(latency_pred_ms=0.04, macs=1e6)
+    assert no_slower(fast, slow) and not no_slower(slow, fast)  # the prediction wins over MACs
+    assert no_slower(Cost(macs=1e6), slow) and not no_slower(Cost(macs=2e6), Cost(latency_pred_ms=0.1, macs=1e6))
+    assert no_slower(Cost(), slow) and no_slower(slow, Cost())  # nothing known: every trial counts
+
+
+def test_only_no_slower_trials_judge_a_trial():
+    recorded = {"a": (0.10, Cost(macs=4e6)), "b": (0.12, Cost(macs=5e6)), "c": (0.50, Cost(macs=6e6))}
+    assert not should_stop(0.9, Cost(macs=1e6), recorded)  # the fastest yet: nobody to lose against
+    assert not should_stop(0.11, Cost(macs=5e6), recorded)  # median of a, b is 0.11: not above it
+    assert should_stop(0.2, Cost(macs=5.5e6), recorded)  # slower than a and b and worse than both
+    assert should_stop(0.2, Cost(macs=7e6), recorded)  # the slowest: a, b, c judge it (median 0.12)
+    assert not should_stop(0.12, Cost(macs=7e6), recorded)
+    assert not should_stop(0.3, Cost(), {})
+
+
+def _trial(tid):
+    return SimpleNamespace(trial_id=tid)
+
+
+def _epoch(epoch, loss, macs, **kw):
+    return {"epoch": epoch, "score": loss, "cost_macs": macs, "epochs_planned": 4, **kw}
+
+
+def test_the_rung_judges_each_trial_once_and_never_its_last_epoch():
+    asha, stop, go = ParetoASHA(rung=2), ParetoASHA.STOP, ParetoASHA.CONTINUE
+    assert asha.on_trial_result(None, _trial("a"), _epoch(1, 5.0, 1e6)) == go  # before the rung
+    assert asha.on_trial_result(None, _trial("a"), _epoch(2, 0.1, 1e6)) == go  # first judged
+    assert asha.on_trial_result(None, _trial("b"), _epoch(2, 0.3, 2e6)) == stop  # slower and worse
+    assert asha.on_trial_result(None, _trial("c"), _epoch(2, 0.5, 0.5e6)) == go  # worse but faster
+    assert asha.on_trial_result(None, _trial("c"), _epoch(3, 9.0, 0.5e6)) == go  # judged already
+    last = {**_epoch(2, 9.0, 3e6), "epochs_planned": 2}
+    assert asha.on_trial_result(None, _trial("d"), last) == go  # trained: stopping saves nothing
+    assert set(asha.recorded) == {"a", "b", "c"} and asha.stopped == 1
+    assert "3 judged, 1 stopped" in asha.debug_string()
+    assert asha.on_trial_result(None, _trial("e"), {"stage": "compile"}) == go  # not an epoch
+
+
+def test_a_trial_that_learned_nothing_or_diverged_stops():
+    asha = ParetoASHA(rung=2)
+    chance = _epoch(2, 2.3, 1e5, val_accuracy=0.1, accuracy_floor=0.15)
+    assert asha.on_trial_result(None, _trial("a"), chance) == ParetoASHA.STOP  # the fastest, but useless
+    assert asha.on_trial_result(None, _trial("b"), _epoch(2, math.nan, 2e5)) == ParetoASHA.STOP
+    assert asha.recorded["b"][0] == math.inf
+    learned = _epoch(2, 0.4, 3e5, val_accuracy=0.9, accuracy_floor=0.15)
+    assert asha.on_trial_result(None, _trial("c"), learned) == ParetoASHA.CONTINUE
