@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
-from autotune.config.search_space import METRICS, SearchSpace, metric_column
+from autotune.config.search_space import METRICS, TRAINED_METRICS, SearchSpace, metric_column
 from autotune.errors import UserError, disk_full
 from autotune.leaderboard import Leaderboard
 from autotune.search.live import LiveReport
@@ -197,7 +197,7 @@ def _scheduler(space: SearchSpace, cfg: RunConfig) -> Any:
     rung = _max_epochs(space) // 2
     if not (space.trains and cfg.early_stopping) or rung < 1:
         return FIFOScheduler()
-    return ParetoASHA(rung=rung)
+    return ParetoASHA(rung=rung, by_cost=any(name not in TRAINED_METRICS for name in space.objectives))
 
 
 def _run(

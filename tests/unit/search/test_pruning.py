@@ -55,3 +55,24 @@ def test_a_trial_that_learned_nothing_or_diverged_stops():
     assert asha.recorded["b"][0] == math.inf
     learned = _epoch(2, 0.4, 3e5, val_accuracy=0.9, accuracy_floor=0.15)
     assert asha.on_trial_result(None, _trial("c"), learned) == ParetoASHA.CONTINUE
+
+
+def test_a_search_for_accuracy_alone_is_judged_as_by_plain_asha():
+    asha = ParetoASHA(rung=2, by_cost=False)
+    assert asha.on_trial_result(None, _trial("a"), _epoch(2, 0.1, 5e6)) == ParetoASHA.CONTINUE
+    assert asha.on_trial_result(None, _trial("b"), _epoch(2, 0.3, 1e6)) == ParetoASHA.STOP  # faster, no matter
+
+
+def test_the_driver_picks_the_pruner_from_the_space(tmp_path):
+    from conftest import REPO
+
+    from autotune.search.driver import _scheduler
+    from autotune.search.settings import RunConfig
+    from autotune.validate import load_space
+
+    space = load_space(REPO / "tests" / "fixtures" / "tiny_cnn.yaml")
+    asha = _scheduler(space, RunConfig())
+    assert isinstance(asha, ParetoASHA) and asha.by_cost and asha.rung == max(1, space.train["epochs"] // 2)
+    assert not isinstance(_scheduler(space, RunConfig(early_stopping=False)), ParetoASHA)
+    accuracy_only = space.model_copy(update={"objectives": {"accuracy": "max"}})
+    assert not _scheduler(accuracy_only, RunConfig()).by_cost
