@@ -44,7 +44,10 @@ SAMPLERS: Registry[Callable[[int], Any]] = Registry("sampler")
 def _tpe(seed: int) -> Any:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+    from autotune.search.samplers import MeasuredStartup
+
+    # start-up counts measured trials only: screened ones carry no objective values (samplers.py)
+    return MeasuredStartup(optuna.samplers.TPESampler(seed=seed, n_startup_trials=6), n_startup=6, seed=seed)
 
 
 @SAMPLERS.register("nsga2")

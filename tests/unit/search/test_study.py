@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from autotune.errors import UserError
 from autotune.search import study as studies
+from autotune.search.samplers import MeasuredStartup
 from autotune.validate import load_space
 
 
@@ -20,7 +21,8 @@ def space():
 
 def test_sampler_registry():
     assert list(studies.SAMPLERS) == ["nsga2", "random", "tpe"]
-    assert isinstance(studies.make_sampler("tpe", 0), optuna.samplers.TPESampler)
+    tpe = studies.make_sampler("tpe", 0)
+    assert isinstance(tpe, MeasuredStartup) and isinstance(tpe.sampler, optuna.samplers.TPESampler)
     assert isinstance(studies.make_sampler("nsga2", 0), optuna.samplers.NSGAIISampler)
     assert isinstance(studies.make_sampler("random", 0), optuna.samplers.RandomSampler)
     with pytest.raises(UserError, match="unknown sampler 'tpee'") as err:
