@@ -232,7 +232,10 @@ def make_callback(**kwargs: Any) -> Any:
 
 def _stop_reason(last: dict[str, Any]) -> str:
     """Why the pruner (``autotune.search.pruning``) stopped a trial, from its last epoch's report."""
-    floor, accuracy, epoch = last.get("accuracy_floor"), last.get("val_accuracy"), last.get("epoch")
-    if floor is not None and accuracy is not None and accuracy <= floor:
+    from autotune.search.pruning import learned_nothing  # (imports Ray: the driver has it already)
+
+    epoch = last.get("epoch")
+    if learned_nothing(last):
+        floor = last["accuracy_floor"]
         return f"stopped early by ASHA at epoch {epoch}: validation accuracy at or under the learned floor {floor:.3f}"
     return f"stopped early by ASHA at epoch {epoch}: validation loss above the median of no-slower trials"

@@ -25,11 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-__all__ = ["Cost", "ParetoASHA", "no_slower", "should_stop"]
-
-#: What the trainable reports with every epoch besides ``epoch``, ``score`` (the validation loss)
-#: and ``val_accuracy`` (``autotune.search.trainable``).
-EPOCH_KEYS = ("cost_latency_pred_ms", "cost_macs", "accuracy_floor", "epochs_planned")
+__all__ = ["Cost", "ParetoASHA", "learned_nothing", "no_slower", "should_stop"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +56,19 @@ def should_stop(loss: float, cost: Cost, recorded: dict[str, tuple[float, Cost]]
     return bool(losses) and loss > statistics.median(losses)
 
 
+def learned_nothing(result: dict[str, Any]) -> bool:
+    """Whether an epoch's report is at or under the task's ``learned`` floor."""
+    floor, accuracy = result.get("accuracy_floor"), result.get("val_accuracy")
+    return floor is not None and accuracy is not None and accuracy <= floor
+
+
 class ParetoASHA(FIFOScheduler):
-    """Asynchronous successive halving with one rung at epoch ``rung``, latency-aware (module doc)."""
+    """Asynchronous successive halving with one rung at epoch ``rung``, latency-aware (module doc).
+
+    It reads the epoch reports of ``autotune.search.trainable``: ``epoch``, ``score`` (the validation
+    loss), ``val_accuracy``, ``accuracy_floor``, ``epochs_planned``, ``cost_macs`` and, when the
+    trial was screened, ``cost_latency_pred_ms``.
+    """
 
     _supports_buffered_results = False  # judge each epoch as it is reported, like ASHA
 
@@ -79,9 +86,7 @@ class ParetoASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         cost, loss = Cost.of(result) if self.by_cost else Cost(), float(loss)
         loss = math.inf if math.isnan(loss) else loss  # diverged
-        floor, accuracy = result.get("accuracy_floor"), result.get("val_accuracy")
-        unlearned = floor is not None and accuracy is not None and accuracy <= floor
-        stop = unlearned or should_stop(loss, cost, self.recorded)
+        stop = learned_nothing(result) or should_stop(loss, cost, self.recorded)
         self.recorded[trial.trial_id] = (loss, cost)
         self.stopped += stop
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
