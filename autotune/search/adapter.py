@@ -32,10 +32,13 @@ def make_searcher(space: SearchSpace, run_dir: Path, seed: int, sampler_name: st
     The trainable's last result holds ``final``, ``status``, ``violation_amounts`` (JSON) and the
     ``obj/<name>`` values: ``ok``/``infeasible`` rows with finite values are told COMPLETE, an
     ``infeasible`` row without them PRUNED (TPE reads the constraints of pruned trials), other final
-    rows FAIL; a trial without a final result was stopped early (PRUNED) or errored (FAIL).
+    rows FAIL; a trial without a final result was stopped early (PRUNED, marked ``STOPPED_AT_EPOCH``
+    when it was trained, which ends TPE's start-up like a COMPLETE trial) or errored (FAIL).
     """
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
+
+    from autotune.search.samplers import STOPPED_AT_EPOCH
 
     class RobustOptunaSearch(OptunaSearch):
         """OptunaSearch that tells Optuna the truth about every trial (see ``make_searcher``)."""
@@ -65,6 +68,8 @@ def make_searcher(space: SearchSpace, run_dir: Path, seed: int, sampler_name: st
                 else:
                     self._ot_study.tell(ot_trial, state=TrialState.FAIL)
             else:
+                if not error and result.get("epoch") is not None:  # stopped early after training
+                    ot_trial.set_user_attr(STOPPED_AT_EPOCH, int(result["epoch"]))
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL if error else TrialState.PRUNED)
             self._completed_trials.add(trial_id)
 

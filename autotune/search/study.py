@@ -194,9 +194,9 @@ def rebuild_study(
     The old ``study.db`` (and Tune's state in ``tune/``, which points into it) are moved aside with a
     time stamp. Each row becomes one finished trial with its sampled parameters: ``ok``/``infeasible``
     with finite objective values COMPLETE with them, other ``infeasible`` rows PRUNED, ``pruned``
-    rows PRUNED, ``failed`` rows FAIL; constraint values as the search tells them (``learned``: the
-    task's ``constraints.learned_floor``). The resumed run then goes on from the rebuilt study
-    (``requeue_in_flight`` has nothing to re-run).
+    rows PRUNED (marked ``STOPPED_AT_EPOCH`` when trained), ``failed`` rows FAIL; constraint values
+    as the search tells them (``learned``: the task's ``constraints.learned_floor``). The resumed
+    run then goes on from the rebuilt study (``requeue_in_flight`` has nothing to re-run).
     """
     import math
 
@@ -204,6 +204,7 @@ def rebuild_study(
     from optuna.trial import TrialState
 
     from autotune.constraints import violation_amounts
+    from autotune.search.samplers import STOPPED_AT_EPOCH
     from autotune.space import PARAM_PREFIXES, distribution_of, param_specs
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -229,13 +230,16 @@ def rebuild_study(
             state = TrialState.FAIL if status == "failed" else TrialState.PRUNED
         told = (space.constraints or learned is not None) and status != "failed"
         constraints = violation_amounts(row, space, profile, learned) if told else None
+        attrs = {"status": status, "trial_id": row.get("trial_id"), "rebuilt": True}
+        if status == "pruned" and row.get("epochs"):  # stopped early after training, as the adapter marks it
+            attrs[STOPPED_AT_EPOCH] = int(row["epochs"])
         study.add_trial(
             optuna.trial.create_trial(
                 state=state,
                 values=[float(v) for v in values] if state == TrialState.COMPLETE else None,
                 params=params,
                 distributions=dists,
-                user_attrs={"status": status, "trial_id": row.get("trial_id"), "rebuilt": True},
+                user_attrs=attrs,
                 constraints=constraints,
             )
         )

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from autotune.search import study as studies
 from autotune.search.adapter import define_by_run, make_searcher
+from autotune.search.samplers import STOPPED_AT_EPOCH, trained
 from autotune.validate import load_space
 
 pytestmark = pytest.mark.ray
@@ -52,3 +53,6 @@ def test_searcher_tells_the_real_state(space, tmp_path, result, error, state):
     assert t.state == state
     if result and result.get("final"):
         assert t.system_attrs.get("constraints:latency_ms") == -0.5 and t.user_attrs["status"] == result["status"]
+    # the early-stopped trial is marked with its last epoch: it was trained, and ends TPE's start-up
+    assert t.user_attrs.get(STOPPED_AT_EPOCH) == (2 if result == {"epoch": 2} else None)
+    assert trained(t) == (state == TrialState.COMPLETE or result == {"epoch": 2})

@@ -1,11 +1,12 @@
-"""TPE's start-up counts measured trials: screened ones (PRUNED, constraints only) keep it random."""
+"""TPE's start-up counts trained trials: screened ones (PRUNED, constraints only) keep it random,
+early-stopped ones (PRUNED, marked with their last epoch) end it like measured ones."""
 
 from __future__ import annotations
 
 import optuna
 from optuna.trial import TrialState
 
-from autotune.search.samplers import MeasuredStartup
+from autotune.search.samplers import STOPPED_AT_EPOCH, MeasuredStartup
 
 
 class _Recording(optuna.samplers.RandomSampler):
@@ -27,6 +28,7 @@ def _ask(study):
 
 def test_screened_trials_do_not_end_the_start_up_and_measured_ones_do():
     inner = _Recording(seed=0)
+    _Recording.calls = 0
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=MeasuredStartup(inner, 2, seed=0))
     for _ in range(5):  # screened: told PRUNED with a constraint, never measured
         trial = _ask(study)
@@ -38,6 +40,24 @@ def test_screened_trials_do_not_end_the_start_up_and_measured_ones_do():
     assert _Recording.calls == 0 and study.sampler.started(study)
     _ask(study)
     assert _Recording.calls == 2  # both parameters of the next trial come from the wrapped sampler
+
+
+def test_trials_stopped_early_after_training_end_the_start_up_too():
+    inner = _Recording(seed=0)
+    _Recording.calls = 0
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=MeasuredStartup(inner, 3, seed=0))
+    trial = _ask(study)
+    trial.set_constraint("latency_ms", 0.01)
+    study.tell(trial, state=TrialState.PRUNED)  # screened
+    for _ in range(2):  # stopped early at the rung, as the adapter tells it
+        trial = _ask(study)
+        trial.set_user_attr(STOPPED_AT_EPOCH, 2)
+        study.tell(trial, state=TrialState.PRUNED)
+    assert not study.sampler.started(study)  # two trained of three: still random
+    study.tell(_ask(study), [0.9, 0.03])
+    assert _Recording.calls == 0 and study.sampler.started(study)
+    _ask(study)
+    assert _Recording.calls == 2
 
 
 class _Relative(optuna.samplers.RandomSampler):

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from autotune.errors import UserError
 from autotune.search import study as studies
-from autotune.search.samplers import MeasuredStartup
+from autotune.search.samplers import MeasuredStartup, trained
 from autotune.validate import load_space
 
 
@@ -78,7 +78,7 @@ def _rows(space):
         {"trial_id": "a", "status": "ok", "val_accuracy": 0.9, "accuracy": 0.85, "latency_ms": 1.0, **base},
         {"trial_id": "b", "status": "infeasible", "val_accuracy": 0.8, "latency_ms": 60.0, **base},
         {"trial_id": "c", "status": "infeasible", "latency_pred_ms": 70.0, **base},  # screened before training
-        {"trial_id": "d", "status": "pruned", **base},
+        {"trial_id": "d", "status": "pruned", "val_accuracy": 0.5, "epochs": 1, **base},  # stopped early
         {"trial_id": "e", "status": "failed", "error": "compile: boom", **base},
     ]
 
@@ -106,6 +106,7 @@ def test_an_unreadable_study_is_refused_and_rebuilt_from_the_rows(space, tmp_pat
     assert constraints[0] < 0 and constraints[1] > 0 and constraints[2] > 0 and constraints[4] is None  # sets them
     learned = [t.system_attrs.get("constraints:learned") for t in trials]  # trained rows: over the floor?
     assert learned[0] < 0 and learned[1] > 0 and learned[2] is None and learned[4] is None
+    assert [trained(t) for t in trials] == [True, True, False, True, False]  # TPE's start-up counts these
 
 
 def test_a_missing_study_is_refused_when_trials_finished(tmp_path):
