@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -94,21 +93,43 @@ def test_jetson_meter_reads_iio_power_rails_and_sums_them(tmp_path):
         JetsonMeter((tmp_path / "nothing",))
 
 
-def test_idle_power_is_measured_once_and_reused():
+class _Clock:
+    """A logical clock for ``autotune.measure.energy``'s ``time``: ``sleep`` moves it, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    monotonic = perf_counter
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_idle_power_is_measured_once_and_reused(monkeypatch):
+    from autotune.measure import energy
+
+    clock = _Clock()
+    monkeypatch.setattr(energy, "time", clock)
+
     class Steady:
         name = "steady-test"
         reads = 0
 
         def read_j(self):
             Steady.reads += 1
-            return 3.0 * time.perf_counter()  # 3 W
+            return 3.0 * clock.now  # 3 W
 
     meter, idle = Steady(), IdlePower()
-    assert idle.watts(meter, 0.05) == pytest.approx(3.0, rel=0.01)
+    assert idle.watts(meter, 0.05) == pytest.approx(3.0)
     reads = Steady.reads
-    assert idle.watts(meter, 0.05) == pytest.approx(3.0, rel=0.01) and Steady.reads == reads  # cached
-    assert idle.watts(meter, 0.05, ttl_s=0) == pytest.approx(3.0, rel=0.01) and Steady.reads == reads + 2
-    assert IdlePower().watts(meter, 0.05) == pytest.approx(3.0, rel=0.01) and Steady.reads == reads + 4  # per owner
+    assert idle.watts(meter, 0.05) == pytest.approx(3.0) and Steady.reads == reads  # cached
+    assert idle.watts(meter, 0.05, ttl_s=0) == pytest.approx(3.0) and Steady.reads == reads + 2
+    assert IdlePower().watts(meter, 0.05) == pytest.approx(3.0) and Steady.reads == reads + 4  # per owner
+    clock.sleep(IdlePower().ttl_s)  # the first reading is now as old as its time to live: measured again
+    assert idle.watts(meter, 0.05) == pytest.approx(3.0) and Steady.reads == reads + 6
 
 
 def test_rapl_without_powercap_is_unavailable(tmp_path):

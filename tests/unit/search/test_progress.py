@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from autotune.search import Progress
+from autotune.search import progress as progress_module
 
 
 def test_record_counts_statuses_and_finds_the_best_on_the_front():
@@ -20,12 +23,13 @@ def test_record_counts_statuses_and_finds_the_best_on_the_front():
     assert p.drift_warning is None and p.remaining_s is None
 
 
-def test_drift_warning_names_the_last_drifted_retiming():
-    p = Progress(total=2, time_budget_s=3600.0)
+def test_drift_warning_names_the_last_drifted_retiming(monkeypatch):
+    monkeypatch.setattr(progress_module, "time", SimpleNamespace(time=lambda: 1600.0))  # 600 s after the start
+    p = Progress(total=2, time_budget_s=3600.0, started=1000.0)
     rows = [
         {"trial_id": "a", "status": "ok", "drift": 0.05, "reference_latency_ms": 1.0, "finished_at": "1"},
         {"trial_id": "b", "status": "ok", "drift": 0.25, "reference_latency_ms": 1.25, "finished_at": "2"},
     ]
     p.record(rows[1], rows, drift_threshold=0.1)
     assert p.drift_warning.startswith("latency drift +25%") and "trial b" in p.drift_warning
-    assert 0 < p.remaining_s <= 3600.0
+    assert 0 < p.remaining_s <= 3600.0 and p.remaining_s == 3000.0
