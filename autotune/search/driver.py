@@ -65,6 +65,10 @@ class SearchRun:
 def start_ray(address: str | None, profile: DeviceProfile) -> None:
     """Start the embedded Ray (or join the cluster at ``address``) with the workers' environment.
 
+    Without ``address`` the Ray is always a new one of this run: Ray's own default would join a
+    cluster named by ``RAY_ADDRESS`` or the last one ``ray start`` (or ``ray.cluster_utils``)
+    started on this machine, and lose the run when that cluster stops.
+
     The one place the driver reads and writes ``os.environ``. A cluster's workers get the
     environment through Ray's ``runtime_env``. The embedded Ray's processes inherit it instead (set
     here only while Ray starts): a job ``runtime_env`` would keep Tune's trial actors off the
@@ -94,8 +98,8 @@ def start_ray(address: str | None, profile: DeviceProfile) -> None:
             ) from None
         return
     os.environ.update(env)
-    try:
-        ray.init(num_cpus=None, include_dashboard=False, **kwargs)
+    try:  # "local": a Ray of its own, never a cluster named by RAY_ADDRESS or started by 'ray start' here
+        ray.init(address="local", num_cpus=None, include_dashboard=False, **kwargs)
     finally:
         for k in env:
             if k in environ:
