@@ -12,7 +12,6 @@ shows it).
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     from autotune.exporter import export_program
     from autotune.measure import RUNNERS
     from autotune.measure.kernels import time_kernels
-    from autotune.quiet import QuietLock
+    from autotune.quiet import QuietLock, quiet_dir
     from autotune.runs import read_run
     from autotune.task import load_trained_model, prepare_task
     from autotune.tuning import database_dir
@@ -112,7 +111,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
     cfg, model = load_trained_model(row, task, run)
     how = deployment(plan_compression(cfg.compress))
     program, _, _ = export_program(model, task.data.input_shape)
-    lock = QuietLock(run / ".quiet" / socket.gethostname())
+    lock = QuietLock(quiet_dir(run))
     work = trial_dir / "profile" / profile.name
     db = database_dir(profile, run.parent)
     kernels = build_kernels(program, profile, out_dir=work / "kernels", precision=how.precision,

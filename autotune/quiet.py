@@ -1,21 +1,28 @@
 """Quiet measurement: a readers–writer lock across processes, kept in the run directory.
 
-Training and compiling hold it *shared* (per batch, per compile); timing holds it *exclusively*,
-so no other trial's work runs on this machine while a candidate is timed. A turnstile file keeps a
-waiting timer from being starved by a stream of short shared holds. ``flock`` locks are released
-by the kernel when a process dies, so a killed trial never leaves the lock held.
+Training and compiling hold it *shared* (per batch, per compile), as do a trial's set-up and the
+search driver's sampling; timing holds it *exclusively*, so no other trial's work runs on this
+machine while a candidate is timed. A turnstile file keeps a waiting timer from being starved by
+a stream of short shared holds. ``flock`` locks are released by the kernel when a process dies, so
+a killed trial never leaves the lock held.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["QuietLock"]
+__all__ = ["QuietLock", "quiet_dir"]
+
+
+def quiet_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where a run keeps its quiet lock on this machine (nodes do not disturb each other)."""
+    return Path(run_dir) / ".quiet" / socket.gethostname()
 
 
 class QuietLock:

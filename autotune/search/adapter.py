@@ -33,15 +33,25 @@ def make_searcher(space: SearchSpace, run_dir: Path, seed: int, sampler_name: st
     ``obj/<name>`` values: ``ok``/``infeasible`` rows with finite values are told COMPLETE, an
     ``infeasible`` row without them PRUNED (TPE reads the constraints of pruned trials), other final
     rows FAIL; a trial without a final result was stopped early (PRUNED, marked ``STOPPED_AT_EPOCH``
-    when it was trained, which ends TPE's start-up like a COMPLETE trial) or errored (FAIL).
+    when it was trained, which ends TPE's start-up like a COMPLETE trial) or errored (FAIL). Each
+    suggestion holds the run's quiet lock shared (``autotune.quiet``), as training does.
     """
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
+    from autotune.quiet import QuietLock, quiet_dir
     from autotune.search.samplers import STOPPED_AT_EPOCH
 
     class RobustOptunaSearch(OptunaSearch):
         """OptunaSearch that tells Optuna the truth about every trial (see ``make_searcher``)."""
+
+        quiet = QuietLock(quiet_dir(run_dir))
+
+        def suggest(self, trial_id: str) -> dict | None:
+            # TPE's sampling takes about a second of the driver's CPU; held shared, it waits for a
+            # candidate's timing on this machine instead of running beside it
+            with self.quiet.shared():
+                return super().suggest(trial_id)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import SearchSpace, metric_column
+from autotune.quiet import quiet_dir
 from autotune.space import PARAM_PREFIXES
 
 __all__ = ["TRACEBACK_FILE", "Worker", "run_trial"]
@@ -118,18 +118,20 @@ class Worker:
         already holds ``worker_env`` (TVM reads it at import)."""
         import importlib
 
+        from autotune.quiet import QuietLock
+
         names = _WARM_MODULES + (_WARM_COMPRESSION if self.space.compress else ())
-        for name in names:
-            if name not in self.warmed:
-                importlib.import_module(name)
-                self.warmed.add(name)
+        with QuietLock(self._lock_dir()).shared():  # seconds of imports: not beside a timing
+            for name in names:
+                if name not in self.warmed:
+                    importlib.import_module(name)
+                    self.warmed.add(name)
         slot = (self.profile.model_dump_json(), tuple(task.data.input_shape))
         if slot not in _WARMED_UP:
             from autotune.evaluate import warm_up
-            from autotune.quiet import QuietLock
 
             _WARMED_UP.add(slot)
-            warm_up(task, QuietLock(self._lock_dir()))
+            warm_up(task, QuietLock(self._lock_dir()))  # holds the lock itself (never nest it)
 
     def run_trial(self, config: dict[str, Any]) -> None:
         """Evaluate one candidate (``config``: the sampled parameters, ``seed``, ``study_trial``) and
@@ -141,13 +143,15 @@ class Worker:
         from autotune.constraints import learned_floor, violation_amounts
         from autotune.errors import CandidateFailed
         from autotune.leaderboard.row import LeaderboardRow, now
+        from autotune.quiet import QuietLock
         from autotune.sandbox import TrialError, run_isolated
         from autotune.task import make_trial_config, prepare_task
 
         ctx = tune.get_context()
         trial_id = ctx.get_trial_id()
         torch.set_num_threads(max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1))))
-        task = prepare_task(self.space, self.profile, others=self.others, cache_dir=Path(self.run_dir) / "cache")
+        with QuietLock(self._lock_dir()).shared():  # the trial's set-up waits for a timing on this machine
+            task = prepare_task(self.space, self.profile, others=self.others, cache_dir=Path(self.run_dir) / "cache")
         self.warm(task)
         number = config.get("study_trial")
         params = {k: v for k, v in config.items() if k.startswith(PARAM_PREFIXES)}
@@ -207,7 +211,7 @@ class Worker:
 
     def _lock_dir(self) -> Path:
         """The run's quiet lock on this machine (nodes do not disturb each other)."""
-        return Path(self.run_dir) / ".quiet" / socket.gethostname()
+        return quiet_dir(self.run_dir)
 
     def _work(self, task: Any, cfg: Any, number: Any, node: str, work_dir: Path) -> Any:
         """The function the forked child runs: ``evaluate`` (with the drift re-timing when due)."""

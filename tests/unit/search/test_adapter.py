@@ -56,3 +56,31 @@ def test_searcher_tells_the_real_state(space, tmp_path, result, error, state):
     # the early-stopped trial is marked with its last epoch: it was trained, and ends TPE's start-up
     assert t.user_attrs.get(STOPPED_AT_EPOCH) == (2 if result == {"epoch": 2} else None)
     assert trained(t) == (state == TrialState.COMPLETE or result == {"epoch": 2})
+
+
+def test_a_suggestion_waits_for_a_timing_on_this_machine(space, tmp_path):
+    import threading
+    import time
+
+    from autotune.quiet import QuietLock, quiet_dir
+
+    studies.open_study(space, tmp_path)
+    searcher = make_searcher(space, tmp_path, seed=0)
+    searcher.set_search_properties(None, None, {})
+    timing, holding, events = QuietLock(quiet_dir(tmp_path)), threading.Event(), []
+
+    def time_a_candidate() -> None:
+        with timing.exclusive():
+            holding.set()
+            time.sleep(0.2)  # long enough for the suggestion to ask for the lock
+            events.append(("timed", time.time()))
+
+    timer = threading.Thread(target=time_a_candidate)
+    timer.start()
+    holding.wait()
+    config = searcher.suggest("t1")
+    events.append(("suggested", time.time()))
+    timer.join()
+    assert config["study_trial"] == 0 and [e for e, _ in events] == ["timed", "suggested"]
+    (wait,) = searcher.quiet.waits[-1:]  # the suggestion blocked on the lock until the timing ended
+    assert wait[1] >= events[0][1]
