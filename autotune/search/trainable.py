@@ -20,7 +20,7 @@ from typing import Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.config.search_space import SearchSpace, metric_column
-from autotune.quiet import quiet_dir
+from autotune.quiet import QuietLock, quiet_dir
 from autotune.space import PARAM_PREFIXES
 
 __all__ = ["TRACEBACK_FILE", "Worker", "run_trial"]
@@ -49,6 +49,9 @@ _WARM_COMPRESSION = ("autotune.compress.pipeline", "autotune.compress.fakequant"
 
 #: (profile, input shape) this worker process has exported and compiled once (``evaluate.warm_up``).
 _WARMED_UP: set[tuple[str, tuple[int, ...]]] = set()
+
+#: The quiet locks this worker process holds open, by directory (``Worker._lock``).
+_LOCKS: dict[Path, QuietLock] = {}
 
 
 def objective_values(row: Mapping[str, Any], objectives: Mapping[str, str]) -> dict[str, float | None]:
@@ -118,10 +121,8 @@ class Worker:
         already holds ``worker_env`` (TVM reads it at import)."""
         import importlib
 
-        from autotune.quiet import QuietLock
-
         names = _WARM_MODULES + (_WARM_COMPRESSION if self.space.compress else ())
-        with QuietLock(self._lock_dir()).shared():  # seconds of imports: not beside a timing
+        with self._lock().shared():  # seconds of imports: not beside a timing
             for name in names:
                 if name not in self.warmed:
                     importlib.import_module(name)
@@ -131,7 +132,7 @@ class Worker:
             from autotune.evaluate import warm_up
 
             _WARMED_UP.add(slot)
-            warm_up(task, QuietLock(self._lock_dir()))  # holds the lock itself (never nest it)
+            warm_up(task, self._lock())  # holds the lock itself (never nest it)
 
     def run_trial(self, config: dict[str, Any]) -> None:
         """Evaluate one candidate (``config``: the sampled parameters, ``seed``, ``study_trial``) and
@@ -143,14 +144,13 @@ class Worker:
         from autotune.constraints import learned_floor, violation_amounts
         from autotune.errors import CandidateFailed
         from autotune.leaderboard.row import LeaderboardRow, now
-        from autotune.quiet import QuietLock
         from autotune.sandbox import TrialError, run_isolated
         from autotune.task import make_trial_config, prepare_task
 
         ctx = tune.get_context()
         trial_id = ctx.get_trial_id()
         torch.set_num_threads(max(1, int(ctx.get_trial_resources().required_resources.get("CPU", 1))))
-        with QuietLock(self._lock_dir()).shared():  # the trial's set-up waits for a timing on this machine
+        with self._lock().shared():  # the trial's set-up waits for a timing on this machine
             task = prepare_task(self.space, self.profile, others=self.others, cache_dir=Path(self.run_dir) / "cache")
         self.warm(task)
         number = config.get("study_trial")
@@ -212,6 +212,13 @@ class Worker:
     def _lock_dir(self) -> Path:
         """The run's quiet lock on this machine (nodes do not disturb each other)."""
         return quiet_dir(self.run_dir)
+
+    def _lock(self) -> QuietLock:
+        """That lock, opened once per worker process (each ``QuietLock`` keeps two files open)."""
+        where = self._lock_dir()
+        if where not in _LOCKS:
+            _LOCKS[where] = QuietLock(where)
+        return _LOCKS[where]
 
     def _work(self, task: Any, cfg: Any, number: Any, node: str, work_dir: Path) -> Any:
         """The function the forked child runs: ``evaluate`` (with the drift re-timing when due)."""
