@@ -60,27 +60,34 @@ def test_searcher_tells_the_real_state(space, tmp_path, result, error, state):
 
 def test_a_suggestion_waits_for_a_timing_on_this_machine(space, tmp_path):
     import threading
-    import time
 
     from autotune.quiet import QuietLock, quiet_dir
 
     studies.open_study(space, tmp_path)
     searcher = make_searcher(space, tmp_path, seed=0)
     searcher.set_search_properties(None, None, {})
-    timing, holding, events = QuietLock(quiet_dir(tmp_path)), threading.Event(), []
+    timing, holding, asking, events = QuietLock(quiet_dir(tmp_path)), threading.Event(), threading.Event(), []
+    flock = searcher.quiet._flock
+
+    def ask(fd: int, op: int) -> None:  # the suggestion asks for the lock: say so, then block on it
+        if not asking.is_set():  # the turnstile first, then the lock itself
+            events.append("asked")
+            asking.set()
+        flock(fd, op)
+
+    searcher.quiet._flock = ask
 
     def time_a_candidate() -> None:
         with timing.exclusive():
             holding.set()
-            time.sleep(0.2)  # long enough for the suggestion to ask for the lock
-            events.append(("timed", time.time()))
+            asking.wait(timeout=60)  # an order, not a duration: released once the suggestion asked
+            events.append("timed")
 
     timer = threading.Thread(target=time_a_candidate)
     timer.start()
     holding.wait()
     config = searcher.suggest("t1")
-    events.append(("suggested", time.time()))
+    events.append("suggested")
     timer.join()
-    assert config["study_trial"] == 0 and [e for e, _ in events] == ["timed", "suggested"]
-    (wait,) = searcher.quiet.waits[-1:]  # the suggestion blocked on the lock until the timing ended
-    assert wait[1] >= events[0][1]
+    # the suggestion asked while the candidate was timed, and went on only after the timing ended
+    assert config["study_trial"] == 0 and events == ["asked", "timed", "suggested"]
