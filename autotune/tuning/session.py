@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.config.device_profile import DeviceProfile
 from autotune.measure import RUNNERS
+from autotune.tuning import pools
 from autotune.tuning.database import TuningDatabase
 from autotune.tuning.intrin import stub_tables, unused_intrin_tables
 from autotune.tuning.plan import TRIALS_PER_ITER
@@ -50,7 +51,8 @@ def _cost_model() -> str:
 
 
 class Session:
-    """One tuning's MetaSchedule state: a staging database, the builder and the runner.
+    """One tuning's MetaSchedule state: a staging database, the builder and the runner (kept for the
+    next session of the process, ``autotune.tuning.pools``).
 
     The staging database starts with the shared records of the tasks, so a top-up continues from what
     a smaller budget found; ``merge`` appends what was measured to the shared database. Each ``tune``
@@ -81,13 +83,19 @@ class Session:
         self.threads = _workers()
         self.calls = 0
         compiler = profile.compiler
-        self.builder = ms.builder.LocalBuilder(
-            max_workers=self.threads,
-            timeout_sec=60,
-            initializer=functools.partial(stub_tables, unused_intrin_tables(target)),
-            **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
+        tables = unused_intrin_tables(target)
+        self.builder = pools.shared(
+            "builder",
+            (self.threads, tables, compiler),
+            lambda: pools.pooled_builder(
+                max_workers=self.threads,
+                timeout_sec=60,
+                initializer=functools.partial(stub_tables, tables),
+                **({"f_export": functools.partial(_export_with, compiler)} if compiler else {}),
+            ),
         )
-        self.runner = RUNNERS.get(profile.runner.kind).metaschedule_runner(profile)
+        runner = RUNNERS.get(profile.runner.kind)
+        self.runner = pools.shared("runner", repr(profile), lambda: runner.metaschedule_runner(profile))
         with db.reading():
             self.shared = ms.database.JSONDatabase(work_dir=str(db.directory))
         self.private = ms.database.JSONDatabase(work_dir=staging)
