@@ -32,26 +32,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def loopback(tmp_path) -> Iterator[devices.EmulatedDevice]:
+def _start(where) -> devices.EmulatedDevice:
     # a port found free can be taken before the tracker binds it (CI saw "the RPC tracker did not
     # start" once): a second try on other ports, and never the same port twice
     for attempt in range(2):
         tracker = _free_port()
         ports = dict(tracker_port=tracker, server_port=next(p for p in iter(_free_port, None) if p != tracker))
         try:
-            device = devices.start_device(tmp_path / f"device{attempt}", key=KEY, native=True, timeout_s=120, **ports)
-            break
+            return devices.start_device(where / f"device{attempt}", key=KEY, native=True, timeout_s=120, **ports)
         except UserError:
             if attempt:
                 raise
-    with device as dev:
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory) -> Iterator[devices.EmulatedDevice]:
+    """One device for the module's tests (about 20 s to start); the test that kills one has its own."""
+    with _start(tmp_path_factory.mktemp("loopback")) as dev:
         yield dev
 
 
-def test_search_over_rpc_records_a_lost_device_and_finishes(tmp_path, repo, loopback, write_yaml):
+@pytest.fixture
+def doomed(tmp_path) -> Iterator[devices.EmulatedDevice]:
+    with _start(tmp_path) as dev:
+        yield dev
+
+
+def test_search_over_rpc_records_a_lost_device_and_finishes(tmp_path, repo, doomed, write_yaml):
     fast = (repo / "tests/fixtures/host_fast.yaml").read_text().replace("name: host_fast", "name: loopback")
-    runner = f"runner: {{kind: rpc, tracker: '{loopback.tracker}', key: {KEY}, request_timeout_s: 3, retries: 0}}\n"
+    runner = f"runner: {{kind: rpc, tracker: '{doomed.tracker}', key: {KEY}, request_timeout_s: 3, retries: 0}}\n"
     profile = write_yaml(fast + runner, name="loopback.yaml")
     res = tmp_path / "results"
     args = search_args(res, "lost", "--concurrency", "1", "--no-early-stopping", trials=2)
@@ -69,7 +79,7 @@ def test_search_over_rpc_records_a_lost_device_and_finishes(tmp_path, repo, loop
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]  # still running: the second trial
     assert finished(), "no trial's row before the device was killed"
-    loopback.kill_server()  # the device goes away while the second trial trains
+    doomed.kill_server()  # the device goes away while the second trial trains
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-3000:]
 

@@ -31,12 +31,18 @@ def _dominates(a, b):
     return (acc_better or lat_better) and not (acc_worse or lat_worse)
 
 
-def test_three_trial_search_end_to_end(tmp_path, repo):
-    res = tmp_path / "results"
-    args = search_args(res, "it", "--concurrency", "2", "--seed", "1")
-    r = _cli(*args, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """One three-trial search that several tests read: (its working directory, arguments, result)."""
+    tmp_path = tmp_path_factory.mktemp("three")
+    args = search_args(tmp_path / "results", "it", "--concurrency", "2", "--seed", "1")
+    return tmp_path, args, _cli(*args, cwd=tmp_path)
+
+
+def test_three_trial_search_end_to_end(three):
+    tmp_path, args, r = three
     assert r.returncode == 0, r.stderr[-3000:]
-    run = res / "it"
+    run = tmp_path / "results" / "it"
     assert f"leaderboard: {run / 'leaderboard.csv'}" in r.stdout
     assert r.stderr.endswith("\n")  # the progress display's last frame is a whole line in a log
     rows = autotune.read_leaderboard(run)
@@ -100,20 +106,14 @@ def test_time_budget_stops_the_search_and_records_every_started_trial(tmp_path, 
     assert all(row["status"] == "pruned" for row in stopped)
 
 
-def _run_three(tmp_path, repo, name):
-    res = tmp_path / "results"
-    r = _cli(*search_args(res, name, "--no-early-stopping"), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return res / name
-
-
-def test_report_merge_and_export(tmp_path, repo):
+def test_report_merge_and_export(tmp_path, three):
     import numpy as np
     import onnxruntime as ort
     import tvm
     from tvm import relax
 
-    run = _run_three(tmp_path, repo, "readable")
+    assert three[2].returncode == 0, three[2].stderr[-3000:]
+    run = three[0] / "results" / "it"
     html = (run / "report.html").read_text()
     assert (run / "pareto.png").stat().st_size > 1000
     assert 'id="pareto"' in html and "data:image/png;base64," in html and "3 trials" in html
@@ -218,13 +218,12 @@ def test_search_with_tuning_fills_tuning_columns(tmp_path, repo):
     assert (res / "tuning_db" / "host_tuned" / "ledger.json").exists()
 
 
-def test_warm_start_enqueues_the_earlier_front_and_adds_priors(tmp_path):
-    res = tmp_path / "results"
-    first = _cli(*search_args(res, "first", "--no-early-stopping", trials=2), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    earlier = [r for r in autotune.read_leaderboard(res / "first") if r["status"] in ("ok", "infeasible")]
+def test_warm_start_enqueues_the_earlier_front_and_adds_priors(tmp_path, three):
+    res, first = tmp_path / "results", three[0] / "results" / "it"
+    assert three[2].returncode == 0, three[2].stderr[-3000:]
+    earlier = [r for r in autotune.read_leaderboard(first) if r["status"] in ("ok", "infeasible")]
     front = [r for r in earlier if r["pareto_rank"] == 1]
-    args = search_args(res, "second", "--no-early-stopping", "--warm-start", str(res / "first"), trials=1)
+    args = search_args(res, "second", "--no-early-stopping", "--warm-start", str(first), trials=1)
     second = _cli(*args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     study = optuna.load_study(study_name="autotune", storage=f"sqlite:///{res / 'second' / 'study.db'}")
