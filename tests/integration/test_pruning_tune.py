@@ -21,7 +21,7 @@ def test_tune_stops_only_the_trial_that_faster_trials_beat(tmp_path):
             tune.report({"epoch": epoch, "score": config["loss"], "cost_macs": config["macs"], "epochs_planned": 4})
 
     asha = ParetoASHA(rung=2)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)  # never another test's
     try:
         tuner = tune.Tuner(
             lambda config: trainable({"macs": config["spec"][1], "loss": config["spec"][2]}),
