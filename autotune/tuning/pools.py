@@ -25,24 +25,21 @@ __all__ = ["MAX_USES", "close_all", "pooled_builder", "shared"]
 #: Builds (or runs) a pool worker serves before it is replaced by a fresh one.
 MAX_USES = 64
 
-_SHARED: dict[str, tuple[Hashable, Any]] = {}
-
-
-def _owner() -> Hashable:
-    return os.getpid(), tuple(sorted(os.environ.items()))
+#: kind → (the pid that made it, (the environment, the key) it was made for, the object)
+_SHARED: dict[str, tuple[int, Hashable, Any]] = {}
 
 
 def shared(kind: str, key: Hashable, make: Callable[[], Any]) -> Any:
     """The process's object of ``kind`` made by ``make`` for ``key`` (made again when ``key``, the
     process or its environment changed; the one it replaces is closed)."""
-    owner = (_owner(), key)
+    pid, stamp = os.getpid(), (tuple(sorted(os.environ.items())), key)
     held = _SHARED.get(kind)
-    if held is not None and held[0] == owner:
-        return held[1]
-    if held is not None and held[0][0][0] == os.getpid():  # never close what a parent process started
-        _close(held[1])
+    if held is not None and held[:2] == (pid, stamp):
+        return held[2]
+    if held is not None and held[0] == pid:  # never close what a parent process started
+        _close(held[2])
     obj = make()
-    _SHARED[kind] = (owner, obj)
+    _SHARED[kind] = (pid, stamp, obj)
     return obj
 
 
@@ -55,8 +52,8 @@ def _close(obj: Any) -> None:
 @atexit.register
 def close_all() -> None:
     """Shut down the pools this process started."""
-    for kind, (owner, obj) in list(_SHARED.items()):
-        if owner[0][0] == os.getpid():
+    for kind, (pid, _, obj) in list(_SHARED.items()):
+        if pid == os.getpid():
             _close(obj)
         del _SHARED[kind]
 

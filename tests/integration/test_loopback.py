@@ -35,15 +35,15 @@ def _free_port() -> int:
 def _start(where) -> devices.EmulatedDevice:
     # a port found free can be taken before the tracker binds it (CI saw "the RPC tracker did not
     # start" once): a second try on other ports, and never the same port twice
-    for attempt in range(2):
+    def attempt(n: int) -> devices.EmulatedDevice:
         tracker = _free_port()
         ports = dict(tracker_port=tracker, server_port=next(p for p in iter(_free_port, None) if p != tracker))
-        try:
-            return devices.start_device(where / f"device{attempt}", key=KEY, native=True, timeout_s=120, **ports)
-        except UserError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+        return devices.start_device(where / f"device{n}", key=KEY, native=True, timeout_s=120, **ports)
+
+    try:
+        return attempt(0)
+    except UserError:
+        return attempt(1)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -65,12 +66,15 @@ def test_three_trial_search_end_to_end(three):
     # each finished trial's timeline: its process's span, within the row's times, less its lock waits
     for row in rows:
         if row["status"] in ("ok", "infeasible"):
-            line = json.loads((run / "trials" / row["trial_id"] / "timeline.json").read_text())
+            timeline = run / "trials" / row["trial_id"] / "timeline.json"
+            line = json.loads(timeline.read_text())
             start, end = dt.datetime.fromisoformat(row["started_at"]), dt.datetime.fromisoformat(row["finished_at"])
-            assert start.timestamp() - 1 <= line["started"] < end.timestamp() + 1 <= line["finished"] + 1
-            # the trial's process ended before the run wrote its last leaderboard (an order, not a duration;
-            # 1 s for the file system's coarser clock, as above)
-            assert line["finished"] <= (run / "leaderboard.csv").stat().st_mtime + 1
+            # orders, not durations: the row's stamps are whole seconds (truncated); the driver stamped the
+            # start before the process ended, and the process stamped the finish between its own bounds
+            assert start.timestamp() <= line["finished"]
+            assert math.floor(line["started"]) <= end.timestamp() <= line["finished"]
+            # the process wrote its timeline before the run wrote its last leaderboard (one file-system clock)
+            assert timeline.stat().st_mtime <= (run / "leaderboard.csv").stat().st_mtime
             waits = sum(b - a for a, b in line["quiet_waits"])
             assert all(line["started"] <= a < b <= line["finished"] for a, b in line["quiet_waits"])
             assert waits <= row["quiet_wait_s"] + 1e-6
