@@ -117,7 +117,8 @@ class CompiledArtifact:
     """A model compiled by TVM and exported to a shared library on disk.
 
     ``int8_ops`` of ``compute_ops`` convolutions/matmuls run int8 arithmetic (``deploy_precision``);
-    ``int8_path`` says how: ``vnni`` or ``dotprod`` (some on the dot-product kernels) or ``generic`` ("" for float).
+    ``int8_path`` says how: ``vnni``, ``avx2`` or ``dotprod`` (some on the dot-product kernels) or
+    ``generic`` ("" for float).
     The ``tune*`` fields stay 0 for an untuned compile: ``tuned_trials`` schedules were measured by
     this compile, ``tune_db_hits``/``tune_db_misses`` count workloads found tuned / tuned now.
     ``tuned_share`` is the share of the fused kernels scheduled from the tuning database (the rest

@@ -83,8 +83,9 @@ log = logging.getLogger(__name__)
 #: regular stride-2 convolutions split into column phases too, the phases copied as float pairs,
 #: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``); 9: float
 #: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded, every int8
-#: convolution with one group on the dot-product kernels (im2col), padding stages partitioned.
-BUILD_VERSION = 9
+#: convolution with one group on the dot-product kernels (im2col), padding stages partitioned;
+#: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI.
+BUILD_VERSION = 10
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

@@ -3,6 +3,12 @@ products in one instruction. ``ISAS`` names the instruction sets:
 
 - ``vnni``: x86 AVX-512 VNNI's ``vpdpbusd``, 16 lanes, **u8** activations × s8 weights (the
   rewrite shifts symmetric int8 activations by 128 and takes the shift off again);
+- ``avx2``: x86 without VNNI but with AVX2 (Haswell on, Zen 1–3), 8 lanes, s8 × s8: no instruction
+  adds four products, so ``vpmaddubsw`` multiplies u8 by s8 and adds pairs into 16 bits, ``vpmaddwd``
+  by ones adds those pairs into 32 bits, and ``vpaddd`` accumulates. The u8 operand is ``|a|`` and
+  the weight takes ``a``'s sign (``vpsignb``), so a pair is at most 2 · 128 · 127 < 2^15 and nothing
+  saturates, exactly, as long as no weight is −128 (``DotIsa.min_weight``: the quantizer's weights
+  lie in [−127, 127]);
 - ``dotprod``: Arm's ``sdot`` (Armv8.2 dot product: Cortex-A76, the ``rpi5`` profile), 4 lanes,
   s8 × s8.
 
@@ -61,7 +67,8 @@ DEPTH = 4
 class DotIsa:
     """A dot-product instruction: ``lanes`` int32 accumulators, each adding four products of an
     ``activations``-typed and an int8 quadruple; ``llvm`` the intrinsic, ``feature`` the LLVM target
-    feature that enables it, ``arch`` the target triple's architecture."""
+    feature that enables it, ``arch`` the target triple's architecture; ``min_weight`` the smallest
+    weight it multiplies exactly (a layer with a smaller one keeps the generic code)."""
 
     name: str
     lanes: int
@@ -69,11 +76,13 @@ class DotIsa:
     llvm: str
     feature: str
     arch: str
+    min_weight: int = -128
 
 
-#: The instruction sets, by ``int8_path`` name.
+#: The instruction sets, by ``int8_path`` name, the preferred first for each architecture.
 ISAS: dict[str, DotIsa] = {
     "vnni": DotIsa("vnni", 16, "uint8", "llvm.x86.avx512.vpdpbusd.512", "avx512vnni", "x86"),
+    "avx2": DotIsa("avx2", 8, "int8", "llvm.x86.avx2.pmadd.ub.sw", "avx2", "x86", min_weight=-127),
     "dotprod": DotIsa("dotprod", 4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8", "dotprod", "aarch64"),
 }
 
@@ -88,7 +97,8 @@ def dot_path(target: tvm.target.Target) -> str:
     for isa in ISAS.values():
         if isa.arch in triple:
             try:
-                return isa.name if codegen.llvm_cpu_has_features([isa.feature], target) else "generic"
+                if codegen.llvm_cpu_has_features([isa.feature], target):
+                    return isa.name
             except Exception:  # TVMError: a CPU name LLVM does not know
                 return "generic"
     return "generic"
@@ -112,6 +122,25 @@ def _intrin_names(isa: DotIsa) -> tuple[str, str]:
     return f"autotune_{isa.name}_dense", f"autotune_{isa.name}_px"
 
 
+def _mac(isa: DotIsa, acc: Any, a: Any, b: Any) -> Any:
+    """``acc`` plus, per int32 lane, the four products of the byte vectors ``a`` (activations) and
+    ``b`` (weights), in ``isa``'s instructions."""
+    from tvm import tirx
+
+    acc_t, bytes_t = f"int32x{isa.lanes}", f"int8x{4 * isa.lanes}"
+
+    def call(name: str, dtype: str, *args: Any) -> Any:
+        return tirx.call_llvm_pure_intrin(dtype, name, *args)
+
+    if isa.name != "avx2":
+        return call(isa.llvm, acc_t, acc, a, b)
+    # |a| (u8) times b with a's sign: each 16-bit pair sum is at most 2 * 128 * 127, no saturation
+    pairs = call(isa.llvm, f"int16x{2 * isa.lanes}", call("llvm.x86.avx2.psign.b", bytes_t, a, a),
+                 call("llvm.x86.avx2.psign.b", bytes_t, b, a))  # fmt: skip
+    ones = tirx.Broadcast(tirx.const(1, "int16"), 2 * isa.lanes)
+    return acc + call("llvm.x86.avx2.pmadd.wd", acc_t, pairs, ones)
+
+
 def _register(isa: DotIsa) -> None:
     """Register ``isa``'s two tensor intrinsics: lanes over output features (a broadcast activation
     quadruple) and lanes over pixels (a broadcast weight quadruple)."""
@@ -124,7 +153,7 @@ def _register(isa: DotIsa) -> None:
         return
     except Exception:  # TVMError: not registered yet
         pass
-    lanes, act, llvm = isa.lanes, isa.activations, isa.llvm
+    lanes, act, mac = isa.lanes, isa.activations, _mac
     acc_t, bytes_t, quad_t = f"int32x{lanes}", f"int8x{4 * lanes}", f"{act}x4"
 
     @T.prim_func(s_tir=True)
@@ -152,13 +181,7 @@ def _register(isa: DotIsa) -> None:
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
             a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], quad_t), dtype="int32"), lanes), dtype=bytes_t)
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm),
-                C.vload([0], dtype=acc_t),
-                a,
-                B.vload([0, 0], dtype=bytes_t),
-                dtype=acc_t,
-            )
+            C[T.ramp(T.int32(0), 1, lanes)] = mac(isa, C.vload([0], dtype=acc_t), a, B.vload([0, 0], dtype=bytes_t))
 
     @T.prim_func(s_tir=True)
     def desc_px(
@@ -185,13 +208,8 @@ def _register(isa: DotIsa) -> None:
             T.reads(C[0:lanes], A[0:lanes, 0:4], B[0:4])
             T.writes(C[0:lanes])
             b = T.reinterpret(T.broadcast(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"), lanes), dtype=bytes_t)
-            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm),
-                C.vload([0], dtype=acc_t),
-                T.reinterpret(A.vload([0, 0], dtype=f"{act}x{4 * lanes}"), dtype=bytes_t),
-                b,
-                dtype=acc_t,
-            )
+            a = T.reinterpret(A.vload([0, 0], dtype=f"{act}x{4 * lanes}"), dtype=bytes_t)
+            C[T.ramp(T.int32(0), 1, lanes)] = mac(isa, C.vload([0], dtype=acc_t), a, b)
 
     TensorIntrin.register(dense, desc, impl)
     TensorIntrin.register(px, desc_px, impl_px)

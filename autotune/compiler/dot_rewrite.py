@@ -4,14 +4,15 @@
 
 ``to_int8`` (``autotune.compiler.precision``) makes ``conv2d(int8, int8) -> int32`` and
 ``matmul(int8, int8) -> int32``; TVM lowers them to code that widens every operand to 32-bit lanes.
-Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VNNI, Arm dotprod),
+Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VNNI, Arm dotprod, or
+AVX2's multiply-add pairs),
 ``to_dot_product`` replaces the convolutions with one group (batch 1, no dilation) and the matmuls:
 
 - a convolution's activations go in four channels side by side (``[K/4, P, 4]``): for a 1×1 kernel
   at stride 1 the input channels (padded with zeros to a multiple of 4), where the pixels are a
   multiple of ``PACK_LANES`` in one vectorised pass (``pack_kernel`` writes each quadruple as one
   int32 and ``R.memory.view`` reads those words as bytes), otherwise a byte transpose (a gather per
-  byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 4 for dotprod); for any other
+  byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 8 for AVX2, 4 for dotprod); for any other
   kernel, stride or padding each output pixel's taps (input channel × kernel row × column: im2col),
   four to a word (``im2col_kernel``, on the input padded by ``pad_kernel``; a stride-2 layer reads
   the column phases ``StridedConvs`` made of it, so its loads are contiguous). The weights go as s8
@@ -19,7 +20,7 @@ Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VN
   the 3×3 stem of a 3×224×224 MobileNet: 87 µs in float, 29 (im2col) + 24 µs;
 - VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and ``128 · Σ_k w[n, k]``
   comes off each output channel, so the result is exactly the int32 that ``conv2d(int8, int8)``
-  computes (Arm's ``sdot`` takes s8 × s8 as they are);
+  computes (Arm's ``sdot`` and the AVX2 kernels take s8 × s8 as they are);
 - ``sink_views`` then moves the reshape back to NCHW (and the slice of padding) after the
   element-wise ops that follow, so the rescale, bias, activation and next quantizer fuse into the
   kernel.
@@ -97,7 +98,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     if path not in ISAS:
         if str(target) not in _WARNED:
             _WARNED.add(str(target))
-            log.warning("int8 on %s: no dot-product instruction (AVX-512 VNNI, Arm dotprod), so int8 runs "
+            log.warning("int8 on %s: no dot-product instruction (AVX-512 VNNI, AVX2, Arm dotprod), so int8 runs "
                         "the generic (widening) code", target)  # fmt: skip
         return mod, 0
     isa = ISAS[path]
@@ -129,6 +130,8 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     def int8_operands(expr: relax.Call, m: dict[Any, Any]) -> tuple[Any, np.ndarray] | None:
         wq = m[w].value.numpy()
         if str(wq.dtype) != "int8" or tensor_dtype(m[x]) != "int8" or str(expr.attrs.out_dtype) != "int32":
+            return None
+        if wq.size and int(wq.min()) < isa.min_weight:  # (AVX2: a -128 weight cannot take a sign)
             return None
         return m[x], wq
 

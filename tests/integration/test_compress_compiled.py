@@ -76,24 +76,24 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
         weight_granularity=how.weight_granularity,
     )  # fmt: skip
     assert art.deploy_precision == "int8"
-    vnni = dot_path(resolve_target(profile)) == "vnni"
+    path = dot_path(resolve_target(profile))  # vnni, avx2 or generic on an x86 host
     dense = [
         m for m in q.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and getattr(m, "groups", 1) == 1
     ]
-    # on VNNI too: a kernel larger than 1x1 (the stem) runs on the dot-product kernels through im2col
+    # on the dot-product kernels too: a kernel larger than 1x1 (the stem) runs on them through im2col
     assert any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1) for m in dense)
     assert art.int8_ops == len(dense) > 0, "every non-depthwise conv and every matmul should run in int8"
     assert art.compute_ops > art.int8_ops  # the depthwise convs stay float (see autotune.compiler.precision.to_int8)
-    assert art.int8_path == ("vnni" if vnni else "generic")
-    if vnni:  # the 1x1 convs and the classifier run vpdpbusd: no silent fallback to widening code
-        assert _count_instruction(art.path, "vpdpbusd") > 0
+    assert art.int8_path == path
+    if path in _INSTRUCTION:  # the convs and the classifier run it: no silent fallback to widening code
+        assert _count_instruction(art.path, _INSTRUCTION[path]) > 0
     if granularity == "channel":  # each kernel builds alone, as `autotune profile` times them
         from autotune.compiler.kernels import build_kernels
 
         kernels = build_kernels(program, profile, out_dir=tmp_path / "kernels", precision="int8",
                                 weight_granularity="channel")  # fmt: skip
         dot = [k for k in kernels if "int8_dot" in k.name]
-        assert bool(dot) == vnni and all(Path(k.path).exists() for k in kernels)
+        assert bool(dot) == (path != "generic") and all(Path(k.path).exists() for k in kernels)
         assert all(k.flops > 0 for k in kernels if "conv2d" in k.name)  # TVM counts all but the tensorized
     tol = tolerance_for(profile, precision="int8", act_bits=8)
     report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
@@ -103,6 +103,10 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
     fp32 = compile_artifact(program32, profile=profile, out_dir=tmp_path / "fp32", input_shape=(1, 8, 8))
     # weights stored as int8 (beside them: per-channel scales and, on the VNNI path, int32 shift corrections)
     assert art.weights_bytes < 0.45 * fp32.weights_bytes
+
+
+#: The instruction each x86 dot-product path multiplies with.
+_INSTRUCTION = {"vnni": "vpdpbusd", "avx2": "vpmaddubsw"}
 
 
 def _count_instruction(path, mnemonic):

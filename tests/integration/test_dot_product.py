@@ -1,6 +1,7 @@
 """The int8 dot-product kernels (``autotune.compiler.dot_kernels`` / ``dot_rewrite``): exact integer
-results against numpy, the whole rewrite (u8 shift, its correction, padding, fused epilogue) against
-numpy, and the fallback of a CPU without VNNI."""
+results against numpy (each instruction set this CPU runs: AVX-512 VNNI, AVX2), the whole rewrite
+(u8 shift, its correction, padding, fused epilogue) against numpy, and the fallback of a CPU without
+either."""
 
 from __future__ import annotations
 
@@ -31,6 +32,31 @@ def _dot_host():
     return target, ISAS[dot_path(target)]
 
 
+def _isas_here():
+    """The x86 instruction sets this CPU runs (its own first), with a target for each."""
+    import tvm
+
+    host = _host()
+    out = [(host, ISAS[dot_path(host)])] if dot_path(host) in ISAS else []
+    if dot_path(host) == "vnni":  # the AVX2 kernels run on any AVX2 CPU
+        out.append((tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), ISAS["avx2"]))
+    return out
+
+
+def _each_isa(test):
+    """Run ``test(target, isa)`` for each instruction set here (skip without one)."""
+    runs = _isas_here()
+    if not runs:
+        pytest.skip("this CPU has no dot-product instruction (AVX-512 VNNI, AVX2, Arm dotprod)")
+    for target, isa in runs:
+        test(target, isa)
+
+
+def _weights(rng, isa, shape):
+    """s8 weights as the quantizer makes them ([-127, 127]; VNNI also takes -128)."""
+    return rng.integers(isa.min_weight, 128, shape).astype(np.int8)
+
+
 def _run(func, target, *arrays, out_shape):
     import tvm
 
@@ -46,28 +72,41 @@ def _activations(rng, isa, shape):
     return rng.integers(lo, hi, shape).astype(isa.activations)
 
 
+def _extremes(a, w, isa):
+    """The first activation row and two weight rows at the ends of their ranges: AVX2 adds pairs of
+    products in 16 bits, where 2 · 128 · 127 is the most that fits."""
+    a.reshape(-1)[: a.size // 2] = 0 if isa.activations == "uint8" else -128
+    w[0], w[1] = isa.min_weight, 127
+
+
 def test_conv_kernel_is_exact():
-    target, isa = _dot_host()
-    rng = np.random.default_rng(0)
-    n, k, p = 12, 8, 4 * isa.lanes
-    a = _activations(rng, isa, (k // 4, p, 4))
-    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
-    func = schedule_dot(conv_kernel(n, k, p, isa))
-    assert func is not None and func.attrs["tir.is_scheduled"]
-    got = _run(func, target, a, w, out_shape=(n, p))
-    acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
-    np.testing.assert_array_equal(got, w.astype(np.int64) @ acts)
+    def check(target, isa):
+        rng = np.random.default_rng(0)
+        n, k, p = 12, 8, 4 * isa.lanes
+        a = _activations(rng, isa, (k // 4, p, 4))
+        w = _weights(rng, isa, (n, k))
+        _extremes(a, w, isa)
+        func = schedule_dot(conv_kernel(n, k, p, isa))
+        assert func is not None and func.attrs["tir.is_scheduled"]
+        got = _run(func, target, a, w, out_shape=(n, p))
+        acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
+        np.testing.assert_array_equal(got, w.astype(np.int64) @ acts, err_msg=isa.name)
+
+    _each_isa(check)
 
 
 def test_dense_kernel_is_exact():
-    target, isa = _dot_host()
-    rng = np.random.default_rng(1)
-    p, k, n, lanes = 3, 12, 2 * isa.lanes, isa.lanes
-    a = _activations(rng, isa, (p, k))
-    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
-    packed = np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
-    got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, out_shape=(p, n))
-    np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T)
+    def check(target, isa):
+        rng = np.random.default_rng(1)
+        p, k, n, lanes = 3, 12, 2 * isa.lanes, isa.lanes
+        a = _activations(rng, isa, (p, k))
+        w = _weights(rng, isa, (n, k))
+        _extremes(a, w, isa)
+        packed = np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
+        got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, out_shape=(p, n))
+        np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T, err_msg=isa.name)
+
+    _each_isa(check)
 
 
 @pytest.mark.parametrize("k", [8, 6])
@@ -86,18 +125,21 @@ def test_pack_kernel_lays_out_the_activation_quadruples(isa, k):
     np.testing.assert_array_equal(words.view(isa.activations).reshape(k4 // 4, p, 4), want)
 
 
-def _int8_model(rng, hw=(5, 5), channels=8, features=200):
+def _int8_model(rng, hw=(5, 5), channels=8, features=200, conv_weight=None):
     """``relu(conv1x1(x) * s + b)`` and ``x_flat[:features] @ W`` on int8 inputs, as ``to_int8``
     leaves them: ``channels`` input channels (6: padded to 8 with zeros), 20 output channels (not a
     multiple of 16) over ``hw`` pixels (5×5: 25, padded to 32 and transposed; 4×8: 32, packed by
-    ``pack_kernel``); ``features`` (198: padded to 200) into 200 outputs."""
+    ``pack_kernel``); ``features`` (198: padded to 200) into 200 outputs. Weights in [-127, 127], as
+    the quantizer makes them; ``conv_weight`` replaces the convolution's first."""
     from tvm import relax
 
     x = relax.Var("x", relax.TensorType((1, channels, *hw), "int8"))
-    w = rng.integers(-128, 128, (20, channels, 1, 1), dtype=np.int8)
+    w = rng.integers(-127, 128, (20, channels, 1, 1), dtype=np.int8)
+    if conv_weight is not None:
+        w[0, 0, 0, 0] = conv_weight
     scale = rng.uniform(0.01, 0.02, (1, 20, 1, 1)).astype(np.float32)
     bias = rng.uniform(-1, 1, (1, 20, 1, 1)).astype(np.float32)
-    wd = rng.integers(-128, 128, (features, 20), dtype=np.int8)
+    wd = rng.integers(-127, 128, (features, 20), dtype=np.int8)
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():
@@ -139,19 +181,36 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     np.testing.assert_array_equal(got, q.reshape(1, -1)[:, :features] @ wd.astype(np.int64))
 
 
-def test_a_cpu_without_vnni_keeps_the_generic_int8_code_with_a_warning(caplog):
+def test_a_cpu_without_vnni_or_avx2_keeps_the_generic_int8_code_with_a_warning(caplog):
     import tvm
 
-    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
-    assert dot_path(avx2) == "generic"
+    sse = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v2"})  # SSE4.2, no AVX2
+    assert dot_path(sse) == "generic"
+    assert dot_path(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})) == "avx2"
+    assert dot_path(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]})) == "vnni"
     mod, _ = _int8_model(np.random.default_rng(3))
     with caplog.at_level(logging.WARNING, logger="autotune.compiler.dot_rewrite"):
-        same, n = to_dot_product(mod, avx2)
+        same, n = to_dot_product(mod, sse)
     assert n == 0 and same is mod
     assert any("no dot-product instruction" in r.getMessage() for r in caplog.records)
     dot_step = tuple(s for s in PREPARE if s.name == "DotProduct")
-    out = run_steps(dot_step + FUSE, mod, BuildOptions(target=avx2, precision="int8"))
+    out = run_steps(dot_step + FUSE, mod, BuildOptions(target=sse, precision="int8"))
     assert not [gv for gv, _ in out.functions_items() if "int8_dot_" in gv.name_hint]
+
+
+def test_avx2_leaves_a_layer_with_a_minus_128_weight_on_the_generic_code():
+    """AVX2 gives the weight the activation's sign, and -128 has no positive twin in s8; the
+    quantizer never makes one, a hand-made int8 model might."""
+    import tvm
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    assert to_dot_product(_int8_model(np.random.default_rng(8))[0], avx2)[1] == 2
+    mod, (w, *_) = _int8_model(np.random.default_rng(8), conv_weight=-128)
+    assert w.min() == -128
+    rewritten, n = to_dot_product(mod, avx2)
+    assert n == 1  # the matmul only
+    names = [gv.name_hint for gv, _ in rewritten.functions_items()]
+    assert [name for name in names if "dense" in name] and not [name for name in names if "conv1x1" in name]
 
 
 def test_a_residual_add_of_a_float_tensor_fuses_into_the_kernel():
@@ -162,7 +221,7 @@ def test_a_residual_add_of_a_float_tensor_fuses_into_the_kernel():
 
     target, _ = _dot_host()
     rng = np.random.default_rng(5)
-    w = rng.integers(-128, 128, (20, 8, 1, 1), dtype=np.int8)
+    w = rng.integers(-127, 128, (20, 8, 1, 1), dtype=np.int8)
     scale = rng.uniform(0.01, 0.02, (1, 20, 1, 1)).astype(np.float32)
     x = relax.Var("x", relax.TensorType((1, 8, 4, 8), "int8"))
     skip = relax.Var("skip", relax.TensorType((1, 20, 4, 8), "float32"))
@@ -204,7 +263,7 @@ def test_a_larger_kernel_runs_on_the_dot_kernel_through_im2col_exactly(size, ker
 
     target, _ = _dot_host()
     rng = np.random.default_rng(6)
-    w = rng.integers(-128, 128, (20, channels, kernel, kernel), dtype=np.int8)
+    w = rng.integers(-127, 128, (20, channels, kernel, kernel), dtype=np.int8)
     x = relax.Var("x", relax.TensorType((1, channels, size, size), "int8"))
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
