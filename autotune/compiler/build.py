@@ -84,7 +84,8 @@ log = logging.getLogger(__name__)
 #: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``); 9: float
 #: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded, every int8
 #: convolution with one group on the dot-product kernels (im2col), padding stages partitioned;
-#: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI.
+#: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI; the
+#: int8 depthwise kernels convert their input in a vectorised stage of their own.
 BUILD_VERSION = 10
 
 

@@ -8,6 +8,8 @@ Where the target has a dot-product instruction (``dot_kernels.ISAS``: AVX-512 VN
 AVX2's multiply-add pairs),
 ``to_dot_product`` replaces the convolutions with one group (batch 1, no dilation) and the matmuls:
 
+- a 1×1 convolution over a 1×1 map (squeeze-excite) is a matmul: the matmul's kernel, lanes over
+  its output channels (the convolution's would fill one lane of each vector);
 - a convolution's activations go in four channels side by side (``[K/4, P, 4]``): for a 1×1 kernel
   at stride 1 the input channels (padded with zeros to a multiple of 4), where the pixels are a
   multiple of ``PACK_LANES`` in one vectorised pass (``pack_kernel`` writes each quadruple as one
@@ -150,6 +152,9 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         n, k, p = wq.shape[0], c * kh * kw, oh * ow  # k: the taps, input channels × kernel rows × columns
         pl, k4 = -(-p // lanes) * lanes, -(-k // DEPTH) * DEPTH  # taps padded with zeros to k4
         pointwise = kh == kw == sh == sw == 1 and not any((top, left, bottom, right))
+        if pointwise and p == 1:  # a 1x1 map (squeeze-excite): a matmul, its lanes over output channels
+            done += 1
+            return relax.op.reshape(dense(relax.op.reshape(xq, (1, k)), [1, k], wq.reshape(n, k)), (1, n, 1, 1))
         if not pointwise:  # the taps of each output pixel gathered (im2col), four to a word
             hp, wp = h + top + bottom, wd + left + right
             xq = relax.op.reshape(xq, (c, h, wd))
@@ -189,16 +194,20 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         if found is None or not takes_matmul(shape, found[1].shape):
             return expr
         xq, wq = found
+        done += 1
+        return dense(xq, shape, np.ascontiguousarray(wq.T))
+
+    def dense(xq: relax.Expr, shape: list[int], wq: np.ndarray) -> relax.Expr:
+        """``xq`` ([p, k] int8) times ``wq`` ([n, k] s8) on the dense kernel: [p, n] int32."""
         p, k = shape
         k4 = -(-k // DEPTH) * DEPTH
-        wt = _zero_columns(np.ascontiguousarray(wq.T), k4)  # (N, K4)
+        wt = _zero_columns(wq, k4)  # (N, K4)
         packed, nl = _pack_weights(wt, lanes)
         func = kernel((isa.name, "dense", f"p{p}", f"k{k4}", f"n{nl}"), lambda: dense_kernel(p, k4, nl, isa))
         acts = _pad_axis(activations(xq), 1, k4 - k)
         acc = relax.call_tir(func, [acts, relax.const(packed)], relax.TensorType((p, nl), "int32"))
         if nl != wt.shape[0]:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[wt.shape[0]])
-        done += 1
         return corrected(acc, _shift_correction(wt, isa))
 
     main = rewrite_call(conv, rewrite_conv, mod["main"])
@@ -222,7 +231,7 @@ def sink_views(func: Any) -> Any:
     kernel's element-wise epilogue follows it directly and fuses into it (fusion stops at a reshape).
 
     ``op(view(x)) → view(op(x))`` for a unary op; for a binary op, when the other operand is a
-    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar), the same view of a tensor
+    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar: ``_onto_source``), the same view of a tensor
     shaped like ``x``, or (for a reshape) a tensor of the view's own shape, read through the inverse
     reshape. Anything else is left as it is."""
     import tvm
@@ -252,7 +261,10 @@ def sink_views(func: Any) -> Any:
         src, out = tensor_shape(expr.args[0]), tensor_shape(expr)
         if len(src) != 2:
             return False
-        return len(out) == 2 if expr.op.name == "relax.strided_slice" else len(out) == 4 and out[1] == src[0]
+        if expr.op.name == "relax.strided_slice":
+            return len(out) == 2
+        # [channels, pixels] (the convolution kernel's) or [1, channels] (the matmul kernel's, a 1x1 map)
+        return len(out) == 4 and (out[1] == src[0] or (src[0] == 1 and out[1:] == [src[1], 1, 1]))
 
     def rebuild(v: Any, inner: Any) -> Any:
         return relax.Call(v.op, [inner, *v.args[1:]], v.attrs, v.ty_args)
@@ -271,11 +283,10 @@ def sink_views(func: Any) -> Any:
             operand = other.args[0]
         elif isinstance(other, tvm.ir.expr.Constant):
             c = other.value.numpy()
-            src_shape = tensor_shape(src)
             if c.size == 1:  # a scalar (of any rank: it must not broadcast the result up)
                 operand = relax.const(c.reshape(()), str(c.dtype))
-            elif len(src_shape) == 2 and _per_row(c.shape, len(tensor_shape(v)), src_shape[0]):
-                operand = relax.const(c.reshape(-1, 1))
+            elif (onto := _onto_source(c, v)) is not None:
+                operand = relax.const(onto)
             else:
                 return expr
         elif v.op.name == "relax.reshape" and tensor_shape(args[1 - k]) == tensor_shape(v):
@@ -301,9 +312,29 @@ def _same(a: Any, b: Any) -> bool:
     return bool(structural_equal(a, b))
 
 
-def _per_row(shape: tuple[int, ...], rank: int, rows: int) -> bool:
-    """A constant of ``shape``, broadcast against a ``rank``-d view of a ``[rows, pixels]`` tensor,
-    varies along the rows alone (the channels of ``(1, C, H, W)``; the rows of ``(C, P)``)."""
-    padded = (1,) * (rank - len(shape)) + tuple(shape)
-    axis = 1 if rank == 4 else 0
-    return len(padded) == rank and padded[axis] == rows and all(d == 1 for i, d in enumerate(padded) if i != axis)
+def _onto_source(c: np.ndarray, view: Any) -> np.ndarray | None:
+    """Constant ``c``, broadcast against ``view`` (a reshape or slice of a 2-d kernel result), as the
+    constant that broadcasts the same against the view's source; None where there is none. Through a
+    reshape to ``(1, C, H, W)`` only per-channel constants carry over (onto the channel axis of
+    ``[C, pixels]`` or ``[1, C]``); through a slice, ones pad a constant along a sliced axis (begun at
+    0) to the source's extent (ones: no division by zero), and what they meet is sliced off again."""
+    src, out = tensor_shape(view.args[0]), tensor_shape(view)
+    if view.op.name == "relax.reshape":
+        padded = (1,) * (len(out) - c.ndim) + tuple(c.shape)
+        if len(padded) != 4 or any(d != 1 for i, d in enumerate(padded) if i != 1):
+            return None
+        if padded[1] == src[0]:
+            return c.reshape(-1, 1)
+        return c.reshape(1, -1) if src[0] == 1 and padded[1] == src[1] else None
+    if c.ndim != 2:
+        return None
+    sliced = {int(a.value): int(b.value) for a, b in zip(view.args[1].fields, view.args[2].fields, strict=True)}
+    pads = []
+    for axis in range(2):
+        if c.shape[axis] in (1, src[axis]):
+            pads.append((0, 0))
+        elif c.shape[axis] == out[axis] and sliced.get(axis) == 0:
+            pads.append((0, src[axis] - out[axis]))
+        else:
+            return None
+    return np.pad(c, pads, constant_values=1)

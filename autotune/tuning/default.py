@@ -62,6 +62,8 @@ PHASE_ROW_TILE = 2
 REDUCTION_TILE = 4
 #: Block names of a convolution's padding stage (TVM's legalization, TOPI).
 PAD_BLOCKS = ("pad_temp", "PaddedInput", "data_pad")
+#: Block names of a conversion stage in front of the padding (``autotune.compiler.int8_inputs``).
+CONVERT_BLOCKS = ("int8_to_float",)
 #: Vector widths tried for an untiled kernel's image plane, widest first (``_flat_vectors``).
 FLAT_VECTORS = (64, 32, 16, 8, 4)
 #: The design-space variant the rule fills in (MultiLevelTiling's second: with a local write cache).
@@ -162,6 +164,7 @@ def default_schedule(mod: tvm.IRModule, target: tvm.target.Target) -> Any:
     if not any(i.kind.name == "SamplePerfectTile" for i in trace.insts):
         _flat_vectors(sch)
     _partitioned_padding(sch)
+    _vectorised_conversions(sch)
     if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
         return None
     return sch
@@ -212,6 +215,23 @@ def _partitioned_padding(sch: Any) -> None:
         sch.parallel(sch.fuse(batch, channels))
         for loop in (rows, columns):
             sch.annotate(loop, "pragma_loop_partition_hint", 1)
+
+
+def _vectorised_conversions(sch: Any) -> None:
+    """A conversion stage (``CONVERT_BLOCKS``, NCHW): each channel's plane vectorised by the widest of
+    ``FLAT_VECTORS`` dividing it, parallel over the channels where it is computed at the root (else it
+    sits in the convolution's parallel channel loop, beside the padding)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if not sch.get(block).name_hint.startswith(CONVERT_BLOCKS):
+            continue
+        loops = sch.get_loops(block)
+        plane = int(sch.get(loops[-2]).extent) * int(sch.get(loops[-1]).extent)
+        width = next((v for v in FLAT_VECTORS if plane % v == 0), None)
+        if width is not None:
+            _, inner = sch.split(sch.fuse(*loops[-2:]), [None, width])
+            sch.vectorize(inner)
+        if len(loops) == 4:  # at the root
+            sch.parallel(sch.fuse(*loops[:2]))
 
 
 def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:

@@ -156,9 +156,11 @@ def _int8_model(rng, hw=(5, 5), channels=8, features=200, conv_weight=None):
 
 
 @pytest.mark.parametrize(("hw", "channels", "features"), [((5, 5), 8, 200), ((4, 8), 8, 200), ((5, 5), 6, 198),
-                                                          ((4, 8), 6, 198)],
-                         ids=["transposed", "packed", "transposed-k6", "packed-k6"])  # fmt: skip
+                                                          ((4, 8), 6, 198), ((1, 1), 6, 20)],
+                         ids=["transposed", "packed", "transposed-k6", "packed-k6", "1x1-map"])  # fmt: skip
 def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
+    """... a convolution over a 1×1 map (squeeze-excite) on the matmul's kernel, lanes over its output
+    channels, not on the convolution's with one pixel of a vector's lanes."""
     import tvm
     from tvm import relax
 
@@ -171,6 +173,7 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     fused = run_steps(FUSE, rewritten, options)
     kernels = [gv.name_hint for gv, f in fused.functions_items() if "int8_dot_" in gv.name_hint]
     assert any("relu" in name for name in kernels), f"the epilogue did not fuse into the kernel: {kernels}"
+    assert all(("_dense_" in name) == (hw == (1, 1) or "conv1x1" not in name) for name in kernels), kernels
     copies = [gv.name_hint for gv, _ in fused.functions_items() if gv.name_hint.startswith("reshape")]
     assert not copies, f"a reshape was left as a copy kernel, not a view: {copies}"
     ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)

@@ -98,3 +98,34 @@ def test_only_8_bit_symmetric_quantizers_in_front_of_depthwise_layers_are_taken(
     assert int8_inputs(_module(shape, depthwise, (1, 1), 1, scale=per_channel))[1] == 0
     mod, n = int8_inputs(_module(shape, depthwise, (1, 1), 1))
     assert n == 1 and _kernels(mod)[0].startswith(INT8_INPUT_DEPTHWISE)
+
+
+@pytest.mark.parametrize(("kernel", "size", "per_channel"), [(5, 56, True), (3, 28, False)])
+def test_the_depthwise_kernel_converts_its_int8_input_in_a_vectorised_stage_of_its_own(kernel, size, per_channel):
+    """Not inside the padding's condition (scalar ``vcvtsi2ss`` per element): a conversion stage, its
+    plane vectorised, under the convolution's parallel channel loop for a wide layer, parallel over
+    the channels at the root for a narrow one; the kernel computes the float convolution of the bytes."""
+    import tvm
+    from tvm import tirx
+
+    from autotune.compiler.int8_inputs import depthwise_kernel
+    from autotune.tuning.default import CONVERT_BLOCKS, default_schedule
+    from autotune.tuning.intrin import stub_tensor_intrin
+
+    pad = kernel // 2
+    func = depthwise_kernel([1, 8, size, size], (kernel, kernel), (pad,) * 4).with_attr("global_symbol", "main")
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1})
+    stub_tensor_intrin(target)  # as the build does: MetaSchedule would import every intrinsic table (~40 s)
+    sch = default_schedule(tvm.IRModule({"main": func}), target)
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock(CONVERT_BLOCKS[0]))]
+    kinds = [loop.kind for loop in loops]
+    assert kinds[-1] == tirx.ForKind.VECTORIZED and int(loops[-1].extent) >= 8
+    assert kinds[0] == tirx.ForKind.PARALLEL and (len(kinds) > 3) == per_channel
+    rng = np.random.default_rng(2)
+    q = rng.integers(-127, 128, (1, 8, size, size)).astype(np.int8)
+    w = rng.standard_normal((8, 1, kernel, kernel)).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros((1, 8, size, size), np.float32))
+    tvm.compile(sch.mod, target=target).jit()["main"](tvm.runtime.tensor(q), tvm.runtime.tensor(w), out)
+    floats = torch.from_numpy(q.astype(np.float32))
+    want = torch.nn.functional.conv2d(floats, torch.from_numpy(w), padding=pad, groups=8)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-3)
