@@ -28,7 +28,7 @@ def _dot_host():
     """This machine's target and its dot-product instruction set (skip without one)."""
     target = _host()
     if dot_path(target) not in ISAS:
-        pytest.skip("this CPU has no dot-product instruction (AVX-512 VNNI, Arm dotprod)")
+        pytest.skip("this CPU has no dot-product instruction (AVX-512 VNNI, AVX2, Arm dotprod)")
     return target, ISAS[dot_path(target)]
 
 
