@@ -14,8 +14,8 @@ AVX2's multiply-add pairs),
   at stride 1 the input channels (padded with zeros to a multiple of 4), where the pixels are a
   multiple of ``PACK_LANES`` in one vectorised pass (``pack_kernel`` writes each quadruple as one
   int32 and ``R.memory.view`` reads those words as bytes), otherwise a byte transpose (a gather per
-  byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 8 for AVX2, 4 for dotprod); for any other
-  kernel, stride or padding each output pixel's taps (input channel × kernel row × column: im2col),
+  byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 8 for AVX2, 4 for dotprod);
+  for any other kernel, stride or padding each output pixel's taps (input channel × kernel row × column: im2col),
   four to a word (``im2col_kernel``, on the input padded by ``pad_kernel``; a stride-2 layer reads
   the column phases ``StridedConvs`` made of it, so its loads are contiguous). The weights go as s8
   ``[N, K]`` (packed for a matmul, output features padded to a multiple of the lanes with zero rows);
@@ -231,8 +231,8 @@ def sink_views(func: Any) -> Any:
     kernel's element-wise epilogue follows it directly and fuses into it (fusion stops at a reshape).
 
     ``op(view(x)) → view(op(x))`` for a unary op; for a binary op, when the other operand is a
-    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar: ``_onto_source``), the same view of a tensor
-    shaped like ``x``, or (for a reshape) a tensor of the view's own shape, read through the inverse
+    per-channel constant (broadcast over ``(1, C, 1, 1)`` or a scalar: ``_onto_source``), the same
+    view of a tensor shaped like ``x``, or (for a reshape) a tensor of the view's own shape, read through the inverse
     reshape. Anything else is left as it is."""
     import tvm
     from tvm import relax

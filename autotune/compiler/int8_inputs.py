@@ -11,12 +11,12 @@ and the reader converts each value once:
 - a stride-1 depthwise convolution becomes ``call_tir(depthwise_kernel, [q, s · W])``, which
   converts its input in a vectorised stage of its own before the padding stage (both per channel
   while the plane is in cache for a wide layer: ``autotune.tuning.default``; converting inside the
-  padding's condition was scalar code: 5×5, 48 channels at 112×112, 1008 → 661 µs on the Zen 3, where
-  the float layer takes 565). The sums are the float sums of the same 8-bit values with the scale
-  moved onto the weights (``q · (s · w)`` for ``(q · s) · w``): within float32 rounding, as any
-  other order of the same products. Its blocks are named as TOPI names a depthwise convolution's,
-  with the one input channel per group as a reduction of extent 1, so default schedules and tuning
-  treat it as the depthwise convolution it is;
+  padding's condition was scalar code: 5×5, 48 channels at 112×112, 770–1010 → 570–660 µs on the
+  Zen 3 over several runs, where the float layer takes ~565). The sums are the float sums of the
+  same 8-bit values with the scale moved onto the weights (``q · (s · w)`` for ``(q · s) · w``):
+  within float32 rounding, as any other order of the same products. Its blocks are named as TOPI
+  names a depthwise convolution's, with the one input channel per group as a reduction of extent 1,
+  so default schedules and tuning treat it as the depthwise convolution it is;
 - the column-phase copy of a strided layer (``autotune.compiler.strided``) reads int8 and writes
   ``q · s``, the very float32 values it copied before (int8 pairs read as 16-bit words where the
   width is even: 48 channels at 112×112, 46 → 34 µs).

@@ -67,8 +67,8 @@ class DtypeCensus:
 
     @property
     def int8_path(self) -> str:
-        """The instruction set (``vnni``, ``avx2``, ``dotprod``) when some int8 operator runs on the dot-product
-        kernels, else ``generic``."""
+        """The instruction set (``vnni``, ``avx2``, ``dotprod``) when some int8 operator runs on the
+        dot-product kernels, else ``generic``."""
         return self.isa if self.dot else "generic"
 
 
