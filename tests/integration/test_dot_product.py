@@ -173,7 +173,8 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     fused = run_steps(FUSE, rewritten, options)
     kernels = [gv.name_hint for gv, f in fused.functions_items() if "int8_dot_" in gv.name_hint]
     assert any("relu" in name for name in kernels), f"the epilogue did not fuse into the kernel: {kernels}"
-    assert all(("_dense_" in name) == (hw == (1, 1) or "conv1x1" not in name) for name in kernels), kernels
+    on_conv_kernel = [name for name in kernels if "conv1x1" in name]
+    assert bool(on_conv_kernel) == (hw != (1, 1)), kernels  # a 1x1 map: both on the matmul's kernel
     copies = [gv.name_hint for gv, _ in fused.functions_items() if gv.name_hint.startswith("reshape")]
     assert not copies, f"a reshape was left as a copy kernel, not a view: {copies}"
     ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
