@@ -181,21 +181,28 @@ def _flat_vectors(sch: Any) -> None:
     blocks = sch.get_child_blocks(root)
     if len(blocks) != 1 or any(int(v.iter_type) != 0 for v in sch.get(blocks[0]).iter_vars):
         return
-    loops = sch.get_loops(blocks[0])
+    if _plane_vectors(sch, sch.get_loops(blocks[0]), parallel=True):
+        for key in ("meta_schedule.parallel", "meta_schedule.vectorize"):
+            sch.unannotate(root, key)
+
+
+def _plane_vectors(sch: Any, loops: list[Any], *, parallel: bool) -> bool:
+    """Vectorise the image plane of a block's ``loops`` (the last two of an NCHW block, else the last)
+    by the widest of ``FLAT_VECTORS`` dividing it and, with ``parallel``, parallelise the loops
+    outside it. False (nothing done) when no width divides the plane."""
     plane = loops[-2:] if len(loops) >= 4 else loops[-1:]
     extent = 1
     for loop in plane:
         extent *= int(sch.get(loop).extent)
     width = next((v for v in FLAT_VECTORS if extent % v == 0), None)
     if width is None:
-        return
+        return False
     _, inner = sch.split(sch.fuse(*plane), [None, width])
     sch.vectorize(inner)
     outer = loops[: len(loops) - len(plane)]
-    if outer:
+    if parallel and outer:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
-    for key in ("meta_schedule.parallel", "meta_schedule.vectorize"):
-        sch.unannotate(root, key)
+    return True
 
 
 def _partitioned_padding(sch: Any) -> None:
@@ -222,16 +229,9 @@ def _vectorised_conversions(sch: Any) -> None:
     ``FLAT_VECTORS`` dividing it, parallel over the channels where it is computed at the root (else it
     sits in the convolution's parallel channel loop, beside the padding)."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        if not sch.get(block).name_hint.startswith(CONVERT_BLOCKS):
-            continue
-        loops = sch.get_loops(block)
-        plane = int(sch.get(loops[-2]).extent) * int(sch.get(loops[-1]).extent)
-        width = next((v for v in FLAT_VECTORS if plane % v == 0), None)
-        if width is not None:
-            _, inner = sch.split(sch.fuse(*loops[-2:]), [None, width])
-            sch.vectorize(inner)
-        if len(loops) == 4:  # at the root
-            sch.parallel(sch.fuse(*loops[:2]))
+        if sch.get(block).name_hint.startswith(CONVERT_BLOCKS):
+            loops = sch.get_loops(block)
+            _plane_vectors(sch, loops, parallel=len(loops) == 4)  # (4 loops: at the root)
 
 
 def _schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
