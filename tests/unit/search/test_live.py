@@ -8,13 +8,13 @@ import time
 from autotune.search.live import LiveReport
 
 
-def test_requests_fold_and_stop_waits_for_the_write_in_progress():
+def test_requests_fold_into_one_write_and_nothing_is_written_after_stop():
     started, release, done = threading.Event(), threading.Event(), []
 
     def write():
         started.set()
         release.wait(5)
-        done.append(time.monotonic())
+        done.append(1)
 
     live = LiveReport(write, min_interval_s=0.0)
     live.request()
@@ -22,25 +22,39 @@ def test_requests_fold_and_stop_waits_for_the_write_in_progress():
     for _ in range(10):  # rows arriving while a write runs: one more write, not ten
         live.request()
     release.set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5  # (ends the wait only; the assertions below decide)
     while len(done) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    assert len(done) == 2
-    started.clear()
-    release.clear()
+        time.sleep(0.01)
+    live.stop()  # joins the writer: no write can start or still run after it
+    assert len(done) == 2 and live.writes == 2
+    live.request()
+    assert len(done) == 2  # nothing after stop
+
+
+def test_stop_waits_for_the_write_in_progress():
+    started, release, events = threading.Event(), threading.Event(), []
+
+    def write():
+        started.set()
+        release.wait(5)
+        events.append("written")
+
+    live = LiveReport(write, min_interval_s=0.0)
     live.request()
     assert started.wait(5)
-    stopper = threading.Thread(target=live.stop)
+
+    def stop():
+        live.stop()
+        events.append("stopped")
+
+    stopper = threading.Thread(target=stop)
     stopper.start()
-    time.sleep(0.2)
-    assert stopper.is_alive()  # stop waits for the write in progress
+    deadline = time.monotonic() + 5  # (ends the wait only) until stop has begun: it has refused more writes
+    while not live._stopped.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
     release.set()
     stopper.join(5)
-    assert not stopper.is_alive() and len(done) == 3
-    live.request()
-    time.sleep(0.3)
-    assert len(done) == 3  # nothing after stop
+    assert events == ["written", "stopped"]  # stop returned after the write it waited for
 
 
 def test_a_failing_write_does_not_stop_the_writer(caplog):
