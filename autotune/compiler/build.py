@@ -85,8 +85,9 @@ log = logging.getLogger(__name__)
 #: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded, every int8
 #: convolution with one group on the dot-product kernels (im2col), padding stages partitioned;
 #: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI; the
-#: int8 depthwise kernels convert their input in a vectorised stage of their own.
-BUILD_VERSION = 10
+#: int8 depthwise kernels convert their input in a vectorised stage of their own; 11: AVX2 int8
+#: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer.
+BUILD_VERSION = 11
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

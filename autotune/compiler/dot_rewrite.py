@@ -22,7 +22,9 @@ AVX2's multiply-add pairs),
   the 3×3 stem of a 3×224×224 MobileNet: 87 µs in float, 29 (im2col) + 24 µs;
 - VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and ``128 · Σ_k w[n, k]``
   comes off each output channel, so the result is exactly the int32 that ``conv2d(int8, int8)``
-  computes (Arm's ``sdot`` and the AVX2 kernels take s8 × s8 as they are);
+  computes (Arm's ``sdot`` and the AVX2 kernels take s8 × s8 as they are); where the activations
+  cannot be negative (``autotune.compiler.signs``: the quantized output of a ReLU) the AVX2 kernels
+  skip the sign transfer (``dot_kernels.nonneg_variant``);
 - ``sink_views`` then moves the reshape back to NCHW (and the slice of padding) after the
   element-wise ops that follow, so the rescale, bias, activation and next quantizer fuse into the
   kernel.
@@ -46,11 +48,13 @@ from autotune.compiler.dot_kernels import (
     conv_kernel,
     dense_kernel,
     dot_path,
+    nonneg_variant,
     takes_conv,
     takes_matmul,
 )
 from autotune.compiler.dot_layout import PACK_LANES, im2col_kernel, pack_kernel, pad_kernel
 from autotune.compiler.precision import tensor_dtype, tensor_shape
+from autotune.compiler.signs import non_negative
 
 if TYPE_CHECKING:
     import tvm
@@ -109,6 +113,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
     from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
     bb = relax.BlockBuilder(mod)
+    bindings = dict(relax.analysis.get_var2val(mod["main"]))
     kernels: dict[tuple[Any, ...], Any] = {}
     done = 0
     x, w = wildcard(), is_const()
@@ -129,13 +134,16 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             return xq
         return relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(128, "int16")), "uint8")
 
-    def int8_operands(expr: relax.Call, m: dict[Any, Any]) -> tuple[Any, np.ndarray] | None:
+    def int8_operands(expr: relax.Call, m: dict[Any, Any]) -> tuple[Any, np.ndarray, DotIsa] | None:
+        """The activations, the weights and the kernels' variant of ``isa`` for them (``nonneg``
+        where the activations cannot be negative)."""
         wq = m[w].value.numpy()
         if str(wq.dtype) != "int8" or tensor_dtype(m[x]) != "int8" or str(expr.attrs.out_dtype) != "int32":
             return None
-        if wq.size and int(wq.min()) < isa.min_weight:  # (AVX2: a -128 weight cannot take a sign)
+        variant = nonneg_variant(isa) if non_negative(m[x], bindings) else isa
+        if wq.size and int(wq.min()) < variant.min_weight:  # (AVX2: a -128 weight cannot take a sign)
             return None
-        return m[x], wq
+        return m[x], wq, variant
 
     def rewrite_conv(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
@@ -144,7 +152,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         shape = tensor_shape(found[0]) if found is not None else []
         if found is None or not takes_conv(shape, found[1].shape, int(a.groups), a.dilation):
             return expr
-        xq, wq = found
+        xq, wq, kisa = found
         _, c, h, wd = shape
         (kh, kw), (sh, sw) = wq.shape[2:], (int(v) for v in a.strides)
         top, left, bottom, right = (int(v) for v in a.padding)
@@ -154,7 +162,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         pointwise = kh == kw == sh == sw == 1 and not any((top, left, bottom, right))
         if pointwise and p == 1:  # a 1x1 map (squeeze-excite): a matmul, its lanes over output channels
             done += 1
-            return relax.op.reshape(dense(relax.op.reshape(xq, (1, k)), [1, k], wq.reshape(n, k)), (1, n, 1, 1))
+            return relax.op.reshape(dense(relax.op.reshape(xq, (1, k)), [1, k], wq.reshape(n, k), kisa), (1, n, 1, 1))
         if not pointwise:  # the taps of each output pixel gathered (im2col), four to a word
             hp, wp = h + top + bottom, wd + left + right
             xq = relax.op.reshape(xq, (c, h, wd))
@@ -177,7 +185,8 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             if pl != p:
                 quads = relax.op.nn.pad(quads, [0, 0, 0, pl - p, 0, 0])
         wmat = _zero_columns(wq.reshape(n, k), k4)
-        func = kernel((isa.name, "conv1x1", f"n{n}", f"k{k4}", f"p{pl}"), lambda: conv_kernel(n, k4, pl, isa))
+        func = kernel((isa.name, "conv1x1", *_variant(kisa), f"n{n}", f"k{k4}", f"p{pl}"),
+                      lambda: conv_kernel(n, k4, pl, kisa))  # fmt: skip
         acc = relax.call_tir(func, [quads, relax.const(wmat)], relax.TensorType((n, pl), "int32"))
         if pl != p:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[p])
@@ -193,17 +202,18 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         shape = tensor_shape(found[0]) if found is not None else []
         if found is None or not takes_matmul(shape, found[1].shape):
             return expr
-        xq, wq = found
+        xq, wq, kisa = found
         done += 1
-        return dense(xq, shape, np.ascontiguousarray(wq.T))
+        return dense(xq, shape, np.ascontiguousarray(wq.T), kisa)
 
-    def dense(xq: relax.Expr, shape: list[int], wq: np.ndarray) -> relax.Expr:
-        """``xq`` ([p, k] int8) times ``wq`` ([n, k] s8) on the dense kernel: [p, n] int32."""
+    def dense(xq: relax.Expr, shape: list[int], wq: np.ndarray, kisa: DotIsa) -> relax.Expr:
+        """``xq`` ([p, k] int8) times ``wq`` ([n, k] s8) on the dense kernel of ``kisa``: [p, n] int32."""
         p, k = shape
         k4 = -(-k // DEPTH) * DEPTH
         wt = _zero_columns(wq, k4)  # (N, K4)
         packed, nl = _pack_weights(wt, lanes)
-        func = kernel((isa.name, "dense", f"p{p}", f"k{k4}", f"n{nl}"), lambda: dense_kernel(p, k4, nl, isa))
+        func = kernel((isa.name, "dense", *_variant(kisa), f"p{p}", f"k{k4}", f"n{nl}"),
+                      lambda: dense_kernel(p, k4, nl, kisa))  # fmt: skip
         acts = _pad_axis(activations(xq), 1, k4 - k)
         acc = relax.call_tir(func, [acts, relax.const(packed)], relax.TensorType((p, nl), "int32"))
         if nl != wt.shape[0]:
@@ -304,6 +314,11 @@ def sink_views(func: Any) -> Any:
             return func
         func = new
     return func
+
+
+def _variant(isa: DotIsa) -> tuple[str, ...]:
+    """What a kernel's name adds for ``isa``'s variant (after the instruction set, which the census reads)."""
+    return ("u7",) if isa.nonneg else ()
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from autotune.compiler.build import FINALIZE, FUSE, PREPARE, SCHEDULE, BuildOptions, run_steps
-from autotune.compiler.dot_kernels import ISAS, conv_kernel, dense_kernel, dot_path, schedule_dot
+from autotune.compiler.dot_kernels import ISAS, conv_kernel, dense_kernel, dot_path, nonneg_variant, schedule_dot
 from autotune.compiler.dot_layout import PACK_LANES, pack_kernel, pad_kernel
 from autotune.compiler.dot_rewrite import to_dot_product
 
@@ -33,14 +33,15 @@ def _dot_host():
 
 
 def _isas_here():
-    """The x86 instruction sets this CPU runs (its own first), with a target for each."""
+    """The x86 instruction sets this CPU runs (its own first), with a target for each, and their
+    variants for non-negative activations (AVX2's without the sign transfer)."""
     import tvm
 
     host = _host()
     out = [(host, ISAS[dot_path(host)])] if dot_path(host) in ISAS else []
     if dot_path(host) == "vnni":  # the AVX2 kernels run on any AVX2 CPU
         out.append((tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}), ISAS["avx2"]))
-    return out
+    return out + [(t, nonneg_variant(isa)) for t, isa in out if nonneg_variant(isa) != isa]
 
 
 def _each_isa(test):
@@ -68,14 +69,14 @@ def _run(func, target, *arrays, out_shape):
 
 
 def _activations(rng, isa, shape):
-    lo, hi = (0, 256) if isa.activations == "uint8" else (-128, 128)
+    lo, hi = (0, 256) if isa.activations == "uint8" else (0, 128) if isa.nonneg else (-128, 128)
     return rng.integers(lo, hi, shape).astype(isa.activations)
 
 
 def _extremes(a, w, isa):
-    """The first activation row and two weight rows at the ends of their ranges: AVX2 adds pairs of
+    """Half the activations and two weight rows at the ends of their ranges: AVX2 adds pairs of
     products in 16 bits, where 2 · 128 · 127 is the most that fits."""
-    a.reshape(-1)[: a.size // 2] = 0 if isa.activations == "uint8" else -128
+    a.reshape(-1)[: a.size // 2] = 0 if isa.activations == "uint8" else 127 if isa.nonneg else -128
     w[0], w[1] = isa.min_weight, 127
 
 
@@ -90,7 +91,7 @@ def test_conv_kernel_is_exact():
         assert func is not None and func.attrs["tir.is_scheduled"]
         got = _run(func, target, a, w, out_shape=(n, p))
         acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
-        np.testing.assert_array_equal(got, w.astype(np.int64) @ acts, err_msg=isa.name)
+        np.testing.assert_array_equal(got, w.astype(np.int64) @ acts, err_msg=isa.tag)
 
     _each_isa(check)
 
@@ -104,7 +105,7 @@ def test_dense_kernel_is_exact():
         _extremes(a, w, isa)
         packed = np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
         got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, out_shape=(p, n))
-        np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T, err_msg=isa.name)
+        np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T, err_msg=isa.tag)
 
     _each_isa(check)
 
@@ -215,6 +216,49 @@ def test_avx2_leaves_a_layer_with_a_minus_128_weight_on_the_generic_code():
     assert n == 1  # the matmul only
     names = [gv.name_hint for gv, _ in rewritten.functions_items()]
     assert [name for name in names if "dense" in name] and not [name for name in names if "conv1x1" in name]
+
+
+def test_avx2_skips_the_sign_transfer_where_the_activations_cannot_be_negative():
+    """A 1×1 convolution of a quantized ReLU: its activations lie in [0, 127], each its own ``|a|``,
+    so the kernel multiplies them as they are (no ``psign``; a -128 weight is fine there), exactly;
+    the same convolution of a signed input keeps the sign transfer."""
+    import tvm
+    from tvm import relax
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"})
+    rng = np.random.default_rng(9)
+    w = rng.integers(-128, 128, (20, 8, 1, 1), dtype=np.int8)
+    w[0, 0, 0, 0], w[1, 0, 0, 0] = -128, 127
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            outs = []
+            for source in (relax.op.nn.relu(x), x):  # non-negative, then signed
+                q = relax.op.clip(relax.op.round(relax.op.divide(source, relax.const(0.01, "float32"))), -127, 127)
+                weights = w if not outs else np.maximum(w, -127)  # (a signed input cannot take -128)
+                conv = relax.op.nn.conv2d(relax.op.astype(q, "int8"), relax.const(weights), out_dtype="int32")
+                outs.append(bb.emit(conv))
+            gv = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(gv)
+    rewritten, n = to_dot_product(bb.get(), avx2)
+    assert n == 2
+    options = BuildOptions(target=avx2, precision="int8")
+    scheduled = run_steps(FUSE + SCHEDULE, rewritten, options)
+    kernels = {gv.name_hint: f.script() for gv, f in scheduled.functions_items() if "int8_dot_" in gv.name_hint}
+    unsigned = [name for name in kernels if "conv1x1_u7" in name]
+    assert len(unsigned) == 1 and len(kernels) == 2, list(kernels)
+    for name, text in kernels.items():
+        assert "pmadd.ub.sw" in text and ("psign" in text) == (name not in unsigned), name
+    if dot_path(_host()) not in ("avx2", "vnni"):
+        return  # (compiled and inspected; this CPU cannot run it)
+    ex = tvm.compile(run_steps(FINALIZE, scheduled, options), target=avx2, relax_pipeline=None)
+    xv = rng.uniform(-1.3, 1.3, (1, 8, 4, 8)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv))
+    for i, (source, weights) in enumerate([(np.maximum(xv, 0), w), (xv, np.maximum(w, -127))]):
+        q = np.clip(np.round(source / np.float32(0.01)), -127, 127).astype(np.int64)
+        want = np.einsum("ok,bkhw->bohw", weights[:, :, 0, 0].astype(np.int64), q)
+        np.testing.assert_array_equal(got[i].numpy(), want)
 
 
 def test_a_residual_add_of_a_float_tensor_fuses_into_the_kernel():
