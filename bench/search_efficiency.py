@@ -50,7 +50,9 @@ space named unless it is the default; rewritten after every run, ``"complete": f
 last, so a killed bench keeps what it finished; each run with its trials' status, screening,
 accuracy, latency and predicted latency) and a plot of hypervolume against wall time beside
 it (``.png``, not committed). ``--work DIR`` keeps part 1 and the runs' result
-directories in DIR; a later invocation with the same ``--work``, space, profile and part-1 sizes
+directories in DIR; a later invocation with the same ``--work``, space, profile and part-1 sizes,
+on code that builds the same (the predictor's environment: ``BUILD_VERSION``, the CPU, TVM; else
+the history would be set aside and the searches would start without it),
 reuses part 1 (its measurements, kernel table and calibration) and measures only the searches, for
 example one strategy again after a change (``--strategies autotune``), to combine with
 ``--summarize``. ``--summarize JSON [JSON ...]`` re-prints a saved result (recomputing
@@ -279,8 +281,10 @@ def main(argv: list[str] | None = None) -> None:
         spec = yaml.safe_load(resolve_space_path(args.space).read_text())
         space_path = base / "space.yaml"
         space_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        from autotune.predictor import environment_key
+
         settings = {"space": args.space, "device": args.device, "candidates": args.predictor_candidates,
-                    "train": args.predictor_train}  # fmt: skip
+                    "train": args.predictor_train, "environment": environment_key(profile)}  # fmt: skip
         saved = base / "part1.json"
         kept = json.loads(saved.read_text()) if saved.exists() else None
         if kept is not None and kept["settings"] == settings and (base / "history").is_dir():
