@@ -24,8 +24,11 @@ Python harness with the same threads, repeats interleaved across engines.
 Run from the repository root (about 5 minutes on 2 cores):
 
     python bench/backends.py [--device host] [--threads 1] [--models digits,32,224] [--db latency_mobilenet32=DIR]
+                             [--act relu]
 
-Prints a table and writes ``results/bench/backends-<profile>-<YYYYMMDD>.json`` with the CPU.
+``--act`` gives every model that activation (the three are hardswish networks; a ReLU's int8
+activations cannot be negative, which AVX2's int8 kernels exploit). Prints a table and writes
+``results/bench/backends-<profile>[-<act>]-<YYYYMMDD>.json`` with the CPU.
 """
 
 from __future__ import annotations
@@ -61,14 +64,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="threads for every engine (default: %(default)s)")
     p.add_argument("--models", default="digits,32,224", help="which of digits, 32, 224 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=2, help="which sample of the latency spaces (default: %(default)s)")
+    p.add_argument(
+        "--act",
+        choices=("relu", "relu6", "hardswish"),
+        help="every model with this activation (default: each model's own; the latency spaces fix hardswish)",
+    )
     p.add_argument("--calib", type=int, default=256, help="training inputs that calibrate int8 (default: 256)")
     p.add_argument("--db", action="append", default=[], metavar="SPACE=DIR", help="a tuning database per space")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="directory for the JSON")
     return p.parse_args(argv)
 
 
-def _models(key: str, seed: int, calib: int, profile: Any) -> tuple[Any, dict[str, Any], dict[str, torch.nn.Module]]:
-    """The task, the architecture, and the fp32 and int8 models of ``key`` (eval mode, BatchNorm folded)."""
+def _models(
+    key: str, seed: int, calib: int, profile: Any, act: str | None = None
+) -> tuple[Any, dict[str, Any], dict[str, torch.nn.Module]]:
+    """The task, the architecture, and the fp32 and int8 models of ``key`` (eval mode, BatchNorm folded),
+    with activation ``act`` where given."""
     from autotune.compress.base import CompressContext
     from autotune.compress.pipeline import compress, plan_compression
     from autotune.models import build_model
@@ -82,10 +93,11 @@ def _models(key: str, seed: int, calib: int, profile: Any) -> tuple[Any, dict[st
     task = prepare_task(space, profile)
     torch.manual_seed(seed)
     if key == "digits":
-        params, arch = {f"arch.{k}": v for k, v in DEFAULT_ARCH.items()}, DEFAULT_ARCH
+        arch = {**DEFAULT_ARCH, **({"act": act} if act else {})}
+        params = {f"arch.{k}": v for k, v in arch.items()}
         model = build_model(task.family, arch, task.data.input_shape, task.data.num_classes)
     else:
-        params = sample_configs(space, seed + 1, seed)[-1]
+        params = {**sample_configs(space, seed + 1, seed)[-1], **({"arch.act": act} if act else {})}
         model, _ = task.build(make_trial_config(params, space, trial_id="b", seed=seed, passes=task.passes))
     model = model.eval()
     fold_batchnorm(model)
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(c, justify="left" if c in ("model", "precision", "engine", "ran as") else "right")
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as wd:
         for key in args.models.split(","):
-            task, params, models = _models(key, args.seed, args.calib, profile)
+            task, params, models = _models(key, args.seed, args.calib, profile, args.act)
             calls, facts = _builds(key, task, models, profile, dbs, Path(wd))
             with torch.inference_mode():
                 timed = python_harness(calls, Measure(warmup=5, number=3, repeat=9, min_repeat_ms=100))
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"timed {key}: fastest {min(timed, key=lambda n: timed[n]['latency_ms'])}")
     console.print(table)
     stamp = dt.date.today().strftime("%Y%m%d")
-    write_report(args.out, f"backends-{profile.name}-{stamp}", report)
+    write_report(args.out, f"backends-{profile.name}-{args.act + '-' if args.act else ''}{stamp}", report)
 
 
 if __name__ == "__main__":
