@@ -17,14 +17,14 @@ import numpy as np
 __all__ = ["non_negative"]
 
 #: Ops whose result is never negative, whatever their input.
-_ALWAYS = frozenset({"relax.nn.relu", "relax.nn.relu6", "relax.sigmoid", "relax.exp", "relax.abs", "relax.sqrt"})
+_ALWAYS = frozenset({"relax.nn.relu", "relax.nn.relu6", "relax.sigmoid", "relax.nn.softmax", "relax.exp", "relax.abs"})
 #: Ops whose result is non-negative where their (first) tensor input is: they move, select, pool,
 #: round or convert values.
 _KEEP = frozenset({
-    "relax.astype", "relax.round", "relax.floor", "relax.ceil", "relax.reshape", "relax.permute_dims",
+    "relax.round", "relax.floor", "relax.ceil", "relax.reshape", "relax.permute_dims",
     "relax.strided_slice", "relax.take", "relax.flatten", "relax.squeeze", "relax.expand_dims",
     "relax.broadcast_to", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
-    "relax.mean", "relax.sum", "relax.max", "relax.min", "relax.memory.view",
+    "relax.mean", "relax.sum", "relax.max", "relax.min",
 })  # fmt: skip
 #: Binary ops whose result is non-negative where both inputs are (``divide``: ``_call``).
 _BOTH = frozenset({"relax.add", "relax.multiply", "relax.minimum"})
@@ -72,6 +72,8 @@ class _Signs:
             return True
         if op in _KEEP:
             return self.non_negative(args[0])
+        if op == "relax.astype":  # to float or a wide integer; to a narrow one only what fits (no wrap)
+            return self.non_negative(args[0]) and _fits(self._value(args[0]), str(call.attrs.dtype))
         if op == "relax.clip":  # clip(x, lo, hi): a lower bound of at least 0, or x non-negative
             lo = _number(args[1])
             return (lo is not None and lo >= 0) or self.non_negative(args[0])
@@ -97,6 +99,18 @@ def _number(expr: Any, field: str = "value") -> float | None:
         if isinstance(expr, (int, float)):
             return float(expr)
     return None
+
+
+def _fits(expr: Any, dtype: str) -> bool:
+    """Whether a non-negative ``expr`` converts to ``dtype`` without wrapping round: a float or a
+    32/64-bit integer takes what a float tensor holds here (values of 8-bit networks); a narrower
+    integer only the result of a clip whose upper bound it holds (the quantizer's)."""
+    if dtype.startswith(("float", "bfloat")) or dtype in ("int32", "int64"):
+        return True
+    limit = {"int8": 127, "uint8": 255, "int16": 32767, "uint16": 65535}.get(dtype)
+    op = getattr(getattr(expr, "op", None), "name", None)
+    hi = _number(expr.args[2]) if op == "relax.clip" else None
+    return limit is not None and hi is not None and hi <= limit
 
 
 def _all(expr: Any, test: Any) -> bool:

@@ -59,6 +59,8 @@ def test_activations_that_cannot_be_negative():
             "relu * hardsigmoid": _quantized(op.multiply(relu, op.divide(op.clip(op.add(x, _c(3.0)), 0, 6), _c(6.0)))),
             "padded with zeros": op.nn.pad(_quantized(relu), [0, 0, 0, 0, 1, 1, 1, 1]),
             "slice of a concat": op.strided_slice(op.concat([relu, op.nn.relu(x)], axis=1), [1], [0], [2]),
+            "relu to float16, to int32": op.astype(op.astype(relu, "float16"), "int32"),
+            "relu clipped to 255, to uint8": op.astype(op.clip(op.round(relu), 0, 255), "uint8"),
         }
 
     assert _signs(make) == dict.fromkeys(_signs(make), True)
@@ -83,6 +85,8 @@ def test_signed_activations_are_never_called_non_negative():
             "max(x, -1)": op.maximum(x, _c(-1.0)),
             "padded with -1": op.nn.pad(relu, [0, 0, 0, 0, 1, 1, 1, 1], pad_value=-1.0),
             "concat of relu and input": op.concat([relu, x], axis=1),
+            "relu to int8 unclipped (wraps)": op.astype(op.round(op.divide(relu, _c(0.001))), "int8"),
+            "relu clipped to 200, to int8": op.astype(op.clip(op.round(relu), 0, 200), "int8"),
         }
 
     assert _signs(make) == dict.fromkeys(_signs(make), False)
