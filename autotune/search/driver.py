@@ -204,6 +204,18 @@ def _scheduler(space: SearchSpace, cfg: RunConfig) -> Any:
     return ParetoASHA(rung=rung, by_cost=any(name not in TRAINED_METRICS for name in space.objectives))
 
 
+def _remind(scheduler: Any, previous: list[dict[str, Any]], run_dir: Path) -> None:
+    """Give a resumed run's early stopping the rung's judgements of its finished trials."""
+    from autotune.curves import read_curves
+    from autotune.search.pruning import ParetoASHA, judged_before
+
+    if not isinstance(scheduler, ParetoASHA) or not previous:
+        return
+    judged = judged_before(previous, lambda trial_id: read_curves(run_dir / "tensorboard" / trial_id), scheduler.rung)
+    scheduler.remember(judged)
+    log.info("early stopping: %d earlier trials judged at epoch %d", len(judged), scheduler.rung)
+
+
 def _run(
     space: SearchSpace,
     profile: DeviceProfile,
@@ -288,6 +300,7 @@ def _run(
                 stop=make_stopper(callback),
             ),
         )
+    _remind(tuner._local_tuner._tune_config.scheduler, previous, run_dir)  # (Tune keeps no scheduler state)
     log.info("search %s: up to %d trials, %d at a time", run.name, cfg.trials, concurrency)
     t0 = time.monotonic()
     try:

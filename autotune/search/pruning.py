@@ -14,18 +14,22 @@ judged; one that has learned nothing by the rung (validation accuracy at or unde
 ``learned`` floor, ``autotune.constraints``) stops. The cost is what the trial reported before
 training: the predicted latency when both trials have one, else the MACs; a space whose only
 objective is accuracy is judged as by plain ASHA (``by_cost=False``).
+
+Ray Tune does not save a scheduler's state, so a resumed run gives it the rung's judgements of its
+finished trials again (``judged_before``: from their rows and training curves).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-__all__ = ["Cost", "ParetoASHA", "learned_nothing", "no_slower", "should_stop"]
+__all__ = ["Cost", "ParetoASHA", "judged_before", "learned_nothing", "no_slower", "should_stop"]
 
 
 @dataclass(frozen=True)
@@ -91,5 +95,36 @@ class ParetoASHA(FIFOScheduler):
         self.stopped += stop
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
+    def remember(self, judged: Mapping[str, tuple[float, Cost]]) -> None:
+        """Take the judgements of trials an earlier run of the search made (``judged_before``)."""
+        self.recorded.update(judged)
+
     def debug_string(self) -> str:
         return f"ParetoASHA: rung at epoch {self.rung}, {len(self.recorded)} judged, {self.stopped} stopped"
+
+
+def judged_before(
+    rows: Iterable[Mapping[str, Any]], curves: Callable[[str], list[dict[str, float]]], rung: int
+) -> dict[str, tuple[float, Cost]]:
+    """What ``ParetoASHA`` recorded for the finished trials of an earlier run, rebuilt: each row's
+    validation loss at epoch ``rung`` (``curves(trial_id)``: its recorded epochs) and its cost as the
+    trial reported it (the MACs of the network before compression, the predicted latency when it was
+    screened). Trials that did not reach the rung, or planned no epoch after it, were not judged."""
+    judged = {}
+    for row in rows:
+        planned = _number(row.get("train.epochs"))
+        point = next((p for p in curves(str(row["trial_id"])) if p.get("epoch") == rung), None)
+        loss = _number(point.get("val_loss")) if point is not None else None
+        if planned is None or planned <= rung or loss is None:
+            continue
+        macs = _number(row.get("macs_uncompressed")) or _number(row.get("macs"))
+        judged[str(row["trial_id"])] = (math.inf if math.isnan(loss) else loss,
+                                        Cost(_number(row.get("latency_pred_ms")), macs))  # fmt: skip
+    return judged
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

@@ -14,6 +14,7 @@ import pytest
 from conftest import search_args
 
 import autotune
+from autotune.curves import read_curves
 
 pytestmark = [pytest.mark.slow, pytest.mark.tvm, pytest.mark.ray]
 
@@ -89,6 +90,10 @@ def test_three_trial_search_end_to_end(three):
     assert again.returncode == 1 and "already exists" in again.stderr and "--resume" in again.stderr
     resumed = _cli("search", "--resume", str(run), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Tune keeps no scheduler state: the resumed early stopping is given the trials the rung judged
+    rung = autotune.load_space(run / "space.yaml").train["epochs"] // 2
+    judged = [r for r in rows if any(p["epoch"] == rung for p in read_curves(run / "tensorboard" / r["trial_id"]))]
+    assert judged and f"early stopping: {len(judged)} earlier trials judged at epoch {rung}" in resumed.stderr
     after = autotune.read_leaderboard(run)
     assert [(r["trial_id"], r["status"], r["latency_ms"]) for r in after] == [
         (r["trial_id"], r["status"], r["latency_ms"]) for r in rows

@@ -81,7 +81,8 @@ ARROWS: dict[str, set[str]] = {
     | {"log", "space", "leaderboard", "sandbox", "quiet", "warmstart", "predictor", "tuning"}
     | {"kernel_table", "kernel_predictor", "blend"}
     | {"task", "evaluate", "screening", "constraints", "reference", "finalists"}
-    | {"catalog", "validate", "preflight", "runs", "reporting"},
+    | {"catalog", "validate", "preflight", "runs", "reporting"}
+    | {"curves"},  # a resumed run's early stopping reads the finished trials' curves
     "catalog": BASE,
     "validate": BASE | {"space", "compress", "data", "models", "plugins"},
     "preflight": BASE | {"compiler", "measure", "models", "plugins", "space", "task", "backends"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-from autotune.search.pruning import Cost, ParetoASHA, no_slower, should_stop
+from autotune.search.pruning import Cost, ParetoASHA, judged_before, no_slower, should_stop
 
 
 def test_no_slower_prefers_predicted_latency_then_macs():
@@ -76,3 +76,35 @@ def test_the_driver_picks_the_pruner_from_the_space(tmp_path):
     assert not isinstance(_scheduler(space, RunConfig(early_stopping=False)), ParetoASHA)
     accuracy_only = space.model_copy(update={"objectives": {"accuracy": "max"}})
     assert not _scheduler(accuracy_only, RunConfig()).by_cost
+
+
+def test_a_resumed_run_judges_as_the_run_before_it_would_have():
+    """Ray Tune keeps no scheduler state: a resumed run's pruner is given the rung's judgements again,
+    rebuilt from the finished trials' rows and curves (as the leaderboard reads them: strings)."""
+    live = ParetoASHA(rung=2)
+    curves, rows = {}, []
+    trials = [("a", [0.9, 0.10], 1e6, "0.02", 4), ("b", [0.8, 0.30], 2e6, "", 4), ("c", [0.7, 0.50], 5e5, "0.01", 4),
+              ("d", [0.6, 0.05], 3e6, "", 2)]  # fmt: skip
+    for tid, losses, macs, pred, planned in trials:
+        curves[tid] = []
+        for epoch, loss in enumerate(losses, 1):
+            result = {**_epoch(epoch, loss, macs, epochs_planned=planned)}
+            if pred:
+                result["cost_latency_pred_ms"] = float(pred)
+            live.on_trial_result(None, _trial(tid), result)
+            curves[tid].append({"epoch": epoch, "train_loss": 1.0, "val_loss": loss, "val_accuracy": 0.5})
+        # compressed to fewer MACs after training: the cost was reported before, as the uncompressed
+        rows.append({"trial_id": tid, "train.epochs": str(planned), "macs": str(macs / 2),
+                     "macs_uncompressed": str(macs), "latency_pred_ms": pred})  # fmt: skip
+    rows += [{"trial_id": "screened", "train.epochs": "4", "macs": "1000000.0"},  # never trained
+             {"trial_id": "early", "train.epochs": "4", "macs": "1.0"}]  # stopped before the rung  # fmt: skip
+    curves |= {"screened": [], "early": [{"epoch": 1, "val_loss": 0.01}]}
+    resumed = ParetoASHA(rung=2)
+    resumed.remember(judged_before(rows, lambda tid: curves[tid], rung=2))
+    assert resumed.recorded == live.recorded and set(live.recorded) == {"a", "b", "c"}  # d: planned 2, not judged
+    stop, go = ParetoASHA.STOP, ParetoASHA.CONTINUE
+    for newcomer, decision in [(_epoch(2, 0.6, 2.5e6), stop), (_epoch(2, 0.05, 2.5e6), go), (_epoch(2, 0.6, 1e5), go)]:
+        assert live.on_trial_result(None, _trial("e"), newcomer) == decision
+        assert resumed.on_trial_result(None, _trial("e"), newcomer) == decision
+        del live.recorded["e"], resumed.recorded["e"]
+    assert ParetoASHA(rung=2).on_trial_result(None, _trial("e"), _epoch(2, 0.6, 2.5e6)) == go  # with no memory
