@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from autotune.search.live import LiveReport
 
 
 def test_requests_fold_into_one_write_and_nothing_is_written_after_stop():
-    started, release, done = threading.Event(), threading.Event(), []
+    started, release, second, done = threading.Event(), threading.Event(), threading.Event(), []
 
     def write():
         started.set()
         release.wait(5)
         done.append(1)
+        if len(done) == 2:
+            second.set()
 
     live = LiveReport(write, min_interval_s=0.0)
     live.request()
@@ -22,9 +23,7 @@ def test_requests_fold_into_one_write_and_nothing_is_written_after_stop():
     for _ in range(10):  # rows arriving while a write runs: one more write, not ten
         live.request()
     release.set()
-    deadline = time.monotonic() + 5  # (ends the wait only; the assertions below decide)
-    while len(done) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    second.wait(5)  # (a guard against a hang; the assertions below decide)
     live.stop()  # joins the writer: no write can start or still run after it
     assert len(done) == 2 and live.writes == 2
     live.request()
@@ -49,30 +48,24 @@ def test_stop_waits_for_the_write_in_progress():
 
     stopper = threading.Thread(target=stop)
     stopper.start()
-    deadline = time.monotonic() + 5  # (ends the wait only) until stop has begun: it has refused more writes
-    while not live._stopped.is_set() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    live._stopped.wait(5)  # until stop has begun (it has refused more writes), then let the write end
     release.set()
     stopper.join(5)
     assert events == ["written", "stopped"]  # stop returned after the write it waited for
 
 
 def test_a_failing_write_does_not_stop_the_writer(caplog):
-    calls = []
+    calls, wrote = [], [threading.Event(), threading.Event()]
 
     def write():
         calls.append(1)
+        wrote[min(len(calls), 2) - 1].set()
         raise RuntimeError("matplotlib fell over")
-
-    def wait_for(n):  # the deadline only ends the wait; the assertion below decides
-        deadline = time.monotonic() + 5
-        while len(calls) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     live = LiveReport(write, min_interval_s=0.0)
     live.request()
-    wait_for(1)
+    wrote[0].wait(5)  # (guards against a hang; the assertion below decides)
     live.request()  # the writer survived the first failure: it writes again
-    wait_for(2)
+    wrote[1].wait(5)
     live.stop()
     assert len(calls) == 2 and "could not be written: matplotlib fell over" in caplog.text
