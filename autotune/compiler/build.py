@@ -86,8 +86,10 @@ log = logging.getLogger(__name__)
 #: convolution with one group on the dot-product kernels (im2col), padding stages partitioned;
 #: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI; the
 #: int8 depthwise kernels convert their input in a vectorised stage of their own; 11: AVX2 int8
-#: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer.
-BUILD_VERSION = 11
+#: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer; 12: positive
+#: scalings move inward through activations into the rescale or the weights, a quantizer's clip
+#: takes over a ReLU's.
+BUILD_VERSION = 12
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

@@ -11,6 +11,14 @@
   ``clip(x, -inf, 6)``: four vector operations per element where two do), exactly;
 - ``fold_scalings``: ``(x · c1) · c2`` by constants becomes ``x · (c1 · c2)`` (hardswish's ``/ 6``
   and the next quantizer's ``/ s``), within an ulp or two;
+- ``scalings_inward``: a multiplication by a positive constant moves inside what it scales, through
+  a ReLU, a clip, an added constant and into a float convolution's weights, so ``fold_scalings``
+  merges it with the scaling there: an int8 layer's epilogue (rescale, bias, ReLU, then the next
+  quantizer's ``1/s``) loses one multiplication per element, a float depthwise layer's all of it;
+- ``rounded_clips``: ``clip(round(relu(y)), lo, hi)`` becomes ``clip(round(y), max(lo, 0), hi)``
+  (and likewise through a clip), exactly: the next quantizer's clip does the ReLU's work. The two
+  take 48 → 40 µs off a 5×5 depthwise layer's quantizing epilogue at 48×112×112, ~85 → ~50 µs
+  (Zen 3, 1 thread);
 - ``crop_kernels``: a convolution's taps that only ever read padding are cut off its kernel, and its
   padding with them (a 5×5 depthwise layer on a 2×2 map reads 3×3 of its taps; on a 1×1 map one),
   exactly: a 32×32 MobileNet's 5×5 layers over 240 and 336 channels at 2×2 took 7.5 and 10.6 µs;
@@ -30,7 +38,16 @@ from autotune.compiler.precision import tensor_dtype, tensor_shape
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["crop_kernels", "fold_scalings", "merge_clips", "merge_reshapes", "reciprocal_divisions", "simplify"]
+__all__ = [
+    "crop_kernels",
+    "fold_scalings",
+    "merge_clips",
+    "merge_reshapes",
+    "reciprocal_divisions",
+    "rounded_clips",
+    "scalings_inward",
+    "simplify",
+]
 
 
 def reciprocal_divisions(mod: tvm.IRModule) -> tvm.IRModule:
@@ -117,6 +134,117 @@ def fold_scalings(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _bound(expr: Any) -> float | None:
+    """A clip's bound (a ``PrimValue``) as a float, or None."""
+    value = getattr(expr, "value", None)
+    return float(value) if value is not None else None
+
+
+def scalings_inward(mod: tvm.IRModule) -> tvm.IRModule:
+    """Each ``multiply(v, c)`` of ``main`` by a positive float32 constant ``c`` moves inside ``v``
+    where nothing else reads ``v``: ``relu(y) · c → relu(y · c)``, ``clip(y, a, b) · c → clip(y · c,
+    a · c, b · c)`` (a scalar ``c``), ``(y + b) · c → y · c + b · c`` and ``conv2d(x, W) · c →
+    conv2d(x, W · c)`` (float32, ``c`` per output channel or scalar); ``fold_scalings`` then merges
+    it with a scaling inside. Exact through the ReLU and the clip (rounding is monotone), within an
+    ulp or two through the addition and the convolution."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    y, b, w, c = wildcard(), is_const(), is_const(), is_const()
+    relu = is_op("relax.nn.relu")(y)
+    clip = is_op("relax.clip")(y, wildcard(), wildcard())
+    add = is_op("relax.add")(y, b)
+    conv = is_op("relax.nn.conv2d")(y, w)
+    shared: set[Any] = set()
+    bound: dict[Any, Any] = {}
+    round_op = tvm.ir.Op.get("relax.round")
+
+    def rewrite(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
+        scale = m[c].value.numpy()
+        if str(scale.dtype) != "float32" or not (np.all(scale > 0) and np.all(np.isfinite(scale))):
+            return expr
+        if tensor_dtype(expr) != "float32" or len(tensor_shape(m[y])) < scale.ndim:
+            return expr
+        inner = next(p for p in (relu, clip, add, conv) if p in m)
+        if m[inner] in shared:
+            return expr
+        scaled = relax.op.multiply(m[y], m[c])
+        if inner is relu:
+            return relax.op.nn.relu(scaled)
+        if inner is clip:  # (not a quantizer's clip: its dequantization stays one to recognise)
+            bounds, source = [_bound(v) for v in m[clip].args[1:]], bound.get(m[y], m[y])
+            if scale.size != 1 or any(v is None for v in bounds) or getattr(source, "op", None) == round_op:
+                return expr
+            k = np.float32(scale.reshape(()))
+            return relax.op.clip(scaled, *(float(np.float32(v) * k) for v in bounds))
+        if inner is add:
+            bias = m[b].value.numpy()
+            if str(bias.dtype) != "float32":
+                return expr
+            return relax.op.add(scaled, relax.const((bias * scale).astype(np.float32)))
+        folded = _scaled_conv(m[conv], m[y], m[w].value.numpy(), scale)
+        return expr if folded is None else folded
+
+    pattern = is_op("relax.multiply")(relu | clip | add | conv, c)
+    for _ in range(16):  # one step inward per pass, then the scalings that meet merge
+        before = mod["main"]
+        shared, bound = _shared_values(before), dict(relax.analysis.get_var2val(before))
+        mod["main"] = rewrite_call(pattern, rewrite, before)
+        mod = fold_scalings(mod)
+        if mod["main"].same_as(before):
+            break
+    return mod
+
+
+def _scaled_conv(call: Any, x: Any, weight: np.ndarray, scale: np.ndarray) -> Any:
+    """``call`` (a float32 NCHW/OIHW ``conv2d`` of ``x`` by ``weight``) with its output scaled by
+    ``scale`` folded into the weights, or None where ``scale`` is not per output channel."""
+    from tvm import relax
+
+    a = call.attrs
+    channels = weight.shape[0] if weight.ndim == 4 else -1
+    if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+        return None
+    if str(weight.dtype) != "float32" or str(a.out_dtype) not in ("float32", ""):
+        return None
+    per_channel = scale.ndim >= 3 and scale.shape[-3:] == (channels, 1, 1) and scale.size == channels
+    if scale.size != 1 and not per_channel:
+        return None
+    scaled = (weight * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+    return relax.op.nn.conv2d(x, relax.const(scaled), strides=a.strides, padding=a.padding, dilation=a.dilation,
+                              groups=a.groups, out_dtype=a.out_dtype)  # fmt: skip
+
+
+def rounded_clips(mod: tvm.IRModule) -> tvm.IRModule:
+    """Each ``clip(round(v), lo, hi)`` of ``main`` (float32, a quantizer) where ``v`` is ``relu(y)`` or
+    ``clip(y, a, b)`` read nowhere else → ``clip(round(y), max(lo, round(a)), min(hi, round(b)))``
+    (a ReLU: ``a = 0``, ``b = ∞``), exactly: rounding is monotone and keeps integers."""
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    y, lo, hi = wildcard(), wildcard(), wildcard()
+    relu = is_op("relax.nn.relu")(y)
+    clip = is_op("relax.clip")(y, wildcard(), wildcard())
+    rounded = is_op("relax.round")(relu | clip)
+    shared = _shared_values(mod["main"])
+
+    def rewrite(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
+        inner = relu if relu in m else clip
+        outer = [_bound(m[lo]), _bound(m[hi])]
+        inside = [0.0, float("inf")] if inner is relu else [_bound(v) for v in m[clip].args[1:]]
+        if tensor_dtype(expr) != "float32" or any(v is None for v in (*outer, *inside)) or m[inner] in shared:
+            return expr
+        low = max(outer[0], float(np.round(np.float32(inside[0]))))
+        high = min(outer[1], float(np.round(np.float32(inside[1]))))
+        if low > high:
+            return expr
+        return relax.op.clip(relax.op.round(m[y]), low, high)
+
+    mod["main"] = rewrite_call(is_op("relax.clip")(rounded, lo, hi), rewrite, mod["main"])
+    return mod
+
+
 def _shared_values(func: Any) -> set[Any]:
     """The values bound in ``func`` that more than one binding reads (through their variables)."""
     from tvm import relax
@@ -190,4 +318,5 @@ def merge_reshapes(mod: tvm.IRModule) -> tvm.IRModule:
 
 def simplify(mod: tvm.IRModule) -> tvm.IRModule:
     """All of the above, in order."""
-    return merge_reshapes(crop_kernels(fold_scalings(merge_clips(reciprocal_divisions(mod)))))
+    mod = scalings_inward(fold_scalings(merge_clips(reciprocal_divisions(mod))))
+    return merge_reshapes(crop_kernels(rounded_clips(mod)))

@@ -159,3 +159,86 @@ def test_taps_that_read_only_padding_are_cropped_exactly(size, kernel, stride, p
     with torch.inference_mode():
         want = conv(x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _epilogue(act, scale, shared=False):
+    """An int8 layer's epilogue as the rewrite leaves it: ``x · a + b`` per channel, ``act`` (relu or
+    relu6), then the next quantizer ``clip(round(· · scale), -127, 127)``; with ``shared`` a residual
+    reads the activation too."""
+    from tvm import relax
+
+    rng = np.random.default_rng(2)
+    x = relax.Var("x", relax.TensorType((6, 16), "float32"))
+    a, b = (rng.uniform(0.01, 0.1, (6, 1)).astype(np.float32), rng.uniform(-1, 1, (6, 1)).astype(np.float32))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = relax.op.add(relax.op.multiply(x, relax.const(a)), relax.const(b))
+            v = bb.emit(relax.op.nn.relu(y) if act == "relu" else relax.op.clip(y, 0.0, 6.0))
+            q = relax.op.clip(relax.op.round(relax.op.multiply(v, relax.const(np.float32(scale)))), -127.0, 127.0)
+            gv = bb.emit_output(relax.Tuple([q, v]) if shared else q)
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def _values(mod, x):
+    import tvm
+    from tvm import relax
+
+    out = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x))
+    return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_a_quantizing_epilogue_loses_its_activation_and_a_scaling(act):
+    x = np.random.default_rng(3).uniform(-200, 200, (6, 16)).astype(np.float32)
+    before = _epilogue(act, 21.0)
+    want = _values(before, x)
+    mod = simplify(_epilogue(act, 21.0))
+    names = [name for name, _ in _ops(mod)]
+    assert names == ["relax.multiply", "relax.add", "relax.round", "relax.clip"]  # no ReLU, one scaling
+    clip = next(c for c in _calls(mod) if c.op.name == "relax.clip")
+    assert [float(v.value) for v in clip.args[1:]] == [0.0, 127.0 if act == "relu" else float(np.round(6 * 21.0))]
+    got = _values(mod, x)
+    assert np.abs(got - want).max() <= 1  # (y · a + b) · s as y · (a · s) + b · s: a level at a rounding boundary
+    assert np.mean(got == want) > 0.95
+
+
+def test_scalings_stay_where_the_sign_or_another_reader_forbids_them():
+    assert "relax.nn.relu" in [name for name, _ in _ops(simplify(_epilogue("relu", -21.0)))]  # relu(y) · -s
+    shared = [name for name, _ in _ops(simplify(_epilogue("relu", 21.0, shared=True)))]
+    assert "relax.nn.relu" in shared and shared.count("relax.multiply") == 2  # the residual reads relu(y)
+    from tvm import relax  # a dequantizer, clip(round(x)) · s, stays one for int8_inputs to recognise
+
+    x = relax.Var("x", relax.TensorType((2, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            gv = bb.emit_output(relax.op.multiply(relax.op.clip(relax.op.round(x), -127.0, 127.0), relax.const(0.5)))
+        bb.emit_func_output(gv)
+    assert [name for name, _ in _ops(simplify(bb.get()))] == ["relax.round", "relax.clip", "relax.multiply"]
+
+
+def test_a_depthwise_layers_scaling_goes_into_its_weights():
+    import torch
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), torch.nn.ReLU()).eval()
+    x = torch.randn(1, 8, 6, 6)
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.linspace(0.5, 4.0, 8).reshape(1, 8, 1, 1))
+
+        def forward(self, x):
+            return model(x) * self.scale
+
+    mod = from_exported_program(torch.export.export(Scaled(), (x,)), keep_params_as_input=False)
+    mod = simplify(relax.transform.FoldConstant()(mod))  # (the bias's reshape folded, as a build's import does)
+    assert "relax.multiply" not in [name for name, _ in _ops(mod)]
+    with torch.inference_mode():
+        want = Scaled()(x).numpy()
+    np.testing.assert_allclose(_values(mod, x.numpy()), want, rtol=1e-5, atol=1e-5)
