@@ -14,7 +14,8 @@ AVX2's multiply-add pairs),
   at stride 1 the input channels (padded with zeros to a multiple of 4), where the pixels are a
   multiple of ``PACK_LANES`` in one vectorised pass (``pack_kernel`` writes each quadruple as one
   int32 and ``R.memory.view`` reads those words as bytes), otherwise a byte transpose (a gather per
-  byte) with the pixels padded to a multiple of the lanes (16 for VNNI, 8 for AVX2, 4 for dotprod);
+  byte) with the pixels padded to whole vectors of the lanes (16 for VNNI, 8 for AVX2, 4 for dotprod;
+  an even count of them from four on: ``_padded_pixels``);
   for any other kernel, stride or padding each output pixel's taps (input channel × kernel row × column: im2col),
   four to a word (``im2col_kernel``, on the input padded by ``pad_kernel``; a stride-2 layer reads
   the column phases ``StridedConvs`` made of it, so its loads are contiguous). The weights go as s8
@@ -89,6 +90,15 @@ def _pad_axis(x: Any, axis: int, extra: int) -> Any:
     return relax.op.nn.pad(x, [0, extra, 0, 0] if axis == 0 else [0, 0, 0, extra])
 
 
+def _padded_pixels(p: int, lanes: int) -> int:
+    """A convolution's ``p`` output pixels rounded up to whole vectors of ``lanes``, and to an even
+    count of them where there are several: the kernel then feeds each broadcast weight quadruple to
+    two pixel vectors (``schedule_dot``), which an odd count denies it (AVX2, 14×14: 25 → 26 vectors;
+    7×7: 7 → 8)."""
+    vectors = -(-p // lanes)
+    return (vectors + (vectors >= 4 and vectors % 2)) * lanes
+
+
 def _shift_correction(w: np.ndarray, isa: DotIsa) -> np.ndarray | None:
     """What the u8 shift of the activations adds to each output row of ``w`` (N, K): ``128 · Σ_k w``
     (None for an instruction that takes s8 activations)."""
@@ -158,7 +168,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         top, left, bottom, right = (int(v) for v in a.padding)
         oh, ow = (h + top + bottom - kh) // sh + 1, (wd + left + right - kw) // sw + 1
         n, k, p = wq.shape[0], c * kh * kw, oh * ow  # k: the taps, input channels × kernel rows × columns
-        pl, k4 = -(-p // lanes) * lanes, -(-k // DEPTH) * DEPTH  # taps padded with zeros to k4
+        pl, k4 = _padded_pixels(p, lanes), -(-k // DEPTH) * DEPTH  # taps padded with zeros to k4
         pointwise = kh == kw == sh == sw == 1 and not any((top, left, bottom, right))
         if pointwise and p == 1:  # a 1x1 map (squeeze-excite): a matmul, its lanes over output channels
             done += 1
@@ -176,6 +186,7 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             words = _pad_axis(relax.op.reshape(words, (k4 // DEPTH, p)), 1, pl - p)
             quads = relax.op.memory.view(words, (k4 // DEPTH, pl, DEPTH), isa.activations)
         elif p % PACK_LANES == 0:  # one vectorised pass; the int32 words viewed as the quadruples' bytes
+            pl = p
             pack = kernel((isa.name, "pack", f"k{k}", f"p{p}"), lambda: pack_kernel(k, p, isa), "int8_pack_")
             words = relax.call_tir(pack, [relax.op.reshape(xq, (k, p))], relax.TensorType((k4 // DEPTH, p), "int32"))
             quads = relax.op.memory.view(words, (k4 // DEPTH, p, DEPTH), isa.activations)

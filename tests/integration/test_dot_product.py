@@ -6,6 +6,7 @@ either."""
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -157,8 +158,9 @@ def _int8_model(rng, hw=(5, 5), channels=8, features=200, conv_weight=None):
 
 
 @pytest.mark.parametrize(("hw", "channels", "features"), [((5, 5), 8, 200), ((4, 8), 8, 200), ((5, 5), 6, 198),
-                                                          ((4, 8), 6, 198), ((1, 1), 6, 20)],
-                         ids=["transposed", "packed", "transposed-k6", "packed-k6", "1x1-map"])  # fmt: skip
+                                                          ((4, 8), 6, 198), ((1, 1), 6, 20), ((7, 7), 8, 392)],
+                         ids=["transposed", "packed", "transposed-k6", "packed-k6", "1x1-map",
+                              "odd-vectors"])  # fmt: skip
 def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     """... a convolution over a 1×1 map (squeeze-excite) on the matmul's kernel, lanes over its output
     channels, not on the convolution's with one pixel of a vector's lanes."""
@@ -176,6 +178,9 @@ def test_rewrite_matches_numpy_with_its_epilogue_fused(hw, channels, features):
     assert any("relu" in name for name in kernels), f"the epilogue did not fuse into the kernel: {kernels}"
     on_conv_kernel = [name for name in kernels if "conv1x1" in name]
     assert bool(on_conv_kernel) == (hw != (1, 1)), kernels  # a 1x1 map: both on the matmul's kernel
+    for name in on_conv_kernel:  # pixels in an even count of vectors from four on (7x7 on AVX2: 7 -> 8)
+        vectors = int(re.search(r"_p(\d+)", name).group(1)) // ISAS[dot_path(target)].lanes
+        assert vectors < 4 or vectors % 2 == 0, name
     copies = [gv.name_hint for gv, _ in fused.functions_items() if gv.name_hint.startswith("reshape")]
     assert not copies, f"a reshape was left as a copy kernel, not a view: {copies}"
     ex = tvm.compile(run_steps(SCHEDULE + FINALIZE, fused, options), target=target, relax_pipeline=None)
