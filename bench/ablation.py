@@ -1,0 +1,136 @@
+"""What each int8 build refinement buys: one model's int8 build with and without it, kernel by kernel.
+
+The model is one of ``bench/backends.py``'s (``--model digits|32|224``, ``--act``), quantized as
+there. Besides the build as a search makes it, the build is made again with each refinement of
+``ABLATIONS`` switched off (one at a time); every build's kernels are compiled alone
+(``autotune.compiler.kernels.build_kernels``) and all kernels of all builds are timed in
+``--rounds`` rounds, interleaved, each kernel keeping its fastest round (1 thread). The sums leave
+out the runtime's own per-call work (which ``bench/backends.py`` includes) and most of a shared
+machine's noise, so differences of a few per cent show.
+
+    python bench/ablation.py [--model 224] [--act relu] [--rounds 7]
+
+Prints a table and writes ``results/bench/ablation-<model>[-<act>]-<YYYYMMDD>.json`` with the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from candidate_cost import ROOT, environment, write_report  # noqa: E402
+
+#: A refinement: the module attribute that makes it, and what stands in for it switched off.
+ABLATIONS: dict[str, tuple[str, str, Any]] = {
+    "scalings_inward": ("autotune.compiler.simplify", "scalings_inward", lambda mod: mod),
+    "rounded_clips": ("autotune.compiler.simplify", "rounded_clips", lambda mod: mod),
+    "even_pixel_vectors": ("autotune.compiler.dot_rewrite", "_padded_pixels", lambda p, lanes: -(-p // lanes) * lanes),
+    "nonneg_kernels": ("autotune.compiler.dot_rewrite", "non_negative", lambda *_: False),
+    "int8_inputs": ("autotune.compiler.build", "int8_inputs", lambda mod: (mod, 0)),
+}
+
+
+@contextlib.contextmanager
+def _without(name: str | None) -> Iterator[None]:
+    """The build with refinement ``name`` switched off (None: as it is)."""
+    if name is None:
+        yield
+        return
+    module_name, attr, stand_in = ABLATIONS[name]
+    module = importlib.import_module(module_name)
+    kept = getattr(module, attr)
+    setattr(module, attr, stand_in)
+    try:
+        yield
+    finally:
+        setattr(module, attr, kept)
+
+
+def _timers(kernels: list[Any], rng: np.random.Generator) -> list[tuple[Any, list[Any], int]]:
+    """Each kernel's time evaluator, random arguments of its shapes, and its calls per inference."""
+    import tvm
+
+    dev, out = tvm.cpu(), []
+    for k in kernels:
+        main = tvm.runtime.load_module(k.path)
+        args = [
+            tvm.runtime.tensor(
+                rng.integers(-100, 100, shape).astype(dtype)
+                if "int" in dtype
+                else rng.standard_normal(shape).astype(dtype),
+                dev,
+            )  # fmt: skip
+            for shape, dtype in k.args
+        ]
+        out.append((main.time_evaluator("main", dev, number=20, repeat=5, min_repeat_ms=20), args, k.calls))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=("digits", "32", "224"), default="224", help="default: %(default)s")
+    p.add_argument("--act", choices=("relu", "relu6", "hardswish"), help="every layer's activation (as backends.py)")
+    p.add_argument("--seed", type=int, default=2, help="which sample of the latency spaces (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=7, help="timing rounds over all kernels (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="directory for the JSON")
+    args = p.parse_args(argv)
+    os.environ.update({"TVM_NUM_THREADS": "1", "TVM_BIND_THREADS": "0"})  # before TVM loads
+    from backends import _models
+    from rich.console import Console
+    from rich.table import Table
+
+    import autotune
+    from autotune.compiler.kernels import build_kernels
+    from autotune.exporter import export_program
+
+    profile = autotune.load_profile("host")
+    task, params, models = _models(args.model, args.seed, 256, profile, args.act)
+    program, _, _ = export_program(models["int8"], task.data.input_shape)
+    rng = np.random.default_rng(0)
+    builds: dict[str, list[Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ablation-") as wd:
+        for name in (None, *ABLATIONS):
+            with _without(name):
+                kernels = build_kernels(program, profile, out_dir=Path(wd) / (name or "all"), precision="int8",
+                                        weight_granularity="channel")  # fmt: skip
+            builds["all" if name is None else f"without {name}"] = kernels
+        timers = {build: _timers(kernels, rng) for build, kernels in builds.items()}
+        best = {build: [float("inf")] * len(t) for build, t in timers.items()}
+        for _ in range(args.rounds):
+            for build, ts in timers.items():
+                for i, (evaluator, call_args, _calls) in enumerate(ts):
+                    best[build][i] = min(best[build][i], min(evaluator(*call_args).results))
+    env = environment(profile, 1)
+    report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "environment": env,
+                              "model": args.model, "act": args.act, "params": params, "rounds": args.rounds,
+                              "builds": []}  # fmt: skip
+    total = {b: sum(t * calls * 1e6 for t, (_, _, calls) in zip(best[b], timers[b], strict=True)) for b in best}
+    table = Table(title=f"int8 build of model {args.model}{f' ({args.act})' if args.act else ''}, kernels alone, "
+                        f"1 thread, {env['cpu']}")  # fmt: skip
+    for c in ("build", "kernels", "kernel µs (sum)", "all is faster by"):
+        table.add_column(c, justify="left" if c == "build" else "right")
+    for build, kernels in builds.items():
+        gain = total[build] / total["all"]
+        report["builds"].append({"build": build, "kernels": len(kernels), "kernels_us": total[build],
+                                 "all_faster_by": gain,
+                                 "per_kernel_us": {k.name: t * k.calls * 1e6 for k, t in
+                                                   zip(kernels, best[build], strict=True)}})  # fmt: skip
+        table.add_row(build, str(len(kernels)), f"{total[build]:.1f}", "" if build == "all" else f"{gain:.3f}×")
+    Console(width=110).print(table)
+    name = f"ablation-{args.model}{f'-{args.act}' if args.act else ''}-{dt.date.today().strftime('%Y%m%d')}"
+    write_report(args.out, name, report)
+
+
+if __name__ == "__main__":
+    main()
