@@ -7,7 +7,8 @@ three tables of named steps, in order:
                StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``),
-               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``)
+               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``),
+               Requantize (8-bit quantizers round and convert in one instruction, ``autotune.compiler.requantize``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
@@ -41,6 +42,7 @@ from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.int8_inputs import int8_inputs
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
+from autotune.compiler.requantize import to_lrint
 from autotune.compiler.simplify import simplify
 from autotune.compiler.strided import split_strided_convs
 from autotune.compiler.target import resolve_target, target_json
@@ -160,6 +162,7 @@ PREPARE: tuple[Step, ...] = (
     Step("Simplify", lambda mod, o: simplify(mod)),
     # after Simplify: it crops the taps of depthwise kernels that read only padding
     Step("Int8Inputs", lambda mod, o: int8_inputs(mod)[0] if o.precision == "int8" else mod),
+    Step("Requantize", lambda mod, o: to_lrint(mod, o.target)[0] if o.precision == "int8" else mod),
 )
 
 
