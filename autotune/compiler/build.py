@@ -90,8 +90,9 @@ log = logging.getLogger(__name__)
 #: int8 depthwise kernels convert their input in a vectorised stage of their own; 11: AVX2 int8
 #: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer; 12: positive
 #: scalings move inward through activations into the rescale or the weights, a quantizer's clip
-#: takes over a ReLU's; 13: int8 convolutions' pixels padded to an even count of vectors.
-BUILD_VERSION = 13
+#: takes over a ReLU's; 13: int8 convolutions' pixels padded to an even count of vectors; 14: x86
+#: int8 quantizers round and convert in one instruction (``Requantize``).
+BUILD_VERSION = 14
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``
