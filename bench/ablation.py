@@ -38,7 +38,6 @@ ABLATIONS: dict[str, tuple[str, str, Any]] = {
     "even_pixel_vectors": ("autotune.compiler.dot_rewrite", "_padded_pixels", lambda p, lanes: -(-p // lanes) * lanes),
     "nonneg_kernels": ("autotune.compiler.dot_rewrite", "non_negative", lambda *_: False),
     "int8_inputs": ("autotune.compiler.build", "int8_inputs", lambda mod: (mod, 0)),
-    "requantize_lrint": ("autotune.compiler.build", "to_lrint", lambda mod, target: (mod, 0)),
 }
 
 

@@ -7,8 +7,7 @@ three tables of named steps, in order:
                StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``),
-               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``),
-               Requantize (8-bit quantizers round and convert in one instruction, ``autotune.compiler.requantize``)
+               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
@@ -42,7 +41,6 @@ from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.int8_inputs import int8_inputs
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
-from autotune.compiler.requantize import to_lrint
 from autotune.compiler.simplify import simplify
 from autotune.compiler.strided import split_strided_convs
 from autotune.compiler.target import resolve_target, target_json
@@ -90,9 +88,8 @@ log = logging.getLogger(__name__)
 #: int8 depthwise kernels convert their input in a vectorised stage of their own; 11: AVX2 int8
 #: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer; 12: positive
 #: scalings move inward through activations into the rescale or the weights, a quantizer's clip
-#: takes over a ReLU's; 13: int8 convolutions' pixels padded to an even count of vectors; 14: x86
-#: int8 quantizers round and convert in one instruction (``Requantize``).
-BUILD_VERSION = 14
+#: takes over a ReLU's; 13: int8 convolutions' pixels padded to an even count of vectors.
+BUILD_VERSION = 13
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``
@@ -163,7 +160,6 @@ PREPARE: tuple[Step, ...] = (
     Step("Simplify", lambda mod, o: simplify(mod)),
     # after Simplify: it crops the taps of depthwise kernels that read only padding
     Step("Int8Inputs", lambda mod, o: int8_inputs(mod)[0] if o.precision == "int8" else mod),
-    Step("Requantize", lambda mod, o: to_lrint(mod, o.target)[0] if o.precision == "int8" else mod),
 )
 
 
