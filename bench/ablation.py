@@ -5,8 +5,10 @@ there. Besides the build as a search makes it, the build is made again with each
 ``ABLATIONS`` switched off (one at a time); every build's kernels are compiled alone
 (``autotune.compiler.kernels.build_kernels``) and all kernels of all builds are timed in
 ``--rounds`` rounds, interleaved, each kernel keeping its fastest round (1 thread). The sums leave
-out the runtime's own per-call work (which ``bench/backends.py`` includes) and most of a shared
-machine's noise, so differences of a few per cent show.
+out the runtime's own per-call work and most of a shared machine's noise, so differences of a few
+per cent show; they also leave out what passes between kernels through memory (each kernel is timed
+on inputs in cache). So each whole build is timed too, the builds' repeats interleaved by one
+harness (median and CoV).
 
     python bench/ablation.py [--model 224] [--act relu] [--rounds 7]
 
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from candidate_cost import ROOT, environment, write_report  # noqa: E402
+from candidate_cost import ROOT, environment, python_harness, write_report  # noqa: E402
 
 #: A refinement: the module attribute that makes it, and what stands in for it switched off.
 ABLATIONS: dict[str, tuple[str, str, Any]] = {
@@ -86,12 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="directory for the JSON")
     args = p.parse_args(argv)
     os.environ.update({"TVM_NUM_THREADS": "1", "TVM_BIND_THREADS": "0"})  # before TVM loads
+    import tvm
     from backends import _models
     from rich.console import Console
     from rich.table import Table
+    from tvm import relax
 
     import autotune
+    from autotune.compiler import compile_artifact
     from autotune.compiler.kernels import build_kernels
+    from autotune.config.device_profile import Measure
     from autotune.exporter import export_program
 
     profile = autotune.load_profile("host")
@@ -99,35 +105,48 @@ def main(argv: list[str] | None = None) -> None:
     program, _, _ = export_program(models["int8"], task.data.input_shape)
     rng = np.random.default_rng(0)
     builds: dict[str, list[Any]] = {}
+    whole: dict[str, Any] = {}
+    x = tvm.runtime.tensor(np.ascontiguousarray(task.data.x_test[:1]), tvm.cpu())
     with tempfile.TemporaryDirectory(prefix="bench-ablation-") as wd:
         for name in (None, *ABLATIONS):
+            build = "all" if name is None else f"without {name}"
             with _without(name):
-                kernels = build_kernels(program, profile, out_dir=Path(wd) / (name or "all"), precision="int8",
-                                        weight_granularity="channel")  # fmt: skip
-            builds["all" if name is None else f"without {name}"] = kernels
+                builds[build] = build_kernels(program, profile, out_dir=Path(wd) / build / "kernels",
+                                              precision="int8", weight_granularity="channel")  # fmt: skip
+                art = compile_artifact(program, profile=profile, out_dir=Path(wd) / build / "model",
+                                       input_shape=task.data.input_shape, precision="int8",
+                                       weight_granularity="channel")  # fmt: skip
+            vm = relax.VirtualMachine(tvm.runtime.load_module(art.path), tvm.cpu())
+            whole[build] = lambda main=vm["main"]: main(x)
         timers = {build: _timers(kernels, rng) for build, kernels in builds.items()}
         best = {build: [float("inf")] * len(t) for build, t in timers.items()}
         for _ in range(args.rounds):
             for build, ts in timers.items():
                 for i, (evaluator, call_args, _calls) in enumerate(ts):
                     best[build][i] = min(best[build][i], min(evaluator(*call_args).results))
+        models_ms = python_harness(whole, Measure(warmup=10, number=20, repeat=10 * args.rounds, min_repeat_ms=20))
     env = environment(profile, 1)
     report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "environment": env,
                               "model": args.model, "act": args.act, "params": params, "rounds": args.rounds,
                               "builds": []}  # fmt: skip
     total = {b: sum(t * calls * 1e6 for t, (_, _, calls) in zip(best[b], timers[b], strict=True)) for b in best}
-    table = Table(title=f"int8 build of model {args.model}{f' ({args.act})' if args.act else ''}, kernels alone, "
-                        f"1 thread, {env['cpu']}")  # fmt: skip
-    for c in ("build", "kernels", "kernel µs (sum)", "all is faster by"):
+    table = Table(title=f"int8 build of model {args.model}{f' ({args.act})' if args.act else ''}, 1 thread, "
+                        f"{env['cpu']}")  # fmt: skip
+    for c in ("build", "kernels", "kernel µs (sum)", "all faster by", "whole model µs", "CoV", "all faster by "):
         table.add_column(c, justify="left" if c == "build" else "right")
     for build, kernels in builds.items():
-        gain = total[build] / total["all"]
+        gain, ms = total[build] / total["all"], models_ms[build]
+        whole_gain = ms["latency_ms"] / models_ms["all"]["latency_ms"]
         report["builds"].append({"build": build, "kernels": len(kernels), "kernels_us": total[build],
-                                 "all_faster_by": gain,
+                                 "all_faster_by": gain, "model_us": ms["latency_ms"] * 1e3,
+                                 "model_cov": ms["latency_cov"], "all_faster_by_whole": whole_gain,
                                  "per_kernel_us": {k.name: t * k.calls * 1e6 for k, t in
                                                    zip(kernels, best[build], strict=True)}})  # fmt: skip
-        table.add_row(build, str(len(kernels)), f"{total[build]:.1f}", "" if build == "all" else f"{gain:.3f}×")
-    Console(width=110).print(table)
+        first = build == "all"
+        table.add_row(build, str(len(kernels)), f"{total[build]:.1f}", "" if first else f"{gain:.3f}×",
+                      f"{ms['latency_ms'] * 1e3:.1f}", f"{ms['latency_cov']:.3f}",
+                      "" if first else f"{whole_gain:.3f}×")  # fmt: skip
+    Console(width=130).print(table)
     name = f"ablation-{args.model}{f'-{args.act}' if args.act else ''}-{dt.date.today().strftime('%Y%m%d')}"
     write_report(args.out, name, report)
 
