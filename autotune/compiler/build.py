@@ -73,22 +73,8 @@ log = logging.getLogger(__name__)
 
 #: Version of the code the build generates for a given workload (default schedules, int8 kernels):
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
-#: aside. 2: int8 1x1 convolutions and matmuls on the VNNI dot-product kernels; 3: depthwise
-#: convolutions' default schedules tile rows, not channels; 4: int8 on Arm's dot product (sdot);
-#: 5: stride-2 depthwise convolutions (5x5 and wider) split into column phases; 6: reshape-only
-#: kernels become views, int8 activations packed for the dot-product kernels in one vector pass,
-#: element-wise kernels vectorised over their image plane, rounding kept in vectors; 7: wide
-#: depthwise layers pad per channel, column phases tile two rows; 8: divisions by constants become
-#: products, reshape chains merge, the dot-product kernels' epilogue runs per register tile,
-#: regular stride-2 convolutions split into column phases too, the phases copied as float pairs,
-#: kernel taps that read only padding cropped, the VM's code compiled (``EXEC_MODE``); 9: float
-#: layers of an int8 model read int8 (``Int8Inputs``), shared scalings no longer folded, every int8
-#: convolution with one group on the dot-product kernels (im2col), padding stages partitioned;
-#: 10: int8 on AVX2's multiply-add pairs (``vpmaddubsw``) where a CPU has AVX2 but no VNNI; the
-#: int8 depthwise kernels convert their input in a vectorised stage of their own; 11: AVX2 int8
-#: kernels of activations that cannot be negative (a ReLU's) skip the sign transfer; 12: positive
-#: scalings move inward through activations into the rescale or the weights, a quantizer's clip
-#: takes over a ReLU's; 13: int8 convolutions' pixels padded to an even count of vectors.
+#: aside. What each bump changed: ``git log -G"^BUILD_VERSION = " autotune/compiler/build.py``
+#: (13: int8 epilogues trimmed by ``simplify``, pixels in an even count of vectors).
 BUILD_VERSION = 13
 
 
