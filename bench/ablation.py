@@ -3,8 +3,9 @@
 The model is one of ``bench/backends.py``'s (``--model digits|32|224``, ``--act``), quantized as
 there. Besides the build as a search makes it, the build is made again with each refinement of
 ``ABLATIONS`` switched off (one at a time); every build's kernels are compiled alone
-(``autotune.compiler.kernels.build_kernels``) and all kernels of all builds are timed in
-``--rounds`` rounds, interleaved, each kernel keeping its fastest round (1 thread). The sums leave
+(``autotune.compiler.kernels.build_kernels``) and timed as ``autotune profile`` times them
+(``autotune.measure.kernels.time_kernels``), all builds in turn for ``--rounds`` rounds, each kernel
+keeping its fastest round (1 thread). The sums leave
 out the runtime's own per-call work and most of a shared machine's noise, so differences of a few
 per cent show; they also leave out what passes between kernels through memory (each kernel is timed
 on inputs in cache). So each whole build is timed too, the builds' repeats interleaved by one
@@ -59,26 +60,6 @@ def _without(name: str | None) -> Iterator[None]:
         setattr(module, attr, kept)
 
 
-def _timers(kernels: list[Any], rng: np.random.Generator) -> list[tuple[Any, list[Any], int]]:
-    """Each kernel's time evaluator, random arguments of its shapes, and its calls per inference."""
-    import tvm
-
-    dev, out = tvm.cpu(), []
-    for k in kernels:
-        main = tvm.runtime.load_module(k.path)
-        args = [
-            tvm.runtime.tensor(
-                rng.integers(-100, 100, shape).astype(dtype)
-                if "int" in dtype
-                else rng.standard_normal(shape).astype(dtype),
-                dev,
-            )  # fmt: skip
-            for shape, dtype in k.args
-        ]
-        out.append((main.time_evaluator("main", dev, number=20, repeat=5, min_repeat_ms=20), args, k.calls))
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=("digits", "32", "224"), default="224", help="default: %(default)s")
@@ -99,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     from autotune.compiler.kernels import build_kernels
     from autotune.config.device_profile import Measure
     from autotune.exporter import export_program
+    from autotune.measure.kernels import time_kernels
 
     profile = autotune.load_profile("host")
     task, params, models = _models(args.model, args.seed, 256, profile, args.act)
     program, _, _ = export_program(models["int8"], task.data.input_shape)
-    rng = np.random.default_rng(0)
     builds: dict[str, list[Any]] = {}
     whole: dict[str, Any] = {}
     x = tvm.runtime.tensor(np.ascontiguousarray(task.data.x_test[:1]), tvm.cpu())
@@ -118,18 +99,17 @@ def main(argv: list[str] | None = None) -> None:
                                        weight_granularity="channel")  # fmt: skip
             vm = relax.VirtualMachine(tvm.runtime.load_module(art.path), tvm.cpu())
             whole[build] = lambda main=vm["main"]: main(x)
-        timers = {build: _timers(kernels, rng) for build, kernels in builds.items()}
-        best = {build: [float("inf")] * len(t) for build, t in timers.items()}
-        for _ in range(args.rounds):
-            for build, ts in timers.items():
-                for i, (evaluator, call_args, _calls) in enumerate(ts):
-                    best[build][i] = min(best[build][i], min(evaluator(*call_args).results))
+        best: dict[str, dict[str, float]] = {build: {} for build in builds}
+        for _ in range(args.rounds):  # each kernel's median by the profile's policy, its fastest round kept
+            for build, kernels in builds.items():
+                for name, seconds in time_kernels(kernels, profile).items():
+                    best[build][name] = min(best[build].get(name, float("inf")), seconds)
         models_ms = python_harness(whole, Measure(warmup=10, number=20, repeat=10 * args.rounds, min_repeat_ms=20))
     env = environment(profile, 1)
     report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "environment": env,
                               "model": args.model, "act": args.act, "params": params, "rounds": args.rounds,
                               "builds": []}  # fmt: skip
-    total = {b: sum(t * calls * 1e6 for t, (_, _, calls) in zip(best[b], timers[b], strict=True)) for b in best}
+    total = {b: sum(best[b][k.name] * k.calls * 1e6 for k in kernels) for b, kernels in builds.items()}
     table = Table(title=f"int8 build of model {args.model}{f' ({args.act})' if args.act else ''}, 1 thread, "
                         f"{env['cpu']}")  # fmt: skip
     for c in ("build", "kernels", "kernel µs (sum)", "all faster by", "whole model µs", "CoV", "all faster by "):
@@ -140,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         report["builds"].append({"build": build, "kernels": len(kernels), "kernels_us": total[build],
                                  "all_faster_by": gain, "model_us": ms["latency_ms"] * 1e3,
                                  "model_cov": ms["latency_cov"], "all_faster_by_whole": whole_gain,
-                                 "per_kernel_us": {k.name: t * k.calls * 1e6 for k, t in
-                                                   zip(kernels, best[build], strict=True)}})  # fmt: skip
+                                 "per_kernel_us": {k.name: best[build][k.name] * k.calls * 1e6
+                                                   for k in kernels}})  # fmt: skip
         first = build == "all"
         table.add_row(build, str(len(kernels)), f"{total[build]:.1f}", "" if first else f"{gain:.3f}×",
                       f"{ms['latency_ms'] * 1e3:.1f}", f"{ms['latency_cov']:.3f}",
