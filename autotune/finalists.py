@@ -1,4 +1,11 @@
-"""Finalist re-tuning: a finished trial's model tuned with a larger budget, checked and timed again."""
+"""Finalist re-tuning: a finished trial's model tuned with a larger budget, checked and timed again.
+
+``retune_trial`` is the whole job for a fresh process: the search driver runs it as a Ray task on
+its own node, so it tunes and times with the workers' environment (``task.worker_env``: TVM's
+thread pool sized to the profile's ``measure.threads`` before TVM starts), as every trial was timed.
+The driver's own process has TVM's default pool (every core): a finalist timed there, and the
+tuning records measured from it, would not be on the search's scale.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from autotune.compress.pipeline import deployment, plan_compression
+from autotune.config.device_profile import DeviceProfile
+from autotune.config.search_space import SearchSpace
 from autotune.deploy import deploy, tuning_request
+from autotune.errors import CandidateFailed
 from autotune.quiet import QuietLock
 from autotune.reference import install_pairing
-from autotune.task import Task, load_trained_model
+from autotune.task import Task, load_trained_model, prepare_task
 
-__all__ = ["retune"]
+__all__ = ["retune", "retune_trial"]
 
 
 def retune(
@@ -50,3 +60,33 @@ def retune(
         "tune_db_hits": artifact.tune_db_hits,
         "tune_db_misses": artifact.tune_db_misses,
     }
+
+
+def retune_trial(
+    row: Mapping[str, Any],
+    space: SearchSpace,
+    profile: DeviceProfile,
+    *,
+    run_dir: str | Path,
+    trials: int,
+    tuning_db: str | Path,
+) -> dict[str, Any]:
+    """``retune`` with the task prepared here (its data from the run's cache); a ``CandidateFailed``
+    comes back as the row's ``error`` (the trial's own results stay).
+
+    Raises:
+        RuntimeError: this process lacks the workers' environment on a local profile (a bug of the
+            caller: TVM's unsized pool hands every parallel loop to a pool thread, about 25x slower
+            on a small model here).
+    """
+    import os
+
+    from autotune.task import worker_env
+
+    if profile.runner.kind == "local" and any(os.environ.get(k) != v for k, v in worker_env(profile).items()):
+        raise RuntimeError(f"retune_trial needs {worker_env(profile)} set before TVM starts; run it in a worker")
+    task = prepare_task(space, profile, cache_dir=Path(run_dir) / "cache")
+    try:
+        return retune(row, task, run_dir=run_dir, trials=trials, tuning_db=tuning_db)
+    except CandidateFailed as err:
+        return {"error": f"finalist re-tune failed: {err}"}

@@ -340,17 +340,23 @@ def _tune_finalists(
     time_left_s: float | None,
 ) -> None:
     """Re-tune the Pareto front's best ``finalists`` with the larger budget, one at a time (tuning
-    uses every core), re-measure them and record ``latency_tuned_ms``; ranks are then recomputed."""
-    from autotune.errors import CandidateFailed
-    from autotune.finalists import retune
-    from autotune.task import prepare_task
+    uses every core), re-measure them and record ``latency_tuned_ms``; ranks are then recomputed.
+
+    Each runs as a Ray task on this node (where the run directory is), in a worker that has the
+    workers' environment, not in this process (``autotune.finalists``)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from autotune.finalists import retune_trial
 
     cfg = profile.tuning
     first = next(iter(space.objectives))
     rows = [r for r in board.rewrite() if r.get("pareto_rank") == 1 and not r.get("latency_tuned_ms")]
     column, sign = metric_column(first), -1 if space.objectives[first] == "max" else 1
     rows.sort(key=lambda r: sign * (r.get(column) or 0))
-    task = prepare_task(space, profile, cache_dir=run_dir / "cache")
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(retune_trial).options(num_cpus=1, max_retries=0, scheduling_strategy=here)
+    db = str(_tuning_db(profile, run_dir))
     t0 = time.monotonic()
     for row in rows[: cfg.finalists]:
         if time_left_s is not None and time.monotonic() - t0 >= time_left_s:
@@ -358,19 +364,15 @@ def _tune_finalists(
             break
         callback.progress.running[row["trial_id"]] = f"finalist: tuning {cfg.trials_per_finalist} trials"
         callback.emit()
-        try:
-            update = retune(
-                row, task, run_dir=run_dir, trials=cfg.trials_per_finalist, tuning_db=_tuning_db(profile, run_dir)
-            )
-        except CandidateFailed as err:
-            update = {"error": f"finalist re-tune failed: {err}"}
+        ref = task.remote(dict(row), space, profile, run_dir=str(run_dir), trials=cfg.trials_per_finalist, tuning_db=db)
+        update = ray.get(ref)
         callback.progress.running.pop(row["trial_id"], None)
         board.add({**row, **update})
         log.info(
-            "finalist %s: %.4f ms untuned -> %s ms tuned",
+            "finalist %s: %.4g ms untuned -> %s tuned",
             row["trial_id"],
             row["latency_ms"],
-            update.get("latency_tuned_ms"),
+            f"{update['latency_tuned_ms']:.4g} ms" if update.get("latency_tuned_ms") else update.get("error"),
         )
     callback.emit()
 
