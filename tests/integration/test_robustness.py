@@ -62,7 +62,7 @@ def test_sigkill_of_everything_then_resume(tmp_path, repo):
         sys.executable,
         "-m",
         "autotune.cli",
-        *search_args(res, "kill", "--concurrency", "2", "--no-early-stopping", trials=6),
+        *search_args(res, "kill", "--concurrency", "2", "--no-early-stopping", trials=4),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run = res / "kill"
@@ -78,7 +78,7 @@ def test_sigkill_of_everything_then_resume(tmp_path, repo):
             pass
     proc.wait(30)
     before = {r["trial_id"]: r for r in _rows(run)}
-    assert 2 <= len(before) < 6
+    assert 2 <= len(before) < 4
 
     r = subprocess.run(
         [sys.executable, "-m", "autotune.cli", "search", "--resume", str(run)],
@@ -89,7 +89,7 @@ def test_sigkill_of_everything_then_resume(tmp_path, repo):
     assert r.returncode == 0, r.stderr[-3000:]
     after = autotune.read_leaderboard(run)
     ids = [row["trial_id"] for row in after]
-    assert len(ids) == len(set(ids)) == 6
+    assert len(ids) == len(set(ids)) == 4
     stored = {row["trial_id"]: row for row in _rows(run)}
     for tid, row in before.items():  # finished trials unchanged
         assert stored[tid]["latency_ms"] == row["latency_ms"] and stored[tid]["status"] == row["status"]
