@@ -112,3 +112,11 @@ def test_local_runner_times_a_compiled_model(tmp_path, repo):
     with pytest.raises(CandidateFailed) as failed:
         local.measure(_fake_artifact(tmp_path / "x"), profile, np.zeros((1, 1, 8, 8), np.float32))
     assert failed.value.stage == "measure"
+
+
+def test_the_local_runner_names_a_thread_pool_that_is_not_the_profiles():
+    from autotune.measure.local import pool_warning
+
+    assert pool_warning(1, 1, {"TVM_NUM_THREADS": "1"}) is None
+    assert "asks for 2" in pool_warning(2, 1, {"TVM_NUM_THREADS": "1"})
+    assert "TVM_NUM_THREADS=1" in pool_warning(1, 1, {})  # TVM's own sizing: slow on some machines
