@@ -74,8 +74,8 @@ log = logging.getLogger(__name__)
 #: Version of the code the build generates for a given workload (default schedules, int8 kernels):
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. What each bump changed: ``git log -G"^BUILD_VERSION = " autotune/compiler/build.py``
-#: (13: int8 epilogues trimmed by ``simplify``, pixels in an even count of vectors).
-BUILD_VERSION = 13
+#: (14: narrow depthwise convolutions unrolled up to 512 steps, ``tuning.default.NARROW_DEPTHWISE``).
+BUILD_VERSION = 14
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

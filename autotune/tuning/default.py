@@ -22,7 +22,9 @@ decisions set by a fixed rule instead of by measurement:
   padded plane is convolved while it is in cache (``_pads_per_channel``); any other padding stage
   pads the whole input first, its border and interior split apart by TIR's loop partitioning
   (``_partitioned_padding``);
-- reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps;
+- reduction loops get an inner tile of up to ``REDUCTION_TILE``; explicit unrolling up to 64 steps,
+  512 for some narrow depthwise convolutions (``_unrolls_channel``: a channel's rows unrolled
+  together, so LLVM interleaves their independent FMA chains and reuses each loaded input row);
 - a kernel with nothing to tile (element-wise, injective: the quantize steps of an int8 model) is
   vectorised over each channel's image plane (``_flat_vectors``).
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     import tvm
 
 __all__ = [
+    "NARROW_DEPTHWISE",
     "PHASE_ROW_TILE",
     "REDUCTION_TILE",
     "REGISTER_TILE",
@@ -58,6 +61,12 @@ ROW_TILE = 4
 #: Output rows of a strided depthwise convolution's column phases computed together (1.3x faster
 #: than ``ROW_TILE`` on 5×5 layers at 112×112 and 56×56 here, Zen 5, 1 thread).
 PHASE_ROW_TILE = 2
+#: Output width up to which a (not strided) depthwise convolution may unroll up to 512 steps, not 64
+#: (``_unrolls_channel``). Alone, on Zen 3 (1 thread): 1.5-1.6x faster at 7×7, 1.28x on 3×3 at
+#: 14×14, 1.1x on 5×5 at 16×16; 3×3 layers whose rows fill the register tile lost 5-8 % at 8 and
+#: 16 columns, and wider layers lose (3×3 at 64 columns 1.1x, at 112 1.7x slower: the width loop
+#: unrolls too).
+NARROW_DEPTHWISE = 32
 #: Inner tile of each reduction loop.
 REDUCTION_TILE = 4
 #: Block names of a convolution's padding stage (TVM's legalization, TOPI).
@@ -104,6 +113,13 @@ def _pads_per_channel(width: int, kernel: int) -> bool:
     return width >= 112 or (width >= 56 and kernel >= 5)
 
 
+def _unrolls_channel(depthwise: bool, extents: list[int], register: list[int], reduction: list[int]) -> bool:
+    """Whether a (not strided) depthwise layer unrolls up to 512 steps: narrow (``NARROW_DEPTHWISE``),
+    with fewer rows in registers than ``ROW_TILE`` (7 or 14 rows: few independent FMA chains) or
+    a kernel of 5 or more (rows that share input rows)."""
+    return depthwise and extents[3] <= NARROW_DEPTHWISE and (register[2] < ROW_TILE or reduction[2] >= 5)
+
+
 def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
     """The design space's trace with every sampling decision set by the rule (module docstring)."""
     import math
@@ -135,9 +151,10 @@ def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
         inner = _divisor_at_most(extent, REDUCTION_TILE)
         trace = trace.with_decision(inst, [extent // inner, inner], remove_postproc=True)
     for inst in trace.insts:
-        if inst.kind.name == "SampleCategorical":  # the unroll step: 64 of [0, 16, 64, 512]
+        if inst.kind.name == "SampleCategorical":  # the unroll step: 64 (512) of [0, 16, 64, 512]
             choices = len(inst.attrs[0])
-            trace = trace.with_decision(inst, min(2, choices - 1), remove_postproc=True)
+            step = 3 if _unrolls_channel(depthwise and not phases, extents, register, reduction) else 2
+            trace = trace.with_decision(inst, min(step, choices - 1), remove_postproc=True)
         elif inst.kind.name == "SampleComputeLocation":  # the padding: per channel, or at the root
             per_channel = depthwise and not phases and _pads_per_channel(extents[3], reduction[2])
             # location 1 is the conv's outer channel loop (0 the batch loop, -1 the root)

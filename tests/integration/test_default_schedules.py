@@ -143,6 +143,40 @@ def test_depthwise_convolutions_tile_rows_and_others_channels():
     assert _register_tiles((16, 1, 5, 5), groups=16, size=32, stride=2) == (1, PHASE_ROW_TILE)
 
 
+def _unroll_steps(sch):
+    """The explicit-unroll limits the schedule's loops carry."""
+    import re
+
+    return {int(n) for n in re.findall(r'"pragma_auto_unroll_max_step": (\d+)', sch.mod.script())}
+
+
+@pytest.mark.parametrize(
+    ("weight", "groups", "size", "steps"),
+    [
+        ((16, 1, 3, 3), 16, 14, 512),  # 2 rows in registers: few FMA chains
+        ((16, 1, 5, 5), 16, 32, 512),  # rows share input rows
+        ((16, 1, 3, 3), 16, 16, 64),  # 4 rows in registers, 3x3
+        ((16, 1, 3, 3), 16, 56, 64),  # wide: its width loop would unroll too
+        ((16, 16, 3, 3), 1, 14, 64),  # not depthwise
+    ],
+)
+def test_a_narrow_depthwise_layer_unrolls_its_channel_and_matches(weight, groups, size, steps):
+    """Some narrow depthwise layers unroll up to 512 steps (``_unrolls_channel``), wide ones and
+    other convolutions up to 64; the unrolled kernel still computes the convolution."""
+    import numpy as np
+    import tvm
+
+    sch = _conv_schedule(weight, groups, size=size)
+    assert _unroll_steps(sch) == {steps}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, weight[1] * groups, size, size), dtype=np.float32)
+    w = rng.standard_normal(weight, dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros((1, weight[0], size, size), np.float32))
+    tvm.compile(sch.mod, target="llvm").jit()["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w), out)
+    want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=weight[-1] // 2, groups=groups)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("kernel", "size", "per_channel"), [(5, 56, True), (3, 112, True), (3, 56, False), (5, 28, False), (3, 4, False)]
 )
