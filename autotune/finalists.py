@@ -3,8 +3,9 @@
 ``retune_trial`` is the whole job for a fresh process: the search driver runs it as a Ray task on
 its own node, so it tunes and times with the workers' environment (``task.worker_env``: TVM's
 thread pool sized to the profile's ``measure.threads`` before TVM starts), as every trial was timed.
-The driver's own process has TVM's default pool (every core): a finalist timed there, and the
-tuning records measured from it, would not be on the search's scale.
+The driver's own process has TVM's unsized pool (no ``TVM_NUM_THREADS``): a finalist timed there,
+and the tuning records measured from it, were not on the search's scale (a digits finalist 0.20 ms
+against its 0.0076 ms untuned, Zen 3).
 """
 
 from __future__ import annotations

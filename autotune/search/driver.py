@@ -365,7 +365,10 @@ def _tune_finalists(
         callback.progress.running[row["trial_id"]] = f"finalist: tuning {cfg.trials_per_finalist} trials"
         callback.emit()
         ref = task.remote(dict(row), space, profile, run_dir=str(run_dir), trials=cfg.trials_per_finalist, tuning_db=db)
-        update = ray.get(ref)
+        try:
+            update = ray.get(ref)
+        except ray.exceptions.WorkerCrashedError:  # a crash inside TVM: this finalist keeps its results
+            update = {"error": "finalist re-tune failed: its worker process died"}
         callback.progress.running.pop(row["trial_id"], None)
         board.add({**row, **update})
         log.info(
