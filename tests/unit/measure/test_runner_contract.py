@@ -119,4 +119,4 @@ def test_the_local_runner_names_a_thread_pool_that_is_not_the_profiles():
 
     assert pool_warning(1, 1, {"TVM_NUM_THREADS": "1"}) is None
     assert "asks for 2" in pool_warning(2, 1, {"TVM_NUM_THREADS": "1"})
-    assert "TVM_NUM_THREADS=1" in pool_warning(1, 1, {})  # TVM's own sizing: slow on some machines
+    assert "TVM_NUM_THREADS=1" in pool_warning(1, 1, {})  # the pool TVM sized itself is named
