@@ -44,6 +44,7 @@ ABLATIONS: dict[str, tuple[str, str, Any]] = {
     "int8_inputs": ("autotune.compiler.build", "int8_inputs", lambda mod: (mod, 0)),
     "narrow_depthwise_unroll": ("autotune.tuning.default", "NARROW_DEPTHWISE", 0),
     "depthwise_lanes": ("autotune.tuning.default", "_depthwise_lanes", lambda width, divisor, lanes: divisor),
+    "inlined_conversions": ("autotune.tuning.default", "INLINED_CONVERSION_LANES", 1 << 10),
 }
 
 

@@ -11,8 +11,10 @@ and the reader converts each value once:
 - a stride-1 depthwise convolution becomes ``call_tir(depthwise_kernel, [q, s · W])``, which
   converts its input in a vectorised stage of its own before the padding stage (both per channel
   while the plane is in cache for a wide layer: ``autotune.tuning.default``; converting inside the
-  padding's condition was scalar code: 5×5, 48 channels at 112×112, 770–1010 → 570–660 µs on the
-  Zen 3 over several runs, where the float layer takes ~565). The sums are the float sums of the
+  padding's condition was scalar code on AVX2: 5×5, 48 channels at 112×112, 770–1010 → 570–660 µs
+  on the Zen 3 over several runs, where the float layer takes ~565). With AVX-512 the default
+  schedule inlines that stage into the padding, which LLVM then vectorises with masked loads
+  (``default._vectorised_conversions``). The sums are the float sums of the
   same 8-bit values with the scale moved onto the weights (``q · (s · w)`` for ``(q · s) · w``):
   within float32 rounding, as any other order of the same products. Its blocks are named as TOPI
   names a depthwise convolution's, with the one input channel per group as a reduction of extent 1,

@@ -101,10 +101,15 @@ def test_only_8_bit_symmetric_quantizers_in_front_of_depthwise_layers_are_taken(
 
 
 @pytest.mark.parametrize(("kernel", "size", "per_channel"), [(5, 56, True), (3, 28, False)])
-def test_the_depthwise_kernel_converts_its_int8_input_in_a_vectorised_stage_of_its_own(kernel, size, per_channel):
-    """Not inside the padding's condition (scalar ``vcvtsi2ss`` per element): a conversion stage, its
-    plane vectorised, under the convolution's parallel channel loop for a wide layer, parallel over
-    the channels at the root for a narrow one; the kernel computes the float convolution of the bytes."""
+@pytest.mark.parametrize("mcpu", ["x86-64-v3", "x86-64-v4"])
+def test_the_depthwise_kernel_converts_its_int8_input_in_a_vectorised_stage_or_in_its_padding(
+    kernel, size, per_channel, mcpu
+):
+    """AVX2: not inside the padding's condition (scalar ``vcvtsi2ss`` per element) but a conversion
+    stage, its plane vectorised, under the convolution's parallel channel loop for a wide layer,
+    parallel over the channels at the root for a narrow one. AVX-512 (masked vector loads): inside
+    the padding, no stage. Either way the kernel computes the float convolution of the bytes (run
+    where this CPU has the instructions)."""
     import tvm
     from tvm import tirx
 
@@ -114,13 +119,21 @@ def test_the_depthwise_kernel_converts_its_int8_input_in_a_vectorised_stage_of_i
 
     pad = kernel // 2
     func = depthwise_kernel([1, 8, size, size], (kernel, kernel), (pad,) * 4).with_attr("global_symbol", "main")
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 1})
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
     stub_tensor_intrin(target)  # as the build does: MetaSchedule would import every intrinsic table (~40 s)
     sch = default_schedule(tvm.IRModule({"main": func}), target)
-    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock(CONVERT_BLOCKS[0]))]
-    kinds = [loop.kind for loop in loops]
-    assert kinds[-1] == tirx.ForKind.VECTORIZED and int(loops[-1].extent) >= 8
-    assert kinds[0] == tirx.ForKind.PARALLEL and (len(kinds) > 3) == per_channel
+    blocks = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    if mcpu == "x86-64-v4":
+        assert CONVERT_BLOCKS[0] not in blocks
+        assert [str(r.source) for r in sch.get(sch.get_sblock("pad_temp")).reads] == ["q"]  # the int8 input
+        host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+        if not tvm.target.codegen.llvm_cpu_has_features(["avx512f"], host):
+            return
+    else:
+        loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock(CONVERT_BLOCKS[0]))]
+        kinds = [loop.kind for loop in loops]
+        assert kinds[-1] == tirx.ForKind.VECTORIZED and int(loops[-1].extent) >= 8
+        assert kinds[0] == tirx.ForKind.PARALLEL and (len(kinds) > 3) == per_channel
     rng = np.random.default_rng(2)
     q = rng.integers(-127, 128, (1, 8, size, size)).astype(np.int8)
     w = rng.standard_normal((8, 1, kernel, kernel)).astype(np.float32)
