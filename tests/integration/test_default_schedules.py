@@ -143,6 +143,15 @@ def test_depthwise_convolutions_tile_rows_and_others_channels():
     assert _register_tiles((16, 1, 5, 5), groups=16, size=32, stride=2) == (1, PHASE_ROW_TILE)
 
 
+@pytest.mark.parametrize(("stride", "size"), [(1, 56), (2, 112)])
+def test_a_depthwise_layers_width_takes_a_power_of_two_of_the_lanes_strided_or_not(stride, size):
+    """56 output columns with AVX-512: 8 lanes, not 14 (``_depthwise_lanes``), also over the column
+    phases of a strided layer."""
+    sch = _conv_schedule((16, 1, 5, 5), groups=16, size=size, stride=stride)
+    tiles = [sch.trace.decisions[i] for i in sch.trace.insts if i.kind.name == "SamplePerfectTile"]
+    assert [[int(v) for v in d] for d in tiles if len(d) == 4][3][3] == 8
+
+
 def _unroll_steps(sch):
     """The explicit-unroll limits the schedule's loops carry."""
     import re
