@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. What each bump changed: ``git log -G"^BUILD_VERSION = " autotune/compiler/build.py``
 #: (14: narrow depthwise convolutions unrolled up to 512 steps, 28 columns in 4 lanes on AVX2).
-BUILD_VERSION = 16
+BUILD_VERSION = 17
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

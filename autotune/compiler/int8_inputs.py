@@ -19,9 +19,15 @@ and the reader converts each value once:
   within float32 rounding, as any other order of the same products. Its blocks are named as TOPI
   names a depthwise convolution's, with the one input channel per group as a reduction of extent 1,
   so default schedules and tuning treat it as the depthwise convolution it is;
-- the column-phase copy of a strided layer (``autotune.compiler.strided``) reads int8 and writes
-  ``q · s``, the very float32 values it copied before (int8 pairs read as 16-bit words where the
-  width is even: 48 channels at 112×112, 46 → 34 µs).
+- a strided depthwise layer, a copy into column phases and a convolution over them
+  (``autotune.compiler.strided``), copies the phases as bytes and convolves them with
+  ``depthwise_kernel`` (two input channels per output channel, rows two apart), its conversion per
+  channel (AVX-512: inside the convolution). On an Intel Xeon (1 thread) the 5×5 layer over 48
+  channels at 112×112 of the 3×224×224 hardswish candidate took 113 µs (copy writing float32) + 201
+  µs, now 19 + 222 µs;
+- any other column-phase copy that reads the quantizer reads int8 and writes ``q · s``, the very
+  float32 values it copied before (int8 pairs read as 16-bit words where the width is even: 48
+  channels at 112×112, 46 → 34 µs on the Zen 5).
 
 On ``bench/backends.py``'s 3×224×224 candidate (Zen 5, 1 thread) the int8 model's kernels summed
 903 → 873 µs.
@@ -46,19 +52,24 @@ __all__ = ["KERNEL_PREFIX", "depthwise_kernel", "int8_inputs"]
 KERNEL_PREFIX = "int8_input_"
 
 
-def depthwise_kernel(shape: list[int], kernel: tuple[int, int], padding: tuple[int, ...]) -> tvm.tirx.PrimFunc:
-    """``out[0, c, y, x] = Σ_ry Σ_rx float(q[0, c, y + ry - top, x + rx - left]) · w[c, 0, ry, rx]`` for
-    int8 ``q`` of ``shape`` (NCHW, batch 1), zeros outside it, stride 1, unscheduled (a TE compute)."""
+def depthwise_kernel(
+    shape: list[int], kernel: tuple[int, int], padding: tuple[int, ...], *, per_group: int = 1, row_stride: int = 1
+) -> tvm.tirx.PrimFunc:
+    """``out[0, c, y, x] = Σ_rc Σ_ry Σ_rx float(q[0, c·g + rc, y·r + ry - top, x + rx - left]) · w[c, rc, ry, rx]``
+    for int8 ``q`` of ``shape`` (NCHW, batch 1), ``g = per_group`` input channels per output channel,
+    rows ``r = row_stride`` apart, zeros outside ``q``, unscheduled (a TE compute). ``per_group=2,
+    row_stride=2`` convolves the column phases of a strided layer (``autotune.compiler.strided``),
+    which come padded (no padding stage then)."""
     from tvm import te, tirx
 
-    _, c, h, w = shape
+    _, ci, h, w = shape
     kh, kw = kernel
     top, left, bottom, right = padding
 
     q = te.placeholder(i64(*shape), "int8", name="q")
-    weight = te.placeholder(i64(c, 1, kh, kw), "float32", name="w")
-    # converted in a stage of its own (never inlined), vectorised by the default schedule: a condition
-    # per element around an int8 load kept LLVM from vectorising the padding (scalar vcvtsi2ss)
+    weight = te.placeholder(i64(ci // per_group, per_group, kh, kw), "float32", name="w")
+    # converted in a stage of its own (never inlined by MetaSchedule), vectorised by the default
+    # schedule, or inlined by it where that pays (``default._vectorised_conversions``)
     floats = te.compute(i64(*shape), lambda *i: tirx.Cast("float32", q[i]), name=CONVERT_BLOCKS[0],
                         attrs={"meta_schedule.inline_rule": "disable"})  # fmt: skip
 
@@ -66,11 +77,15 @@ def depthwise_kernel(shape: list[int], kernel: tuple[int, int], padding: tuple[i
         inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
         return tirx.if_then_else(inside, floats[n, ch, y - top, x - left], tirx.const(0.0, "float32"))
 
-    padded = te.compute(i64(1, c, h + top + bottom, w + left + right), pad, name="pad_temp")
-    rc, ry, rx = (te.reduce_axis(i64(0, e), n) for e, n in zip((1, kh, kw), ("rc", "ry", "rx"), strict=True))
+    rows, cols = h + top + bottom, w + left + right
+    padded = te.compute(i64(1, ci, rows, cols), pad, name="pad_temp") if any(padding) else floats
+    axes = (per_group, kh, kw)
+    rc, ry, rx = (te.reduce_axis(i64(0, e), n) for e, n in zip(axes, ("rc", "ry", "rx"), strict=True))
     out = te.compute(
-        i64(1, c, h + top + bottom - kh + 1, w + left + right - kw + 1),
-        lambda n, ch, y, x: te.sum(padded[n, ch + rc, y + ry, x + rx] * weight[ch, rc, ry, rx], axis=[rc, ry, rx]),
+        i64(1, ci // per_group, (rows - kh) // row_stride + 1, cols - kw + 1),
+        lambda n, ch, y, x: te.sum(
+            padded[n, ch * per_group + rc, y * row_stride + ry, x + rx] * weight[ch, rc, ry, rx], axis=[rc, ry, rx]
+        ),
         name="depthwise_conv2d_nchw",
     )
     return te.create_prim_func([q, weight, out])
@@ -79,7 +94,8 @@ def depthwise_kernel(shape: list[int], kernel: tuple[int, int], padding: tuple[i
 def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """Rewrite what reads an 8-bit symmetric quantizer's output as float in ``main`` to read it as
     int8 (module docstring): stride-1 float32 depthwise convolutions (NCHW, batch 1, one input
-    channel per group) onto ``depthwise_kernel``, and the column-phase copies of strided layers
+    channel per group) onto ``depthwise_kernel``, strided ones over column phases onto a byte copy
+    and ``depthwise_kernel`` over it, and other column-phase copies of strided layers
     (``autotune.compiler.strided``) onto their int8 variant. Returns the module and the number rewritten."""
     from tvm import relax
     from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
@@ -134,6 +150,37 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         done += 1
         return relax.call_tir(func, [xq, relax.const(scaled)], relax.TensorType(tensor_shape(expr), "float32"))
 
+    def rewrite_phases(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
+        """A strided depthwise layer, ``conv2d(copy(x))`` over its column phases: the phases copied as
+        bytes, convolved by ``depthwise_kernel`` reading them."""
+        nonlocal done
+        a, weight = expr.attrs, m[w].value.numpy()
+        phases = mod[m[callee]] if isinstance(m[callee], relax.GlobalVar) else None
+        pads = phases.attrs.get(PADS_ATTR) if phases is not None and phases.attrs is not None else None
+        shape, split = tensor_shape(m[x]), tensor_shape(m[copy])
+        found = quantized(m)
+        if found is None or pads is None or len(shape) != 4 or len(split) != 4 or weight.ndim != 4:
+            return expr
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+            return expr
+        if not int(a.groups) == shape[1] == weight.shape[0] or weight.shape[1] != 2 or str(weight.dtype) != "float32":
+            return expr
+        if [int(v) for v in (*a.strides, *a.dilation, *a.padding)] != [2, 1, 1, 1, 0, 0, 0, 0]:
+            return expr
+        if tensor_dtype(expr) != "float32":
+            return expr
+        xq, scale = found
+        pads, (rows, half) = (int(pads[0]), int(pads[1])), split[2:]
+        copy_q = kernel((*shape, *pads, rows, half), "column_phases_int8",
+                        lambda: phase_copy(shape, pads, rows, half, "int8"))  # fmt: skip
+        kernel_shape = weight.shape[2:]
+        conv_q = kernel((*split, *kernel_shape, 2), INT8_INPUT_DEPTHWISE[len(KERNEL_PREFIX) :] + "_phases",
+                        lambda: depthwise_kernel(split, kernel_shape, (0,) * 4, per_group=2, row_stride=2))  # fmt: skip
+        phases_q = relax.call_tir(copy_q, [xq], relax.TensorType(split, "int8"))
+        scaled = (weight * np.float32(scale)).astype(np.float32)
+        done += 1
+        return relax.call_tir(conv_q, [phases_q, relax.const(scaled)], relax.TensorType(tensor_shape(expr), "float32"))
+
     def rewrite_copy(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
         phases = mod[m[callee]] if isinstance(m[callee], relax.GlobalVar) else None
@@ -150,6 +197,7 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         return relax.call_tir(func, [xq], relax.TensorType(out, "float32"))
 
     main = rewrite_call(conv, rewrite_conv, mod["main"])
+    main = rewrite_call(is_op("relax.nn.conv2d")(copy, w), rewrite_phases, main)
     main = rewrite_call(copy, rewrite_copy, main)
     if not done:
         return mod, 0

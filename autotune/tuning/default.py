@@ -177,8 +177,9 @@ def _decide(trace: object, lanes: int, grouped: bool = False) -> object:
             choices = len(inst.attrs[0])
             step = 3 if _unrolls_channel(depthwise and not phases, extents, register, reduction) else 2
             trace = trace.with_decision(inst, min(step, choices - 1), remove_postproc=True)
-        elif inst.kind.name == "SampleComputeLocation":  # the padding: per channel, or at the root
-            per_channel = depthwise and not phases and _pads_per_channel(extents[3], reduction[2])
+        elif inst.kind.name == "SampleComputeLocation":  # the padding: per channel, or at the root;
+            # over column phases (padded already) an int8 input's conversion: per channel
+            per_channel = depthwise and (phases or _pads_per_channel(extents[3], reduction[2]))
             # location 1 is the conv's outer channel loop (0 the batch loop, -1 the root)
             trace = trace.with_decision(inst, 1 if per_channel else -1, remove_postproc=True)
     return trace
