@@ -33,7 +33,7 @@ class KernelTime:
     total_us: float
     share: float  # of the whole model's latency
     gflops: float  # achieved
-    peak_fraction: float | None  # of the profile's calibrated fp32 peak
+    peak_fraction: float | None  # of the profile's calibrated fp32 peak (None on int8 dot-product kernels)
     tuned: bool
     flops: float = 0.0  # of one call, as TVM counts them (0: a copy; profiles kept before this field)
 
@@ -85,6 +85,7 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
             answer or fails while profiling.
     """
     from autotune.catalog import resolve_profile_path
+    from autotune.compiler.dot_kernels import KERNEL_PREFIX
     from autotune.compiler.kernels import build_kernels
     from autotune.compress.pipeline import deployment, plan_compression
     from autotune.config.load import load_profile
@@ -132,7 +133,8 @@ def profile_trial(run_dir: str | Path, trial_id: str, device: str | Path | None 
         gflops = k.flops / s / 1e9 if s > 0 else 0.0
         times.append(KernelTime(
             name=k.name, calls=k.calls, us_per_call=s * 1e6, total_us=s * k.calls * 1e6,
-            share=s * k.calls * 1e3 / latency_ms, gflops=gflops, peak_fraction=gflops / peak if peak else None,
+            share=s * k.calls * 1e3 / latency_ms, gflops=gflops,
+            peak_fraction=gflops / peak if peak and KERNEL_PREFIX not in k.name else None,  # (int8 on dot kernels)
             tuned=k.tuned, flops=k.flops,
         ))  # fmt: skip
     times.sort(key=lambda t: -t.total_us)

@@ -74,8 +74,10 @@ log = logging.getLogger(__name__)
 #: Version of the code the build generates for a given workload (default schedules, int8 kernels):
 #: bump it when that changes, so timings of the old code (predictor history, kernel tables) are set
 #: aside. What each bump changed: ``git log -G"^BUILD_VERSION = " autotune/compiler/build.py``
-#: (14: narrow depthwise convolutions unrolled up to 512 steps, 28 columns in 4 lanes on AVX2).
-BUILD_VERSION = 17
+#: (15-17: int8 depthwise inputs converted in the padding on AVX-512, phases in power-of-two lanes,
+#: strided int8 depthwise layers over byte phases; 18: the dot-product kernels' operations counted,
+#: a feature of the kernel tables' entries).
+BUILD_VERSION = 18
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

@@ -39,6 +39,7 @@ TVM 0.27's own ``dot_16x4_vnni`` does not compile with its LLVM (the intrinsic n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "DotIsa",
     "conv_kernel",
     "dense_kernel",
+    "dot_flops",
     "dot_path",
     "i64",
     "nonneg_variant",
@@ -111,6 +113,21 @@ def nonneg_variant(isa: DotIsa) -> DotIsa:
 def _by_tag(tag: str) -> DotIsa:
     isa = ISAS[tag.removesuffix("u7")]
     return nonneg_variant(isa) if tag.endswith("u7") else isa
+
+
+def dot_flops(name: str) -> float | None:
+    """The operations (2 per multiply-add) of the dot-product kernel a PrimFunc of this ``name`` is
+    built on, read from the sizes ``autotune.compiler.dot_rewrite`` puts in its kernels' names
+    (``…conv1x1_n48_k16_p12544…``, ``…dense_p1_k160_n1008…``; padded sizes, as the kernel computes
+    them): TVM's count stops at the tensorized vectors. None for any other name."""
+    import re
+
+    if KERNEL_PREFIX not in name:
+        return None
+    found = re.search(r"_conv1x1(?:_u7)?_n(\d+)_k(\d+)_p(\d+)", name) or re.search(
+        r"_dense(?:_u7)?_p(\d+)_k(\d+)_n(\d+)", name
+    )
+    return None if found is None else 2.0 * math.prod(int(v) for v in found.groups())
 
 
 def dot_path(target: tvm.target.Target) -> str:

@@ -85,7 +85,7 @@ def build_kernels(
         except Exception as err:  # TVMError: a kernel that does not build alone
             raise CandidateFailed("compile", f"{name}: {describe(err)}") from err
         args = tuple((tuple(int(x) for x in p.ty.shape), str(p.ty.dtype)) for p in func.params)
-        kernels.append(Kernel(name, calls[name], tir_flops(func), args, str(path), name in tuned))
+        kernels.append(Kernel(name, calls[name], tir_flops(func, name), args, str(path), name in tuned))
     (out / "kernels.json").write_text(json.dumps([k.__dict__ for k in kernels], indent=1))
     return kernels
 

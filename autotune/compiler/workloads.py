@@ -89,12 +89,18 @@ def _bytes(args: tuple[tuple[tuple[int, ...], str], ...]) -> float:
     return float(sum(math.prod(shape) * bits.get(dtype, 32) / 8 for shape, dtype in args))
 
 
-def tir_flops(func: tvm.tirx.PrimFunc) -> float:
-    """TVM's count of a PrimFunc's arithmetic; 0.0 for a kernel it cannot count (dynamic loops, the
-    vector expressions of a tensorized dot-product kernel)."""
+def tir_flops(func: tvm.tirx.PrimFunc, name: str = "") -> float:
+    """TVM's count of a PrimFunc's arithmetic; for a kernel built on a dot-product kernel (``name``),
+    that kernel's multiply-adds (``dot_kernels.dot_flops``: TVM cannot count its tensorized vectors);
+    0.0 for any other kernel it cannot count (dynamic loops)."""
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
+    from autotune.compiler.dot_kernels import dot_flops
+
+    dot = dot_flops(name)
+    if dot is not None:
+        return dot
     try:
         return float(estimate_tir_flops(tvm.IRModule({"main": func})))
     except Exception:  # TVMError: "Do not have a default for prim.Broadcast" and the like
@@ -115,7 +121,7 @@ def workloads_of(fused: tvm.IRModule, tuned: set[str], calls: dict[str, int]) ->
         bare = func.without_attr("global_symbol")
         digest = f"{structural_hash(bare) & 0xFFFFFFFFFFFFFFFF:016x}"
         args = tuple((tuple(int(x) for x in p.ty.shape), str(p.ty.dtype)) for p in func.params)
-        flops = tir_flops(func)
+        flops = tir_flops(func, name)
         source = "tuned" if name in tuned else "default"
         out.append(
             Workload(f"{digest}/{source}", name, kernel_kind(name, args), calls[name], flops, _bytes(args), args)

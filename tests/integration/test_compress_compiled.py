@@ -94,7 +94,11 @@ def test_int8_compiles_to_integer_arithmetic_and_matches_its_twin(
                                 weight_granularity="channel")  # fmt: skip
         dot = [k for k in kernels if "int8_dot" in k.name]
         assert bool(dot) == (path != "generic") and all(Path(k.path).exists() for k in kernels)
-        assert all(k.flops > 0 for k in kernels if "conv2d" in k.name)  # TVM counts all but the tensorized
+        assert all(k.flops > 0 for k in kernels if "conv2d" in k.name)  # TVM counts all but the tensorized,
+        for k in dot:  # whose multiply-adds are counted apart: activations and weights are the first two
+            (a, _), (w, _) = k.args[:2]  # a [K/4, P, 4] and w [N, K], or a [P, K] and w [N/L, K/4, L, 4]
+            macs = a[1] * a[0] * a[2] * w[0] if "conv1x1" in k.name else a[0] * a[1] * w[0] * w[2]
+            assert k.flops == 2 * macs
     tol = tolerance_for(profile, precision="int8", act_bits=8)
     report = check_numerics(art, exported, digits.x_test, profile=profile, tolerance=tol)
     assert report.samples == len(digits.x_test)  # top-1 agreement over the whole test set
