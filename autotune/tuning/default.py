@@ -268,11 +268,12 @@ def _vectorised_conversions(sch: Any, lanes: int) -> None:
     """A conversion stage (``CONVERT_BLOCKS``, NCHW): each channel's plane vectorised by the widest of
     ``FLAT_VECTORS`` dividing it, parallel over the channels where it is computed at the root (else it
     sits in the convolution's parallel channel loop, beside the padding). From
-    ``INLINED_CONVERSION_LANES`` (AVX-512) it is inlined into the padding instead: LLVM vectorises
-    the conversion under the padding's condition with masked loads, and no float copy of the input
-    is written. Per layer (int8-input depthwise kernels alone, Intel Xeon, 1 thread) 5×5 at 48×112×112
-    1.24× faster, 3×3 at 16×112×112 1.36×, 72×56×56 1.76×, 120×28×28 1.3×; the same inlining
-    compiled for AVX2 was 1.2-1.3× slower at 56 and 112 columns (scalar conversions), so AVX2 and
+    ``INLINED_CONVERSION_LANES`` (AVX-512) it is inlined into its reader instead (the padding, or
+    the convolution over a strided layer's column phases): LLVM vectorises the conversion under the
+    padding's condition with masked loads, and no float copy of the input is written. Per layer
+    (int8-input depthwise kernels alone, Intel Xeon, 1 thread) 5×5 at 48×112×112 1.24× faster, 3×3
+    at 16×112×112 1.39×, at 72×56×56 1.80×, at 120×28×28 1.31×; the same inlining compiled for AVX2
+    (run on that Xeon) was 1.2-1.5× slower at 56 and 112 columns (scalar conversions), so AVX2 and
     narrower targets keep the stage."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         if not sch.get(block).name_hint.startswith(CONVERT_BLOCKS):
