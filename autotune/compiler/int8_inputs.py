@@ -20,7 +20,8 @@ and the reader converts each value once:
   names a depthwise convolution's, with the one input channel per group as a reduction of extent 1,
   so default schedules and tuning treat it as the depthwise convolution it is;
 - a strided depthwise layer, a copy into column phases and a convolution over them
-  (``autotune.compiler.strided``), copies the phases as bytes and convolves them with
+  (``autotune.compiler.strided``), whose float phases would take ``INT8_PHASES_BYTES`` or more,
+  copies the phases as bytes and convolves them with
   ``depthwise_kernel`` (two input channels per output channel, rows two apart), its conversion per
   channel (AVX-512: inside the convolution). On an Intel Xeon (1 thread) the 5×5 layer over 48
   channels at 112×112 of the 3×224×224 hardswish candidate took 113 µs (copy writing float32) + 201
@@ -35,6 +36,7 @@ On ``bench/backends.py``'s 3×224×224 candidate (Zen 5, 1 thread) the int8 mode
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,10 +48,15 @@ from autotune.tuning.default import CONVERT_BLOCKS
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["KERNEL_PREFIX", "depthwise_kernel", "int8_inputs"]
+__all__ = ["INT8_PHASES_BYTES", "KERNEL_PREFIX", "depthwise_kernel", "int8_inputs"]
 
 #: Name prefix of the kernels' PrimFuncs (the depthwise ones': ``precision.INT8_INPUT_DEPTHWISE``).
 KERNEL_PREFIX = "int8_input_"
+#: Size of a strided depthwise layer's float32 column phases from which they are copied as bytes
+#: and convolved reading int8: alone on an Intel Xeon, 5×5 over 48 channels at 112×112 (2.6 MB of
+#: phases) 113 + 161 → 19 + 155 µs; at 28×28 (0.4 MB) and 16×16 the float copy stays in cache and
+#: converting inside the convolution cost 5 % and 30 % more (AVX2 code alike).
+INT8_PHASES_BYTES = 1 << 20
 
 
 def depthwise_kernel(
@@ -167,7 +174,7 @@ def int8_inputs(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             return expr
         if [int(v) for v in (*a.strides, *a.dilation, *a.padding)] != [2, 1, 1, 1, 0, 0, 0, 0]:
             return expr
-        if tensor_dtype(expr) != "float32":
+        if tensor_dtype(expr) != "float32" or 4 * math.prod(split) < INT8_PHASES_BYTES:
             return expr
         xq, scale = found
         pads, (rows, half) = (int(pads[0]), int(pads[1])), split[2:]

@@ -62,11 +62,24 @@ def _kernels(mod):
 
 
 @pytest.mark.parametrize(
-    ("size", "kernel", "stride", "padding"),
-    [(14, 5, 1, 2), (9, 3, 1, 1), (6, 3, 1, (0, 1, 2, 1)), (16, 5, 2, 2), (15, 5, 2, 2)],
-    ids=["5x5", "3x3-odd", "asymmetric", "strided-even", "strided-odd"],
+    ("size", "kernel", "stride", "padding", "byte_phases"),
+    [
+        (14, 5, 1, 2, False),
+        (9, 3, 1, 1, False),
+        (6, 3, 1, (0, 1, 2, 1), False),
+        (16, 5, 2, 2, False),
+        (16, 5, 2, 2, True),
+        (15, 5, 2, 2, True),
+    ],
+    ids=["5x5", "3x3-odd", "asymmetric", "strided-small", "strided-even", "strided-odd"],
 )
-def test_a_layer_reading_int8_matches_the_fake_quantized_layer(size, kernel, stride, padding):
+def test_a_layer_reading_int8_matches_the_fake_quantized_layer(size, kernel, stride, padding, byte_phases, monkeypatch):
+    """A strided layer's phases go as bytes where they are large (``INT8_PHASES_BYTES``: here made 0),
+    else its copy writes the float32 values it copied before: then the very same results."""
+    from autotune.compiler import int8_inputs as module
+
+    if byte_phases:
+        monkeypatch.setattr(module, "INT8_PHASES_BYTES", 0)
     rng = np.random.default_rng(0)
     shape = (1, 6, size, size)
     weight = rng.standard_normal((6, 1, kernel, kernel)).astype(np.float32)
@@ -74,7 +87,8 @@ def test_a_layer_reading_int8_matches_the_fake_quantized_layer(size, kernel, str
     mod = simplify(split_strided_convs(_module(shape, weight, (stride, stride), padding)))
     rewritten, n = int8_inputs(mod)
     assert n == 1
-    expected = ["column", "depthwise"] if stride == 2 else ["depthwise"]  # int8_input_column_phases_int8_…
+    # int8_input_column_phases[_int8]_…, int8_input_depthwise[_phases]_…
+    expected = (["column", "depthwise"] if byte_phases else ["column"]) if stride == 2 else ["depthwise"]
     assert [name[len(KERNEL_PREFIX) :].split("_")[0] for name in _kernels(rewritten)] == expected
     assert not [gv for gv, _ in rewritten.functions_items() if gv.name_hint.startswith("column_phases")]
     census = dtype_census(rewritten)
@@ -83,6 +97,8 @@ def test_a_layer_reading_int8_matches_the_fake_quantized_layer(size, kernel, str
     want = _reference(x, weight, stride, padding)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if stride == 2 and not byte_phases:
+        np.testing.assert_array_equal(got, _run(mod, x))
 
 
 def test_only_8_bit_symmetric_quantizers_in_front_of_depthwise_layers_are_taken():
