@@ -7,9 +7,12 @@ import pytest
 
 from autotune.measure.paired import Pairing, calls_for, pairing_for, time_paired, use_pairing
 
+#: The synthetic timers: what each side returns at full speed, and the slow phase's factor.
+CANDIDATE_S, REFERENCE_S, SLOW = 2e-3, 1e-3, 1.4
+
 
 class _Machine:
-    """A machine whose speed steps between 1.0 and 1.4 every third call; each call records who ran."""
+    """A machine whose speed steps between 1.0 and ``SLOW`` every third call; each call records who ran."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
@@ -17,7 +20,7 @@ class _Machine:
     def timer(self, name: str, seconds: float):
         def run(number: int) -> float:
             self.calls.append(name)
-            slow = 1.4 if (len(self.calls) // 3) % 2 else 1.0
+            slow = SLOW if (len(self.calls) // 3) % 2 else 1.0
             return seconds * slow
 
         return run
@@ -25,13 +28,14 @@ class _Machine:
 
 def test_ratio_cancels_the_machines_speed():
     m = _Machine()
-    t = time_paired(m.timer("c", 2e-3), m.timer("r", 1e-3), number=(1, 1), min_rounds=6, max_rounds=12)
+    t = time_paired(m.timer("c", CANDIDATE_S), m.timer("r", REFERENCE_S), number=(1, 1), min_rounds=6, max_rounds=12)
     # a round's two repeats can straddle a speed step, so a few ratios are off; the median is not
     assert t.ratio == pytest.approx(2.0)
     assert t.rounds == len(t.ratios) and 6 <= t.rounds <= 12
     assert t.ratio_ci_low <= t.ratio <= t.ratio_ci_high
-    # the synthetic timers return 2 and 1 ms times a speed of 1.0-1.4: reported in ms, not seconds
-    assert 2.0 <= t.candidate_ms <= 2.8 and 1.0 <= t.reference_ms <= 1.4
+    # the synthetic timers' own values come back converted from seconds to milliseconds
+    assert CANDIDATE_S * 1e3 <= t.candidate_ms <= CANDIDATE_S * 1e3 * SLOW
+    assert REFERENCE_S * 1e3 <= t.reference_ms <= REFERENCE_S * 1e3 * SLOW
     # ABBA: the candidate goes first in even rounds, the reference in odd ones
     assert m.calls[:4] == ["c", "r", "r", "c"]
 
