@@ -76,8 +76,9 @@ log = logging.getLogger(__name__)
 #: aside. What each bump changed: ``git log -G"^BUILD_VERSION = " autotune/compiler/build.py``
 #: (15-17: int8 depthwise inputs converted in the padding on AVX-512, phases in power-of-two lanes,
 #: strided int8 depthwise layers over byte phases; 18: the dot-product kernels' operations counted,
-#: a feature of the kernel tables' entries; 19: byte phases only for large strided layers).
-BUILD_VERSION = 19
+#: a feature of the kernel tables' entries; 19: byte phases only for large strided layers; 20: the
+#: dot-product kernels' accumulators start at the VNNI shift's correction).
+BUILD_VERSION = 20
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

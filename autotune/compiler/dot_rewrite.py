@@ -21,11 +21,12 @@ AVX2's multiply-add pairs),
   the column phases ``StridedConvs`` made of it, so its loads are contiguous). The weights go as s8
   ``[N, K]`` (packed for a matmul, output features padded to a multiple of the lanes with zero rows);
   the 3×3 stem of a 3×224×224 MobileNet: 87 µs in float, 29 (im2col) + 24 µs;
-- VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and ``128 · Σ_k w[n, k]``
-  comes off each output channel, so the result is exactly the int32 that ``conv2d(int8, int8)``
-  computes (Arm's ``sdot`` and the AVX2 kernels take s8 × s8 as they are); where the activations
-  cannot be negative (``autotune.compiler.signs``: the quantized output of a ReLU) the AVX2 kernels
-  skip the sign transfer (``dot_kernels.nonneg_variant``);
+- VNNI multiplies **u8** by s8: the activations go in as ``x + 128`` and each output channel's
+  accumulators start at ``-128 · Σ_k w[n, k]`` (the kernels' ``Z``: no subtraction in the
+  epilogue), so the result is exactly the int32 that ``conv2d(int8, int8)`` computes (Arm's
+  ``sdot`` and the AVX2 kernels take s8 × s8 as they are); where the activations cannot be negative
+  (``autotune.compiler.signs``: the quantized output of a ReLU) the AVX2 kernels skip the sign
+  transfer (``dot_kernels.nonneg_variant``);
 - ``sink_views`` then moves the reshape back to NCHW (and the slice of padding) after the
   element-wise ops that follow, so the rescale, bias, activation and next quantizer fuse into the
   kernel.
@@ -136,8 +137,13 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
             kernels[key] = bb.add_func(make().with_attr("global_symbol", name), name)
         return kernels[key]
 
-    def corrected(acc: relax.Expr, correction: np.ndarray | None) -> relax.Expr:
-        return acc if correction is None else relax.op.subtract(acc, relax.const(correction))
+    def start(correction: np.ndarray | None, rows: int) -> relax.Expr:
+        """The accumulators' start: the shift's correction, negated (no subtraction per output in
+        the epilogue), zeros without one and for padded rows."""
+        out = np.zeros(rows, np.int32)
+        if correction is not None:
+            out[: correction.size] = -correction
+        return relax.const(out)
 
     def activations(xq: relax.Expr) -> relax.Expr:  # u8 = s8 + 128 for VNNI; s8 as they are for sdot
         if isa.activations == "int8":
@@ -198,14 +204,12 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         wmat = _zero_columns(wq.reshape(n, k), k4)
         func = kernel((isa.name, "conv1x1", *_variant(kisa), f"n{n}", f"k{k4}", f"p{pl}"),
                       lambda: conv_kernel(n, k4, pl, kisa))  # fmt: skip
-        acc = relax.call_tir(func, [quads, relax.const(wmat)], relax.TensorType((n, pl), "int32"))
+        args = [quads, relax.const(wmat), start(_shift_correction(wmat, isa), n)]
+        acc = relax.call_tir(func, args, relax.TensorType((n, pl), "int32"))
         if pl != p:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[p])
-        correction = _shift_correction(wmat, isa)
         done += 1
-        return relax.op.reshape(
-            corrected(acc, None if correction is None else correction.reshape(n, 1)), (1, n, oh, ow)
-        )
+        return relax.op.reshape(acc, (1, n, oh, ow))
 
     def rewrite_matmul(expr: relax.Call, m: dict[Any, Any]) -> relax.Expr:
         nonlocal done
@@ -225,11 +229,11 @@ def to_dot_product(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[tvm.IR
         packed, nl = _pack_weights(wt, lanes)
         func = kernel((isa.name, "dense", *_variant(kisa), f"p{p}", f"k{k4}", f"n{nl}"),
                       lambda: dense_kernel(p, k4, nl, kisa))  # fmt: skip
-        acts = _pad_axis(activations(xq), 1, k4 - k)
-        acc = relax.call_tir(func, [acts, relax.const(packed)], relax.TensorType((p, nl), "int32"))
+        args = [_pad_axis(activations(xq), 1, k4 - k), relax.const(packed), start(_shift_correction(wt, isa), nl)]
+        acc = relax.call_tir(func, args, relax.TensorType((p, nl), "int32"))
         if nl != wt.shape[0]:
             acc = relax.op.strided_slice(acc, axes=[1], begin=[0], end=[wt.shape[0]])
-        return corrected(acc, _shift_correction(wt, isa))
+        return acc
 
     main = rewrite_call(conv, rewrite_conv, mod["main"])
     main = rewrite_call(matmul, rewrite_matmul, main)

@@ -88,11 +88,12 @@ def test_conv_kernel_is_exact():
         a = _activations(rng, isa, (k // 4, p, 4))
         w = _weights(rng, isa, (n, k))
         _extremes(a, w, isa)
+        acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
+        start = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)  # the accumulators' start
         func = schedule_dot(conv_kernel(n, k, p, isa))
         assert func is not None and func.attrs["tir.is_scheduled"]
-        got = _run(func, target, a, w, out_shape=(n, p))
-        acts = a.transpose(0, 2, 1).reshape(k, p).astype(np.int64)  # [k, p]
-        np.testing.assert_array_equal(got, w.astype(np.int64) @ acts, err_msg=isa.tag)
+        got = _run(func, target, a, w, start, out_shape=(n, p))
+        np.testing.assert_array_equal(got, start[:, None] + w.astype(np.int64) @ acts, err_msg=isa.tag)
 
     _each_isa(check)
 
@@ -105,8 +106,9 @@ def test_dense_kernel_is_exact():
         w = _weights(rng, isa, (n, k))
         _extremes(a, w, isa)
         packed = np.ascontiguousarray(w.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
-        got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, out_shape=(p, n))
-        np.testing.assert_array_equal(got, a.astype(np.int64) @ w.astype(np.int64).T, err_msg=isa.tag)
+        start = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int32)  # the accumulators' start
+        got = _run(schedule_dot(dense_kernel(p, k, n, isa)), target, a, packed, start, out_shape=(p, n))
+        np.testing.assert_array_equal(got, start[None, :] + a.astype(np.int64) @ w.astype(np.int64).T, err_msg=isa.tag)
 
     _each_isa(check)
 
