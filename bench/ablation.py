@@ -46,6 +46,7 @@ ABLATIONS: dict[str, tuple[str, str, Any]] = {
     "depthwise_lanes": ("autotune.tuning.default", "_depthwise_lanes", lambda width, divisor, lanes: divisor),
     "inlined_conversions": ("autotune.tuning.default", "INLINED_CONVERSION_LANES", 1 << 10),
     "byte_phases": ("autotune.compiler.int8_inputs", "INT8_PHASES_BYTES", 1 << 62),
+    "rounded_conversions": ("autotune.compiler.build", "rounded_conversions", lambda mod, target: (mod, 0)),
 }
 
 

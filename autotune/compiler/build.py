@@ -7,7 +7,8 @@ three tables of named steps, in order:
                StridedConvs (column phases for contiguous loads, ``autotune.compiler.strided``),
                DotProduct (int8 onto the CPU's dot-product instructions, ``autotune.compiler.dot_rewrite``),
                Simplify (divisions by constants as products, reshape chains merged, ``autotune.compiler.simplify``),
-               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``)
+               Int8Inputs (float depthwise layers of an int8 model read int8, ``autotune.compiler.int8_inputs``),
+               Rounding (quantizers round as they convert on x86, ``autotune.compiler.rounding``)
     FUSE       TVM's CPU library dispatch and legalization + fusion, then the dot-product kernels'
                own schedules: the fused PrimFuncs are the tuning workloads
     SCHEDULE   default schedules (``autotune.tuning.default``) for every fused PrimFunc no tuned
@@ -41,6 +42,7 @@ from autotune.compiler.dot_rewrite import to_dot_product
 from autotune.compiler.int8_inputs import int8_inputs
 from autotune.compiler.memory import const_bytes, planned_bytes
 from autotune.compiler.precision import dtype_census, set_precision
+from autotune.compiler.rounding import rounded_conversions
 from autotune.compiler.simplify import simplify
 from autotune.compiler.strided import split_strided_convs
 from autotune.compiler.target import resolve_target, target_json
@@ -77,8 +79,9 @@ log = logging.getLogger(__name__)
 #: (15-17: int8 depthwise inputs converted in the padding on AVX-512, phases in power-of-two lanes,
 #: strided int8 depthwise layers over byte phases; 18: the dot-product kernels' operations counted,
 #: a feature of the kernel tables' entries; 19: byte phases only for large strided layers; 20: the
-#: dot-product kernels' accumulators start at the VNNI shift's correction).
-BUILD_VERSION = 20
+#: dot-product kernels' accumulators start at the VNNI shift's correction; 21: quantizers round as
+#: they convert on x86).
+BUILD_VERSION = 21
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``
@@ -149,6 +152,8 @@ PREPARE: tuple[Step, ...] = (
     Step("Simplify", lambda mod, o: simplify(mod)),
     # after Simplify: it crops the taps of depthwise kernels that read only padding
     Step("Int8Inputs", lambda mod, o: int8_inputs(mod)[0] if o.precision == "int8" else mod),
+    # last: the passes before it recognise the quantizers by their round and clip
+    Step("Rounding", lambda mod, o: rounded_conversions(mod, o.target)[0]),
 )
 
 

@@ -12,7 +12,7 @@ def test_the_pipeline_is_a_table_of_named_steps():
     names = [s.name for s in (*PREPARE, *FUSE, *FINALIZE)]
     assert [s.name for s in PREPARE] == [
         "FoldBatchnormToConv2D", "DecomposeOpsForInference", "Precision", "StridedConvs", "DotProduct",
-        "Simplify", "Int8Inputs"
+        "Simplify", "Int8Inputs", "Rounding"
     ]  # fmt: skip
     assert [s.name for s in FUSE] == ["CPULegalizeAndFuse", "RewriteDataflowReshape", "DotSchedules"]
     assert len(set(names)) == len(names) and all(callable(s.apply) for s in (*PREPARE, *FUSE, *FINALIZE))
