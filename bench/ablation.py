@@ -47,6 +47,7 @@ ABLATIONS: dict[str, tuple[str, str, Any]] = {
     "inlined_conversions": ("autotune.tuning.default", "INLINED_CONVERSION_LANES", 1 << 10),
     "byte_phases": ("autotune.compiler.int8_inputs", "INT8_PHASES_BYTES", 1 << 62),
     "rounded_conversions": ("autotune.compiler.build", "rounded_conversions", lambda mod, target: (mod, 0)),
+    "pixel_matmuls": ("autotune.compiler.simplify", "pixel_matmuls", lambda mod: mod),
 }
 
 

@@ -80,8 +80,8 @@ log = logging.getLogger(__name__)
 #: strided int8 depthwise layers over byte phases; 18: the dot-product kernels' operations counted,
 #: a feature of the kernel tables' entries; 19: byte phases only for large strided layers; 20: the
 #: dot-product kernels' accumulators start at the VNNI shift's correction; 21: quantizers round as
-#: they convert on x86).
-BUILD_VERSION = 21
+#: they convert on x86; 22: float squeeze-excite convolutions as matmuls).
+BUILD_VERSION = 22
 
 
 #: How the Relax VM runs a model's own function (the kernel calls, the allocations): ``compiled``

@@ -242,3 +242,40 @@ def test_a_depthwise_layers_scaling_goes_into_its_weights():
     with torch.inference_mode():
         want = Scaled()(x).numpy()
     np.testing.assert_allclose(_values(mod, x.numpy()), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pointwise_convolution_over_one_pixel_becomes_a_matmul_fused_with_its_epilogue():
+    """Squeeze-excite: the two 1×1 convolutions over the pooled 1×1 map become matmuls over
+    transposed weights, each with its bias and activation in one kernel, the same values; a 1×1
+    convolution over a larger map stays a convolution."""
+    import torch
+    import tvm
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from autotune.compiler.build import FUSE, BuildOptions, run_steps
+
+    class SqueezeExcite(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reduce, self.expand = torch.nn.Conv2d(16, 4, 1), torch.nn.Conv2d(4, 16, 1)
+            self.project = torch.nn.Conv2d(16, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.mean((2, 3), keepdim=True)
+            s = torch.sigmoid(self.expand(torch.relu(self.reduce(s))))
+            return self.project(x * s)
+
+    torch.manual_seed(0)
+    model, x = SqueezeExcite().eval(), torch.randn(1, 16, 8, 8)
+    mod = simplify(from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=False))
+    names = [name for name, _ in _ops(mod)]
+    assert names.count("relax.matmul") == 2 and names.count("relax.nn.conv2d") == 1, names
+    target = tvm.target.Target({"kind": "llvm"})
+    fused = run_steps(FUSE, mod, BuildOptions(target=target))
+    kernels = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any("matmul" in k and "relu" in k for k in kernels), kernels  # bias and ReLU fused in
+    assert any("matmul" in k and "sigmoid" in k for k in kernels), kernels
+    got = _values(mod, x.numpy())
+    with torch.inference_mode():
+        want = model(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
