@@ -1,4 +1,4 @@
-"""Quantizers as one rounding conversion (the build's ``Rounding`` step, int8 builds for x86).
+"""Quantizers as one rounding conversion (the build's ``Rounding`` step, on x86 targets).
 
 An int8 tensor is made as ``astype(clip(round(x), lo, hi), int8)`` (``autotune.compiler.precision``,
 ``int8_inputs``). TVM lowers ``round`` to LLVM's ``nearbyint`` and ``astype`` to a truncating
@@ -70,7 +70,7 @@ def rounded_conversions(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[t
             return expr
         dtype, shape = str(expr.attrs.dtype), tensor_shape(m[x])
         bounds = [float(getattr(m[b], "value", float("nan"))) for b in (lo, hi)]
-        if dtype not in _INTEGERS or tensor_dtype(m[x]) != "float32" or not shape or -1 in shape:
+        if dtype not in _INTEGERS or tensor_dtype(m[x]) != "float32" or not shape:  # (no shape: symbolic)
             return expr
         least, most = _INTEGERS[dtype]
         if not all(b.is_integer() and least <= b <= most for b in bounds) or bounds[0] > bounds[1]:
