@@ -24,13 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["rounded_conversions"]
 
-#: The integer types a rounded value converts to through ``lrint``'s int32.
-_INTEGERS = {
-    "int8": (-128, 127),
-    "uint8": (0, 255),
-    "int16": (-(1 << 15), (1 << 15) - 1),
-    "int32": (-(1 << 24), 1 << 24),  # (float32 holds every integer up to 2^24)
-}
+#: The types quantizers convert to (through ``lrint``'s int32), and their ranges.
+_INTEGERS = {"int8": (-128, 127), "uint8": (0, 255)}
 
 
 def rounding_kernel(shape: tuple[int, ...], lo: float, hi: float, dtype: str) -> tvm.tirx.PrimFunc:
